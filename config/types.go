@@ -1,0 +1,282 @@
+// Package config loads and validates oauthrelay's TOML configuration file.
+//
+// Loading is strict: an unknown key, a value of the wrong type or a broken
+// cross-reference is reported with the file, the line where it can be found,
+// the key and the fix, and every problem is reported at once.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is one loaded and validated configuration file.
+type Config struct {
+	// Path is the file the configuration was read from.
+	Path string `toml:"-"`
+
+	Listen    Listen     `toml:"listen"`
+	Spool     Spool      `toml:"spool"`
+	Upstream  Upstream   `toml:"upstream"`
+	Metrics   Metrics    `toml:"metrics"`
+	Log       Log        `toml:"log"`
+	Apps      []*App     `toml:"app"`
+	Mailboxes []*Mailbox `toml:"mailbox"`
+	Clients   []*Client  `toml:"client"`
+
+	// Warnings are problems that do not stop the relay (for example a
+	// world-readable secret file); the loader fills them in.
+	Warnings []Problem `toml:"-"`
+
+	// senders maps every lower-cased allowed From address to its mailbox.
+	senders map[string]*Mailbox
+}
+
+// Listen is the [listen] table: the side legacy applications talk to.
+type Listen struct {
+	Address           string   `toml:"address"`
+	TLSAddress        string   `toml:"tls_address"`
+	Hostname          string   `toml:"hostname"`
+	TLSCertFile       string   `toml:"tls_cert_file"`
+	TLSKeyFile        string   `toml:"tls_key_file"`
+	RequireTLS        bool     `toml:"require_tls"`
+	AllowInsecureAuth bool     `toml:"allow_insecure_auth"`
+	MaxMessageSize    Size     `toml:"max_message_size"`
+	MaxRecipients     int      `toml:"max_recipients"`
+	IdleTimeout       Duration `toml:"idle_timeout"`
+	DataTimeout       Duration `toml:"data_timeout"`
+	MaxConnections    int      `toml:"max_connections"`
+	AuthMaxFailures   int      `toml:"auth_max_failures"`
+	AuthLockout       Duration `toml:"auth_lockout"`
+}
+
+// Spool is the [spool] table: where and how long mail is kept.
+type Spool struct {
+	Dir           string   `toml:"dir"`
+	MinRetryDelay Duration `toml:"min_retry_delay"`
+	MaxRetryDelay Duration `toml:"max_retry_delay"`
+	MaxAge        Duration `toml:"max_age"`
+	BounceTo      string   `toml:"bounce_to"`
+}
+
+// Upstream is the [upstream] table: the Microsoft 365 submission server.
+type Upstream struct {
+	Address string   `toml:"address"`
+	CAFile  string   `toml:"ca_file"`
+	Timeout Duration `toml:"timeout"`
+	// explicit records whether the admin set address; otherwise each app's
+	// cloud chooses the host.
+	explicit bool
+}
+
+// Metrics is the [metrics] table.
+type Metrics struct {
+	Address string `toml:"address"`
+}
+
+// Log is the [log] table.
+type Log struct {
+	Format string `toml:"format"`
+	Level  string `toml:"level"`
+}
+
+// App is one [[app]]: an Entra ID app registration and its credential.
+type App struct {
+	Name                    string   `toml:"name"`
+	TenantID                string   `toml:"tenant_id"`
+	ClientID                string   `toml:"client_id"`
+	ClientSecret            string   `toml:"client_secret"`
+	ClientSecretFile        string   `toml:"client_secret_file"`
+	CertificateFile         string   `toml:"certificate_file"`
+	CertificatePasswordFile string   `toml:"certificate_password_file"`
+	SendCertificateChain    bool     `toml:"send_certificate_chain"`
+	Cloud                   string   `toml:"cloud"`
+	Authority               string   `toml:"authority"`
+	Scope                   string   `toml:"scope"`
+	MinTokenLifetime        Duration `toml:"min_token_lifetime"`
+	ProxyURL                string   `toml:"proxy_url"`
+
+	// Secret is the client secret after ${VAR} expansion or reading
+	// client_secret_file. It is never printed.
+	Secret Secret `toml:"-"`
+	// CertificatePassword is read from certificate_password_file.
+	CertificatePassword Secret `toml:"-"`
+	// UpstreamAddress is where this app's mailboxes deliver: [upstream]
+	// address when set, else the submission host of the app's cloud.
+	UpstreamAddress string `toml:"-"`
+}
+
+// Mailbox is one [[mailbox]]: an Exchange mailbox the app signs in as.
+type Mailbox struct {
+	Address             string   `toml:"address"`
+	App                 string   `toml:"app"`
+	SendAs              []string `toml:"send_as"`
+	MaxPerMinute        int      `toml:"max_per_minute"`
+	MaxConnections      int      `toml:"max_connections"`
+	MaxRecipientsPerDay int      `toml:"max_recipients_per_day"`
+
+	// AppRef is the resolved app.
+	AppRef *App `toml:"-"`
+}
+
+// Client is one [[client]]: a legacy application allowed to send.
+type Client struct {
+	Name         string   `toml:"name"`
+	Username     string   `toml:"username"`
+	PasswordHash string   `toml:"password_hash"`
+	Networks     []string `toml:"networks"`
+	Senders      []string `toml:"senders"`
+	RewriteFrom  string   `toml:"rewrite_from"`
+
+	// Prefixes are the parsed networks.
+	Prefixes []netip.Prefix `toml:"-"`
+	// AnySender is true when senders holds "*".
+	AnySender bool `toml:"-"`
+	// allowed is the lower-cased set of senders.
+	allowed map[string]bool
+}
+
+// Secret holds a credential. Its String and GoString methods never reveal
+// it, so that a config dumped into a log by mistake leaks nothing.
+type Secret string
+
+// String redacts the secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString redacts the secret for %#v.
+func (s Secret) GoString() string { return s.String() }
+
+// Reveal returns the secret itself, for the one place that sends it.
+func (s Secret) Reveal() string { return string(s) }
+
+// Duration is a time.Duration written as "90s", "5m" or "120h" in the file.
+// Days are accepted as "5d" because admins think of queue lifetimes in days.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration back in Go syntax.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// ParseDuration accepts Go durations plus a whole-day suffix "d".
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if strings.HasSuffix(s, "d") {
+		n, err := strconv.Atoi(strings.TrimSuffix(s, "d"))
+		if err == nil && n >= 0 {
+			return time.Duration(n) * 24 * time.Hour, nil
+		}
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (write it like \"90s\", \"5m\", \"1h\" or \"5d\")", s)
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("%q is negative", s)
+	}
+	return v, nil
+}
+
+// Size is a byte count written as 35MB, "35 MiB", "512KB" or a bare number.
+type Size int64
+
+// UnmarshalTOML accepts both integers and strings with a unit.
+func (s *Size) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case int64:
+		if x < 0 {
+			return fmt.Errorf("size %d is negative", x)
+		}
+		*s = Size(x)
+		return nil
+	case string:
+		n, err := ParseSize(x)
+		if err != nil {
+			return err
+		}
+		*s = Size(n)
+		return nil
+	}
+	return fmt.Errorf("size must be a number of bytes or a string like \"35MB\"")
+}
+
+// ParseSize parses "35MB" (decimal), "35MiB" (binary), "100KB", "4096".
+func ParseSize(str string) (int64, error) {
+	t := strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(str), " ", ""))
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"K", 1000}, {"M", 1000 * 1000}, {"G", 1000 * 1000 * 1000}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("%q is not a size (write it like \"35MB\", \"512KB\" or a number of bytes)", str)
+	}
+	return int64(f * float64(mult)), nil
+}
+
+// Problem is one thing wrong with a configuration file.
+type Problem struct {
+	File string
+	Line int    // 0 when unknown
+	Key  string // e.g. "client[1].senders" or "listen.adress"
+	Msg  string
+	Fix  string
+}
+
+func (p Problem) String() string {
+	var b strings.Builder
+	b.WriteString(p.File)
+	if p.Line > 0 {
+		fmt.Fprintf(&b, ":%d", p.Line)
+	}
+	b.WriteString(": ")
+	if p.Key != "" {
+		b.WriteString(p.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(p.Msg)
+	if p.Fix != "" {
+		b.WriteString(" — fix: ")
+		b.WriteString(p.Fix)
+	}
+	return b.String()
+}
+
+// Error lists every problem found in a configuration file.
+type Error struct {
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	if len(lines) == 1 {
+		return "configuration problem: " + lines[0]
+	}
+	return fmt.Sprintf("%d configuration problems:\n  %s", len(lines), strings.Join(lines, "\n  "))
+}

@@ -1,0 +1,559 @@
+package queue
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	msgDir = "messages"
+	tmpDir = "tmp"
+)
+
+// Options tune a Spool.
+type Options struct {
+	Logger *slog.Logger
+	Now    func() time.Time
+	// Recover runs crash recovery in Open. Only the process that delivers
+	// (serve) may recover; queue commands open a live spool without it.
+	Recover bool
+}
+
+// Spool is an open spool directory. It is safe for concurrent use, and for
+// use by several processes, as long as only one of them recovers.
+type Spool struct {
+	dir    string
+	log    *slog.Logger
+	now    func() time.Time
+	notify chan string
+	sync   *syncer
+}
+
+// RecoveryReport says what Open found after a crash.
+type RecoveryReport struct {
+	RemovedPartial int      // half-written files never acknowledged
+	Requeued       []string // interrupted deliveries put back in incoming/
+	Corrupt        []string // envelopes moved to corrupt/
+}
+
+// Open opens (creating if needed) the spool at dir.
+func Open(dir string, o Options) (*Spool, *RecoveryReport, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Spool{dir: dir, log: o.Logger, now: o.Now, notify: make(chan string, 1024)}
+	s.sync = newSyncer()
+	for _, d := range append([]string{msgDir, tmpDir}, stateNames()...) {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, nil, fmt.Errorf("spool %s: cannot create %s: %w", dir, d, err)
+		}
+	}
+	// A spool made by hand or by an older umask may be too open: mail
+	// bodies are private.
+	if st, err := os.Stat(dir); err == nil && st.Mode().Perm()&0o077 != 0 {
+		s.log.Warn("spool directory is readable by other users", "dir", dir, "mode", st.Mode().Perm().String(), "fix", "chmod 0700 "+dir)
+	}
+	rep := &RecoveryReport{}
+	if o.Recover {
+		if err := s.recover(rep); err != nil {
+			return nil, nil, err
+		}
+	}
+	return s, rep, nil
+}
+
+func stateNames() []string {
+	out := make([]string, len(States))
+	for i, s := range States {
+		out[i] = string(s)
+	}
+	return out
+}
+
+// Dir returns the spool's directory.
+func (s *Spool) Dir() string { return s.dir }
+
+// Notify delivers the id of each newly committed message, so the scheduler
+// can attempt it at once without polling.
+func (s *Spool) Notify() <-chan string { return s.notify }
+
+func (s *Spool) envPath(st State, id string) string {
+	return filepath.Join(s.dir, string(st), id+".json")
+}
+
+// BodyPath is where the message body of id is kept.
+func (s *Spool) BodyPath(id string) string {
+	return filepath.Join(s.dir, msgDir, id+".eml")
+}
+
+// WriteError is a failure to write the spool; the message was not queued.
+type WriteError struct {
+	ID  string
+	Op  string
+	Err error
+}
+
+func (e *WriteError) Error() string {
+	return fmt.Sprintf("spool: %s for %s: %v", e.Op, e.ID, e.Err)
+}
+
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// IsFull reports whether err is the disk (or quota) being full.
+func IsFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// Writer receives one message body. Nothing is acknowledged until Commit
+// returns nil.
+type Writer struct {
+	s    *Spool
+	id   string
+	f    *os.File
+	bw   *bufio.Writer
+	n    int64
+	err  error
+	done bool
+}
+
+// Create starts a new message and assigns its id.
+func (s *Spool) Create() (*Writer, error) {
+	id := NewID(s.now())
+	f, err := os.OpenFile(filepath.Join(s.dir, tmpDir, id+".eml"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, &WriteError{ID: id, Op: "create body", Err: err}
+	}
+	return &Writer{s: s, id: id, f: f, bw: bufio.NewWriterSize(f, 64<<10)}, nil
+}
+
+// ID is the queue id the message will have.
+func (w *Writer) ID() string { return w.id }
+
+// Size is the number of body bytes written so far.
+func (w *Writer) Size() int64 { return w.n }
+
+// Write appends body bytes.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.bw.Write(p)
+	w.n += int64(n)
+	if err != nil {
+		w.err = &WriteError{ID: w.id, Op: "write body", Err: err}
+		return n, w.err
+	}
+	return n, nil
+}
+
+// Abort throws the message away; it was never acknowledged.
+func (w *Writer) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+// Commit makes the message durable with env as its envelope and puts it in
+// incoming/. When Commit returns nil, the body and envelope are fsynced and
+// renamed into place and both directories are fsynced: the message survives
+// a crash or power loss, and the relay may answer 250.
+func (w *Writer) Commit(env *Envelope) (err error) {
+	if w.done {
+		return errors.New("spool: message already committed or aborted")
+	}
+	defer func() {
+		if err != nil {
+			w.Abort()
+		}
+	}()
+	if w.err != nil {
+		return w.err
+	}
+	s := w.s
+	env.ID = w.id
+	env.Size = w.n
+	if env.Received.IsZero() {
+		env.Received = s.now()
+	}
+	if env.NextAttempt.IsZero() {
+		env.NextAttempt = env.Received
+	}
+	for _, r := range env.Recipients {
+		if r.State == "" {
+			r.State = RcptPending
+		}
+	}
+	if err := w.bw.Flush(); err != nil {
+		return &WriteError{ID: w.id, Op: "write body", Err: err}
+	}
+	if err := w.f.Sync(); err != nil {
+		return &WriteError{ID: w.id, Op: "fsync body", Err: err}
+	}
+	if err := w.f.Close(); err != nil {
+		return &WriteError{ID: w.id, Op: "close body", Err: err}
+	}
+	b, err := Encode(env)
+	if err != nil {
+		return &WriteError{ID: w.id, Op: "encode envelope", Err: err}
+	}
+	tmpEnv := filepath.Join(s.dir, tmpDir, w.id+".json")
+	if err := writeFileSync(tmpEnv, b); err != nil {
+		os.Remove(tmpEnv)
+		return &WriteError{ID: w.id, Op: "write envelope", Err: err}
+	}
+	// Body first: an envelope in a state directory always has its body. A
+	// crash between the two renames leaves an orphan body, which recovery
+	// removes (it was never acknowledged).
+	if err := os.Rename(w.f.Name(), s.BodyPath(w.id)); err != nil {
+		os.Remove(tmpEnv)
+		return &WriteError{ID: w.id, Op: "rename body", Err: err}
+	}
+	if err := os.Rename(tmpEnv, s.envPath(Incoming, w.id)); err != nil {
+		os.Remove(tmpEnv)
+		os.Remove(s.BodyPath(w.id))
+		return &WriteError{ID: w.id, Op: "rename envelope", Err: err}
+	}
+	if err := s.sync.dirs(filepath.Join(s.dir, msgDir), filepath.Join(s.dir, string(Incoming))); err != nil {
+		// The renames happened but may not be on disk: we cannot promise
+		// durability, so refuse. The files stay and will be delivered; a
+		// duplicate after the client retries is better than a loss.
+		return &WriteError{ID: w.id, Op: "fsync directory", Err: err}
+	}
+	w.done = true
+	env.State = Incoming
+	select {
+	case s.notify <- w.id:
+	default:
+	}
+	return nil
+}
+
+func writeFileSync(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// ErrNotFound means no envelope with that id is in the states looked at.
+var ErrNotFound = errors.New("no such message in the queue")
+
+// Load reads the envelope id from state st.
+func (s *Spool) Load(st State, id string) (*Envelope, error) {
+	if !ValidID(id) {
+		return nil, ErrNotFound
+	}
+	b, err := os.ReadFile(s.envPath(st, id))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, ErrNotFound
+		}
+		return nil, err
+	}
+	e, err := Decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("envelope %s/%s.json: %w", st, id, err)
+	}
+	e.State = st
+	return e, nil
+}
+
+// Find looks for id in every state.
+func (s *Spool) Find(id string) (*Envelope, error) {
+	for _, st := range States {
+		e, err := s.Load(st, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		return e, err
+	}
+	return nil, ErrNotFound
+}
+
+// Move writes env into state to (renaming it out of its current state) and
+// makes the change durable. When the envelope is no longer where env.State
+// says, someone else (an operator's queue command) moved it: Move returns
+// ErrNotFound and changes nothing.
+func (s *Spool) Move(env *Envelope, to State) error {
+	from := env.State
+	if from != to {
+		if err := os.Rename(s.envPath(from, env.ID), s.envPath(to, env.ID)); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return ErrNotFound
+			}
+			return err
+		}
+		env.State = to
+	}
+	return s.save(env, from)
+}
+
+// Save rewrites env in its current state.
+func (s *Spool) Save(env *Envelope) error { return s.save(env, env.State) }
+
+func (s *Spool) save(env *Envelope, from State) error {
+	b, err := Encode(env)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(s.dir, tmpDir, env.ID+".json."+string(env.State))
+	if err := writeFileSync(tmp, b); err != nil {
+		os.Remove(tmp)
+		return &WriteError{ID: env.ID, Op: "write envelope", Err: err}
+	}
+	if err := os.Rename(tmp, s.envPath(env.State, env.ID)); err != nil {
+		os.Remove(tmp)
+		return &WriteError{ID: env.ID, Op: "rename envelope", Err: err}
+	}
+	dirs := []string{filepath.Join(s.dir, string(env.State))}
+	if from != env.State {
+		dirs = append(dirs, filepath.Join(s.dir, string(from)))
+	}
+	return s.sync.dirs(dirs...)
+}
+
+// Remove deletes a message that needs no more work (delivered, or deleted
+// by an operator). The envelope goes first, so a crash in between leaves an
+// orphan body for recovery rather than an envelope without a body.
+func (s *Spool) Remove(env *Envelope) error {
+	if err := os.Remove(s.envPath(env.State, env.ID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.Remove(s.BodyPath(env.ID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return s.sync.dirs(filepath.Join(s.dir, string(env.State)), filepath.Join(s.dir, msgDir))
+}
+
+// OpenBody opens the message body for reading.
+func (s *Spool) OpenBody(id string) (*os.File, error) {
+	if !ValidID(id) {
+		return nil, ErrNotFound
+	}
+	return os.Open(s.BodyPath(id))
+}
+
+// IDs lists the ids in state st, oldest first.
+func (s *Spool) IDs(st State) ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(s.dir, string(st)))
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(ents))
+	for _, e := range ents {
+		n := e.Name()
+		if id, ok := strings.CutSuffix(n, ".json"); ok && ValidID(id) {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// List loads every readable envelope in the given states (all when none
+// are given). Envelopes that vanish while listing (delivered meanwhile) are
+// skipped; unreadable ones are returned in bad.
+func (s *Spool) List(states ...State) (envs []*Envelope, bad []string, err error) {
+	if len(states) == 0 {
+		states = States
+	}
+	for _, st := range states {
+		ids, err := s.IDs(st)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, id := range ids {
+			e, err := s.Load(st, id)
+			switch {
+			case errors.Is(err, ErrNotFound):
+			case err != nil:
+				bad = append(bad, string(st)+"/"+id)
+			default:
+				envs = append(envs, e)
+			}
+		}
+	}
+	return envs, bad, nil
+}
+
+// recover puts the spool back into a consistent state after a crash.
+func (s *Spool) recover(rep *RecoveryReport) error {
+	tmp := filepath.Join(s.dir, tmpDir)
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if os.Remove(filepath.Join(tmp, e.Name())) == nil {
+			rep.RemovedPartial++
+		}
+	}
+	known := map[string]bool{}
+	for _, st := range States {
+		ids, err := s.IDs(st)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			known[id] = true
+			if st == Corrupt {
+				continue
+			}
+			e, lerr := s.Load(st, id)
+			if lerr == nil {
+				if fi, serr := os.Stat(s.BodyPath(id)); serr != nil {
+					lerr = fmt.Errorf("its message body %s is missing", s.BodyPath(id))
+				} else if fi.Size() != e.Size {
+					lerr = fmt.Errorf("its message body has %d bytes, the envelope says %d", fi.Size(), e.Size)
+				}
+			}
+			if lerr != nil {
+				s.log.Error("spool: unreadable envelope moved to corrupt/ for a person to inspect", "id", id, "state", st, "error", lerr.Error(),
+					"fix", "inspect "+filepath.Join(s.dir, string(Corrupt), id+".json")+"; fix it and move it to incoming/, or delete it")
+				if err := os.Rename(s.envPath(st, id), s.envPath(Corrupt, id)); err != nil {
+					return err
+				}
+				rep.Corrupt = append(rep.Corrupt, id)
+				continue
+			}
+			if st == Active {
+				if err := s.Move(e, Incoming); err != nil {
+					return err
+				}
+				rep.Requeued = append(rep.Requeued, id)
+			}
+		}
+	}
+	bodies, err := os.ReadDir(filepath.Join(s.dir, msgDir))
+	if err != nil {
+		return err
+	}
+	for _, b := range bodies {
+		id, ok := strings.CutSuffix(b.Name(), ".eml")
+		if !ok || !known[id] {
+			if os.Remove(filepath.Join(s.dir, msgDir, b.Name())) == nil {
+				rep.RemovedPartial++
+			}
+		}
+	}
+	if rep.RemovedPartial > 0 || len(rep.Requeued) > 0 || len(rep.Corrupt) > 0 {
+		s.log.Info("spool recovered after an unclean stop", "removed_unacknowledged", rep.RemovedPartial, "requeued", len(rep.Requeued), "corrupt", len(rep.Corrupt))
+	}
+	return s.sync.dirs(append([]string{tmp, filepath.Join(s.dir, msgDir)}, s.stateDirs()...)...)
+}
+
+func (s *Spool) stateDirs() []string {
+	out := make([]string, len(States))
+	for i, st := range States {
+		out[i] = filepath.Join(s.dir, string(st))
+	}
+	return out
+}
+
+// Body returns a reader over the body of id and its size, for callers that
+// stream it upstream.
+func (s *Spool) Body(id string) (io.ReadCloser, int64, error) {
+	f, err := s.OpenBody(id)
+	if err != nil {
+		return nil, 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, fi.Size(), nil
+}
+
+// syncer fsyncs directories. Concurrent commits that need the same
+// directory share one fsync (group commit): whoever arrives while a sync is
+// running waits for the next one, which covers every rename made before it
+// started.
+type syncer struct {
+	mu sync.Mutex
+	m  map[string]*dirSync
+}
+
+type dirSync struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	running bool
+	gen     uint64 // incremented when a sync starts
+	done    uint64 // the last generation finished
+	err     error
+}
+
+func newSyncer() *syncer { return &syncer{m: map[string]*dirSync{}} }
+
+func (y *syncer) dirs(paths ...string) error {
+	var first error
+	for _, p := range paths {
+		if err := y.dir(p); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (y *syncer) dir(path string) error {
+	y.mu.Lock()
+	d := y.m[path]
+	if d == nil {
+		d = &dirSync{}
+		d.cond = sync.NewCond(&d.mu)
+		y.m[path] = d
+	}
+	y.mu.Unlock()
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// A sync that is running may have started before our rename: we need
+	// one that starts after now.
+	need := d.gen + 1
+	for d.done < need {
+		if !d.running {
+			d.running = true
+			d.gen++
+			gen := d.gen
+			d.mu.Unlock()
+			err := syncDir(path)
+			d.mu.Lock()
+			d.running = false
+			d.done = gen
+			d.err = err
+			d.cond.Broadcast()
+			if gen >= need {
+				return err
+			}
+			continue
+		}
+		d.cond.Wait()
+	}
+	return d.err
+}

@@ -1,0 +1,229 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"time"
+
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+	"github.com/emersion/go-smtp"
+
+	"github.com/oauthrelay/oauthrelay/config"
+)
+
+// maxHeaderBytes bounds the header block held in memory for the policy
+// check; the body is streamed and never held whole.
+const maxHeaderBytes = 1 << 20
+
+// message applies the sender policy to one message's header and writes the
+// message to the spool: our Received first, the app's header as it came
+// (or rewritten for rewrite_from), any missing Message-ID, Date and From,
+// then the body byte for byte.
+type message struct {
+	client   *config.Client
+	cfg      *config.Config
+	id       string
+	now      time.Time
+	helo     string
+	ip       netip.Addr
+	tls      bool
+	authed   bool
+	hostname string
+	rcpts    []string
+	envFrom  string
+
+	headerFrom string // for logs
+}
+
+func (m *message) copy(w io.Writer, r io.Reader) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	raw, sep, err := readHeaderBlock(br)
+	if err != nil {
+		return m.readErr(err)
+	}
+	var h textproto.Header
+	if len(raw) > 0 {
+		h, err = textproto.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(raw), strings.NewReader("\r\n"))))
+		if err != nil {
+			return reply(554, 5, 6, 0, "The message header could not be read (%s); nothing was accepted", sanitize(err.Error()))
+		}
+	}
+	mh := mail.Header{Header: gomessage.Header{Header: h}}
+	var extra []string
+	rewritten := false
+	if m.client.RewriteFrom != "" {
+		m.rewrite(&mh)
+		rewritten = true
+	} else if err := m.checkFrom(mh, &extra); err != nil {
+		return err
+	}
+	if !mh.Has("Message-Id") {
+		extra = append(extra, fmt.Sprintf("Message-ID: <%s@%s>", m.id, m.hostname))
+	}
+	if !mh.Has("Date") {
+		extra = append(extra, "Date: "+m.now.Format(time.RFC1123Z))
+	}
+
+	if _, err := io.WriteString(w, m.received()); err != nil {
+		return err
+	}
+	if rewritten {
+		var hb bytes.Buffer
+		if err := textproto.WriteHeader(&hb, mh.Header.Header); err != nil {
+			return err
+		}
+		// WriteHeader ends with the blank line; ours comes after the
+		// added fields.
+		if _, err := w.Write(bytes.TrimSuffix(hb.Bytes(), []byte("\r\n"))); err != nil {
+			return err
+		}
+	} else if _, err := w.Write(raw); err != nil {
+		return err
+	}
+	for _, f := range extra {
+		if _, err := io.WriteString(w, f+"\r\n"); err != nil {
+			return err
+		}
+	}
+	if _, err := w.Write(sep); err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, br); err != nil {
+		return m.readErr(err)
+	}
+	return nil
+}
+
+func (m *message) readErr(err error) error {
+	if errors.Is(err, smtp.ErrDataTooLarge) {
+		return reply(552, 5, 3, 4, "Message too big: this relay accepts at most %s (listen.max_message_size); nothing was accepted", humanSize(int64(m.cfg.Listen.MaxMessageSize)))
+	}
+	return err
+}
+
+// checkFrom enforces that From: (and Sender:) name addresses this client
+// may use, and that Microsoft 365 will accept from the envelope's mailbox.
+func (m *message) checkFrom(h mail.Header, extra *[]string) error {
+	mbx := m.cfg.MailboxFor(m.envFrom)
+	for _, field := range []string{"From", "Sender"} {
+		if !h.Has(field) {
+			continue
+		}
+		addrs, err := h.AddressList(field)
+		if err != nil || len(addrs) == 0 {
+			m.headerFrom = h.Get(field)
+			return reply(550, 5, 6, 0, "The %s: header %q is not a valid address; nothing was accepted", field, sanitize(h.Get(field)))
+		}
+		for _, a := range addrs {
+			m.headerFrom = a.Address
+			if !m.client.MaySend(a.Address) || m.cfg.MailboxFor(a.Address) == nil {
+				return reply(550, 5, 7, 1, "%s: <%s> is not allowed for client %q; use one of its senders or ask the relay's administrator to add it", field, sanitize(a.Address), m.client.Name)
+			}
+			if m.cfg.MailboxFor(a.Address) != mbx {
+				return reply(550, 5, 7, 1, "%s: <%s> belongs to mailbox %s but the envelope sender <%s> is sent through %s; Microsoft 365 would refuse it. Use matching addresses", field, sanitize(a.Address), m.cfg.MailboxFor(a.Address).Address, m.envFrom, mbx.Address)
+			}
+		}
+	}
+	if !h.Has("From") {
+		// RFC 5322 requires From:, and Exchange checks it against SendAs:
+		// the envelope sender was already allowed, so use it.
+		*extra = append(*extra, "From: <"+m.envFrom+">")
+	}
+	return nil
+}
+
+// rewrite replaces From: with the client's rewrite_from address, keeps the
+// display name, and keeps the original address reachable in Reply-To:.
+func (m *message) rewrite(h *mail.Header) {
+	orig, _ := h.AddressList("From")
+	name := ""
+	if len(orig) > 0 {
+		name = orig[0].Name
+		m.headerFrom = orig[0].Address
+		if !h.Has("Reply-To") && !strings.EqualFold(orig[0].Address, m.client.RewriteFrom) {
+			h.SetAddressList("Reply-To", orig)
+		}
+	}
+	h.SetAddressList("From", []*mail.Address{{Name: name, Address: m.client.RewriteFrom}})
+	// A device's own Sender: would contradict the rewritten From.
+	h.Del("Sender")
+}
+
+// received is our trace header (RFC 5321 §4.4).
+func (m *message) received() string {
+	with := "ESMTP"
+	if m.tls {
+		with += "S"
+	}
+	if m.authed {
+		with += "A"
+	}
+	helo := sanitize(m.helo)
+	if helo == "" {
+		helo = "unknown"
+	}
+	forClause := ""
+	if len(m.rcpts) == 1 {
+		forClause = "\r\n\tfor <" + sanitize(m.rcpts[0]) + ">"
+	}
+	return fmt.Sprintf("Received: from %s ([%s])\r\n\tby %s (oauthrelay) with %s id %s%s;\r\n\t%s\r\n",
+		helo, m.ip, m.hostname, with, m.id, forClause, m.now.Format(time.RFC1123Z))
+}
+
+// readHeaderBlock reads header lines up to the empty line. It returns the
+// header bytes exactly as sent and the separator line ("\r\n", "\n", or
+// nothing when the message ends inside the header).
+func readHeaderBlock(br *bufio.Reader) (raw, sep []byte, err error) {
+	var buf bytes.Buffer
+	for {
+		line, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			// A header line longer than the buffer: keep reading it.
+			buf.Write(line)
+			if buf.Len() > maxHeaderBytes {
+				return nil, nil, reply(552, 5, 3, 4, "Message header too big (over %s); nothing was accepted", humanSize(maxHeaderBytes))
+			}
+			continue
+		}
+		if len(line) > 0 && buf.Len() == 0 || (len(line) > 0 && endsWithNL(buf.Bytes())) {
+			if string(line) == "\r\n" || string(line) == "\n" {
+				return buf.Bytes(), append([]byte(nil), line...), nil
+			}
+		}
+		buf.Write(line)
+		if buf.Len() > maxHeaderBytes {
+			return nil, nil, reply(552, 5, 3, 4, "Message header too big (over %s); nothing was accepted", humanSize(maxHeaderBytes))
+		}
+		if err == io.EOF {
+			b := buf.Bytes()
+			if len(b) > 0 && !endsWithNL(b) {
+				b = append(b, '\r', '\n')
+			}
+			return b, nil, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+func endsWithNL(b []byte) bool { return len(b) > 0 && b[len(b)-1] == '\n' }
+
+func humanSize(n int64) string {
+	switch {
+	case n >= 1000*1000 && n%(1000*1000) == 0:
+		return fmt.Sprintf("%d MB", n/(1000*1000))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1000:
+		return fmt.Sprintf("%d KB", n/1000)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}

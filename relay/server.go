@@ -1,0 +1,231 @@
+// Package relay is the SMTP side of oauthrelay: the listener legacy
+// applications talk to, its local authentication and sender policy, and
+// (in deliver*.go) the client that hands mail to Microsoft 365.
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/queue"
+)
+
+// Hooks let the caller count what the listener does (metrics) without the
+// listener knowing about Prometheus.
+type Hooks struct {
+	Accepted func(client string)
+	Refused  func(reason string)
+}
+
+// Server is the listener side of the relay.
+type Server struct {
+	cfg   atomic.Pointer[config.Config]
+	spool *queue.Spool
+	log   *slog.Logger
+	hooks Hooks
+	now   func() time.Time
+	lim   *limiter
+
+	mu      sync.Mutex
+	servers []*smtp.Server
+	conns   atomic.Int64
+}
+
+// ServerOptions are the optional parts of a Server.
+type ServerOptions struct {
+	Logger *slog.Logger
+	Hooks  Hooks
+	Now    func() time.Time
+}
+
+// NewServer makes a listener for cfg that queues into spool.
+func NewServer(cfg *config.Config, spool *queue.Spool, o ServerOptions) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Server{spool: spool, log: o.Logger, hooks: o.Hooks, now: o.Now}
+	s.cfg.Store(cfg)
+	s.lim = newLimiter(cfg.Listen.AuthMaxFailures, cfg.Listen.AuthLockout.Duration, o.Now)
+	return s
+}
+
+// SetConfig swaps in a reloaded configuration. Sessions pick it up at
+// their next command; listener addresses and TLS files need a restart.
+func (s *Server) SetConfig(cfg *config.Config) { s.cfg.Store(cfg) }
+
+// Config returns the configuration in force.
+func (s *Server) Config() *config.Config { return s.cfg.Load() }
+
+func (s *Server) refused(reason string) {
+	if s.hooks.Refused != nil {
+		s.hooks.Refused(reason)
+	}
+}
+
+// Listeners opens the configured listeners. They are returned so that
+// tests and the demo can learn the ports chosen for ":0".
+func (s *Server) Listeners() (plain, implicitTLS net.Listener, err error) {
+	l := s.Config().Listen
+	if l.Address != "" {
+		plain, err = net.Listen("tcp", l.Address)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen.address %s: %w", l.Address, err)
+		}
+	}
+	if l.TLSAddress != "" {
+		implicitTLS, err = net.Listen("tcp", l.TLSAddress)
+		if err != nil {
+			if plain != nil {
+				plain.Close()
+			}
+			return nil, nil, fmt.Errorf("listen.tls_address %s: %w", l.TLSAddress, err)
+		}
+	}
+	return plain, implicitTLS, nil
+}
+
+// Serve accepts on the given listeners (either may be nil) until Shutdown.
+func (s *Server) Serve(plain, implicitTLS net.Listener) error {
+	cfg := s.Config()
+	var tlsConf *tls.Config
+	if cfg.Listen.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.Listen.TLSCertFile, cfg.Listen.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("listen.tls_cert_file: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	errc := make(chan error, 2)
+	n := 0
+	start := func(l net.Listener, implicit bool) {
+		srv := s.newSMTPServer(cfg, tlsConf)
+		// The limit wraps the raw listener so that TLS sits on top: go-smtp
+		// recognises TLS connections by their *tls.Conn type.
+		l = &limitListener{Listener: l, s: s, max: int64(cfg.Listen.MaxConnections)}
+		if implicit {
+			l = tls.NewListener(l, tlsConf)
+		}
+		s.mu.Lock()
+		s.servers = append(s.servers, srv)
+		s.mu.Unlock()
+		n++
+		go func() { errc <- srv.Serve(l) }()
+	}
+	if plain != nil {
+		start(plain, false)
+	}
+	if implicitTLS != nil {
+		start(implicitTLS, true)
+	}
+	if n == 0 {
+		return errors.New("no listener configured")
+	}
+	var first error
+	for i := 0; i < n; i++ {
+		if err := <-errc; err != nil && !errors.Is(err, smtp.ErrServerClosed) && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (s *Server) newSMTPServer(cfg *config.Config, tlsConf *tls.Config) *smtp.Server {
+	srv := smtp.NewServer(&backend{s: s})
+	srv.Domain = cfg.Listen.Hostname
+	srv.TLSConfig = tlsConf
+	srv.MaxMessageBytes = int64(cfg.Listen.MaxMessageSize)
+	// We enforce recipients ourselves for a clearer reply, and decide per
+	// connection whether AUTH may go without TLS (loopback may).
+	srv.MaxRecipients = 0
+	srv.AllowInsecureAuth = true
+	srv.EnableSMTPUTF8 = true
+	srv.ReadTimeout = cfg.Listen.IdleTimeout.Duration
+	srv.WriteTimeout = time.Minute
+	srv.ErrorLog = slogLogger{s.log}
+	return srv
+}
+
+// Shutdown stops accepting and waits for open sessions to finish, until
+// ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	srvs := s.servers
+	s.mu.Unlock()
+	var first error
+	for _, srv := range srvs {
+		if err := srv.Shutdown(ctx); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+type backend struct{ s *Server }
+
+func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	return newSession(b.s, c), nil
+}
+
+// limitListener answers connections over listen.max_connections with a 421
+// instead of letting them pile up.
+type limitListener struct {
+	net.Listener
+	s   *Server
+	max int64
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.max > 0 && l.s.conns.Load() >= l.max {
+			l.s.refused(ReasonConnLimit)
+			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprintf(c, "421 4.7.0 %s Too many connections to the relay right now; try again shortly\r\n", l.s.Config().Listen.Hostname)
+			c.Close()
+			continue
+		}
+		l.s.conns.Add(1)
+		return &countedConn{Conn: c, s: l.s}, nil
+	}
+}
+
+type countedConn struct {
+	net.Conn
+	s    *Server
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.s.conns.Add(-1) })
+	return c.Conn.Close()
+}
+
+// remoteIP extracts the peer address of a connection.
+func remoteIP(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+type slogLogger struct{ l *slog.Logger }
+
+func (l slogLogger) Printf(format string, v ...any) { l.l.Debug("smtp: " + fmt.Sprintf(format, v...)) }
+func (l slogLogger) Println(v ...any)               { l.l.Debug("smtp: " + fmt.Sprint(v...)) }
