@@ -1,0 +1,139 @@
+package oauth
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// RoleSendAsApp is the application permission SMTP AUTH needs.
+const RoleSendAsApp = "SMTP.SendAsApp"
+
+// Claims are the access-token claims an administrator checks.
+type Claims struct {
+	Aud, Iss, Tid, AppID, AppIDACR, Oid string
+	Roles                               []string
+	IssuedAt, NotBefore, Expires        time.Time
+}
+
+// HasRole reports whether the token carries role r.
+func (c Claims) HasRole(r string) bool { return slices.Contains(c.Roles, r) }
+
+// ParseClaims decodes the payload of a JWT access token WITHOUT verifying
+// its signature: for diagnostics only, never for authorization.
+func ParseClaims(accessToken string) (Claims, error) {
+	parts := strings.Split(accessToken, ".")
+	if len(parts) != 3 {
+		return Claims{}, errors.New("the access token is not a JWT (expected three dot-separated parts)")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return Claims{}, errors.New("the access token's payload is not base64url")
+	}
+	var raw struct {
+		Aud      json.RawMessage `json:"aud"`
+		Iss      string          `json:"iss"`
+		Tid      string          `json:"tid"`
+		AppID    string          `json:"appid"`
+		AzP      string          `json:"azp"` // v2 tokens name the app azp
+		AppIDACR string          `json:"appidacr"`
+		AzPACR   string          `json:"azpacr"`
+		Oid      string          `json:"oid"`
+		Roles    []string        `json:"roles"`
+		Iat      json.Number     `json:"iat"`
+		Nbf      json.Number     `json:"nbf"`
+		Exp      json.Number     `json:"exp"`
+	}
+	d := json.NewDecoder(strings.NewReader(string(payload)))
+	d.UseNumber()
+	if err := d.Decode(&raw); err != nil {
+		return Claims{}, fmt.Errorf("the access token's payload is not JSON claims: %v", err)
+	}
+	c := Claims{Iss: raw.Iss, Tid: raw.Tid, AppID: raw.AppID, AppIDACR: raw.AppIDACR, Oid: raw.Oid, Roles: raw.Roles}
+	if c.AppID == "" {
+		c.AppID = raw.AzP
+	}
+	if c.AppIDACR == "" {
+		c.AppIDACR = raw.AzPACR
+	}
+	// aud is a string or, rarely, an array of strings.
+	var aud string
+	var auds []string
+	if json.Unmarshal(raw.Aud, &aud) == nil {
+		c.Aud = aud
+	} else if json.Unmarshal(raw.Aud, &auds) == nil {
+		c.Aud = strings.Join(auds, " ")
+	}
+	for _, f := range []struct {
+		n   json.Number
+		dst *time.Time
+	}{{raw.Iat, &c.IssuedAt}, {raw.Nbf, &c.NotBefore}, {raw.Exp, &c.Expires}} {
+		if f.n == "" {
+			continue
+		}
+		v, err := f.n.Float64()
+		if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+			return Claims{}, fmt.Errorf("the access token has a malformed time claim %q", f.n)
+		}
+		sec, frac := math.Modf(v)
+		*f.dst = time.Unix(int64(sec), int64(frac*1e9)).UTC()
+	}
+	return c, nil
+}
+
+// DescribeToken renders what an administrator needs to know about a token
+// (audience, tenant, app, roles, expiry) and a warning when SMTP.SendAsApp
+// is missing. It never includes the token itself.
+func DescribeToken(tok Token, claims Claims, now time.Time) string {
+	var b strings.Builder
+	line := func(k, v string) { fmt.Fprintf(&b, "%-11s %s\n", k+":", v) }
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	line("audience", dash(claims.Aud))
+	line("tenant", dash(claims.Tid))
+	app := dash(claims.AppID)
+	switch claims.AppIDACR {
+	case "1":
+		app += " (authenticated with a client secret)"
+	case "2":
+		app += " (authenticated with a certificate)"
+	}
+	line("app id", app)
+	if claims.Oid != "" {
+		line("object id", claims.Oid+" (service principal)")
+	}
+	roles := "(none)"
+	if len(claims.Roles) > 0 {
+		roles = strings.Join(claims.Roles, ", ")
+	}
+	line("roles", roles)
+	exp := tok.ExpiresOn
+	if exp.IsZero() {
+		exp = claims.Expires
+	}
+	if !exp.IsZero() {
+		left := exp.Sub(now).Round(time.Second)
+		when := "in " + left.String()
+		if left <= 0 {
+			when = "EXPIRED " + (-left).String() + " ago"
+		}
+		line("expires", exp.UTC().Format(time.RFC3339)+" ("+when+")")
+	}
+	if claims.Aud != "" && !strings.Contains(claims.Aud, "outlook.office365") && !strings.Contains(claims.Aud, "00000002-0000-0ff1-ce00-000000000000") {
+		b.WriteString("WARNING: the audience is not Exchange Online; set scope to https://outlook.office365.com/.default\n")
+	}
+	if !claims.HasRole(RoleSendAsApp) {
+		b.WriteString("WARNING: the token has no " + RoleSendAsApp + " role: admin consent missing? grant admin consent for " +
+			RoleSendAsApp + " (reference §5 step 1); note under Exchange RBAC for Applications tokens carry no roles\n")
+	}
+	return b.String()
+}

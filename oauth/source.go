@@ -1,0 +1,521 @@
+package oauth
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
+	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
+)
+
+// Defaults applied by NewSource.
+const (
+	DefaultAuthority        = "https://login.microsoftonline.com/"
+	DefaultScope            = "https://outlook.office365.com/.default"
+	DefaultMinTokenLifetime = 10 * time.Minute
+)
+
+// fetchTimeout bounds one token request (discovery + token POST).
+const fetchTimeout = 60 * time.Second
+
+// AppSettings is one [[app]] with secrets already resolved by the config loader.
+type AppSettings struct {
+	Name                 string         // config name, used in logs/errors
+	TenantID             string         // Directory (tenant) ID
+	ClientID             string         // Application (client) ID
+	Authority            string         // base like "https://login.microsoftonline.com/"; token URL = Authority + TenantID + "/oauth2/v2.0/token"
+	Scope                string         // default DefaultScope
+	ClientSecret         string         // set for a secret credential
+	CertificateFile      string         // PEM (cert+key) or .pfx/.p12
+	CertificatePassword  string         // for encrypted PEM / PFX
+	SendCertificateChain bool           // send x5c
+	MinTokenLifetime     time.Duration  // default DefaultMinTokenLifetime when 0
+	ProxyURL             string         // optional explicit proxy; otherwise HTTPS_PROXY/NO_PROXY
+	RootCAs              *x509.CertPool // nil = system roots
+}
+
+// Token is an access token and when it expires. Its String, GoString,
+// Format and LogValue methods never show the token itself.
+type Token struct {
+	AccessToken string
+	ExpiresOn   time.Time
+}
+
+// String redacts the token.
+func (t Token) String() string {
+	if t.AccessToken == "" {
+		return "Token(none)"
+	}
+	return "Token(redacted, expires " + t.ExpiresOn.UTC().Format(time.RFC3339) + ")"
+}
+
+// GoString redacts the token for %#v.
+func (t Token) GoString() string { return t.String() }
+
+// Format redacts the token for every fmt verb (%v, %+v, %s, %q, %x ...).
+func (t Token) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(t.String())) }
+
+// LogValue redacts the token in slog output.
+func (t Token) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("access_token", "[redacted]"), slog.Time("expires_on", t.ExpiresOn))
+}
+
+// Options are the runtime hooks of a Source.
+type Options struct {
+	Now        func() time.Time            // injectable clock; default time.Now
+	Logger     *slog.Logger                // default slog.Default()
+	OnRequest  func(app string, err error) // called after every request to the token endpoint (metrics)
+	HTTPClient *http.Client                // optional override (tests); else built from ProxyURL/RootCAs, TLS >= 1.2
+}
+
+// Status is a Source's state for health checks and metrics.
+type Status struct {
+	App         string
+	ExpiresOn   time.Time // of the cached token; zero if none
+	LastError   error     // of the last token request; nil after a success
+	LastErrorAt time.Time
+	Requests    int64 // token requests made so far
+}
+
+// cached is a token plus the facts needed to judge its freshness.
+type cached struct {
+	tok      Token
+	issued   time.Time     // our clock when it arrived
+	lifetime time.Duration // expires_in
+}
+
+// minLeft is the remaining lifetime a token must have to be handed out.
+// Normally MinTokenLifetime; a token issued with less lifetime than that
+// would otherwise be refetched on every call, so it is allowed to drop to
+// half its lifetime instead (logged as a warning when fetched).
+func (c cached) minLeft(min time.Duration) time.Duration {
+	if c.lifetime > min {
+		return min
+	}
+	return c.lifetime / 2
+}
+
+// call is one in-flight token request that any number of callers wait for.
+type call struct {
+	done chan struct{}
+	tok  Token
+	err  error
+}
+
+// Source hands out access tokens for one app registration.
+type Source struct {
+	name      string
+	scope     string
+	minLife   time.Duration
+	authHost  string
+	secret    string // only for scrubbing error text
+	client    confidential.Client
+	now       func() time.Time
+	log       *slog.Logger
+	onRequest func(string, error)
+	// after is time.After; tests replace it to run Start in simulated time.
+	after func(time.Duration) <-chan time.Time
+
+	mu        sync.Mutex
+	tok       *cached
+	inflight  *call
+	lastErr   error
+	lastErrAt time.Time
+	failures  int
+	retryAt   time.Time
+	requests  int64
+	changed   chan struct{} // closed and replaced whenever state changes; wakes Start
+	jitter    func() float64
+}
+
+// NewSource validates s, loads its credential and builds the MSAL client.
+// It does no network I/O.
+func NewSource(s AppSettings, o Options) (*Source, error) {
+	name := s.Name
+	if name == "" {
+		name = s.ClientID
+	}
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("app %q: "+format, append([]any{name}, a...)...)
+	}
+	if s.TenantID == "" || strings.ContainsAny(s.TenantID, "/?# ") {
+		return nil, bad("tenant_id %q is missing or invalid: use the Directory (tenant) ID from the app registration's Overview page", s.TenantID)
+	}
+	if s.ClientID == "" {
+		return nil, bad("client_id is missing: use the Application (client) ID from the app registration's Overview page")
+	}
+	authority := s.Authority
+	if authority == "" {
+		authority = DefaultAuthority
+	}
+	if !strings.HasSuffix(authority, "/") {
+		authority += "/"
+	}
+	au, err := url.Parse(authority)
+	if err != nil || au.Scheme != "https" || au.Host == "" {
+		return nil, bad("authority %q must be an https URL such as %s", s.Authority, DefaultAuthority)
+	}
+	scope := s.Scope
+	if scope == "" {
+		scope = DefaultScope
+	}
+	minLife := s.MinTokenLifetime
+	if minLife <= 0 {
+		minLife = DefaultMinTokenLifetime
+	}
+
+	var cred confidential.Credential
+	var certNotAfter time.Time
+	var msalOpts []confidential.Option
+	switch {
+	case s.ClientSecret != "" && s.CertificateFile != "":
+		return nil, bad("set either client_secret or certificate_file, not both")
+	case s.ClientSecret != "":
+		cred, err = confidential.NewCredFromSecret(s.ClientSecret)
+		if err != nil {
+			return nil, bad("client secret: %v", err)
+		}
+	case s.CertificateFile != "":
+		certs, key, err := LoadCertificate(s.CertificateFile, s.CertificatePassword)
+		if err != nil {
+			return nil, bad("%v", err)
+		}
+		certNotAfter = certs[0].NotAfter
+		cred, err = confidential.NewCredFromCert(certs, key)
+		if err != nil {
+			// LoadCertificate already checked the key type and match; keep
+			// MSAL's reason, it names no key material.
+			return nil, bad("certificate %s: %v", s.CertificateFile, err)
+		}
+		if s.SendCertificateChain {
+			msalOpts = append(msalOpts, confidential.WithX5C())
+		}
+	default:
+		return nil, bad("no credential: set client_secret (or client_secret_file) or certificate_file")
+	}
+
+	hc := o.HTTPClient
+	if hc == nil {
+		hc, err = newHTTPClient(s.ProxyURL, s.RootCAs)
+		if err != nil {
+			return nil, bad("%v", err)
+		}
+	}
+	msalOpts = append(msalOpts,
+		confidential.WithHTTPClient(hc),
+		// Instance discovery would call login.microsoftonline.com even for
+		// sovereign clouds or a test authority; the authority is configured
+		// explicitly, so trust it.
+		confidential.WithInstanceDiscovery(false),
+		confidential.WithCache(emptyCache{}),
+	)
+	client, err := confidential.New(authority+s.TenantID, s.ClientID, cred, msalOpts...)
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+
+	src := &Source{
+		name:      name,
+		scope:     scope,
+		minLife:   minLife,
+		authHost:  au.Host,
+		secret:    s.ClientSecret,
+		client:    client,
+		now:       o.Now,
+		log:       o.Logger,
+		onRequest: o.OnRequest,
+		after:     time.After,
+		changed:   make(chan struct{}),
+		jitter:    rand.Float64,
+	}
+	if src.now == nil {
+		src.now = time.Now
+	}
+	if src.log == nil {
+		src.log = slog.Default()
+	}
+	src.log = src.log.With("app", name)
+	if !certNotAfter.IsZero() {
+		if left := certNotAfter.Sub(src.now()); left <= 0 {
+			src.log.Error("certificate has expired; Entra ID will refuse it (AADSTS700027): create a new one with 'oauthrelay cert new' and upload it",
+				"certificate_file", s.CertificateFile, "not_after", certNotAfter)
+		} else if left < 30*24*time.Hour {
+			src.log.Warn("certificate expires soon; create a new one with 'oauthrelay cert new' and upload it",
+				"certificate_file", s.CertificateFile, "not_after", certNotAfter)
+		}
+	}
+	return src, nil
+}
+
+// newHTTPClient builds the client for the token endpoint: TLS 1.2+, the
+// given roots, and an explicit proxy or the environment's.
+func newHTTPClient(proxyURL string, roots *x509.CertPool) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+	tr.Proxy = http.ProxyFromEnvironment
+	if proxyURL != "" {
+		pu, err := url.Parse(proxyURL)
+		if err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https" && pu.Scheme != "socks5") {
+			return nil, fmt.Errorf("proxy %q must be a URL like http://proxy.example:3128", redactURL(proxyURL))
+		}
+		tr.Proxy = http.ProxyURL(pu)
+	}
+	return &http.Client{Transport: tr, Timeout: fetchTimeout}, nil
+}
+
+// redactURL hides a password in a proxy URL.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	if i := strings.LastIndex(s, "@"); i >= 0 {
+		return "[redacted]" + s[i:]
+	}
+	return s
+}
+
+// emptyCache makes MSAL start every call from an empty token cache, so each
+// AcquireTokenByCredential really asks the endpoint and Source alone decides
+// what is cached.
+type emptyCache struct{}
+
+func (emptyCache) Replace(_ context.Context, c cache.Unmarshaler, _ cache.ReplaceHints) error {
+	return c.Unmarshal([]byte("{}"))
+}
+
+func (emptyCache) Export(context.Context, cache.Marshaler, cache.ExportHints) error { return nil }
+
+// Name returns the app's config name.
+func (s *Source) Name() string { return s.name }
+
+// Token returns the cached token if it has at least MinTokenLifetime left;
+// otherwise it fetches a new one, sharing a single request among all
+// concurrent callers. While a failed request's backoff is running it
+// returns that failure without contacting the endpoint (see package doc).
+func (s *Source) Token(ctx context.Context) (Token, error) {
+	s.mu.Lock()
+	if t, ok := s.freshLocked(); ok {
+		s.mu.Unlock()
+		return t, nil
+	}
+	if s.inflight == nil && s.lastErr != nil && s.now().Before(s.retryAt) {
+		err := s.lastErr
+		s.mu.Unlock()
+		return Token{}, err
+	}
+	c := s.startLocked()
+	s.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.tok, c.err
+	case <-ctx.Done():
+		return Token{}, ctx.Err()
+	}
+}
+
+// freshLocked returns the cached token if it may be handed out now.
+func (s *Source) freshLocked() (Token, bool) {
+	if s.tok == nil {
+		return Token{}, false
+	}
+	if s.tok.tok.ExpiresOn.Sub(s.now()) >= s.tok.minLeft(s.minLife) {
+		return s.tok.tok, true
+	}
+	return Token{}, false
+}
+
+// startLocked joins the in-flight request or starts one. The request runs
+// detached from any caller's context so that one caller giving up does not
+// fail the others; fetchTimeout bounds it.
+func (s *Source) startLocked() *call {
+	if s.inflight != nil {
+		return s.inflight
+	}
+	c := &call{done: make(chan struct{})}
+	s.inflight = c
+	go s.fetch(c)
+	return c
+}
+
+func (s *Source) fetch(c *call) {
+	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	defer cancel()
+	s.log.Debug("requesting token", "scope", s.scope)
+	res, err := s.client.AcquireTokenByCredential(ctx, []string{s.scope})
+	got := s.now()
+	var tok Token
+	var lifetime time.Duration
+	if err == nil {
+		// MSAL computed ExpiresOn from the wall clock; carry the lifetime
+		// over to the injected clock.
+		lifetime = time.Until(res.ExpiresOn).Round(time.Second)
+		tok = Token{AccessToken: res.AccessToken, ExpiresOn: got.Add(lifetime)}
+	} else {
+		err = classify(s.name, s.authHost, err, s.secret)
+	}
+	if s.onRequest != nil {
+		s.onRequest(s.name, err)
+	}
+
+	s.mu.Lock()
+	s.requests++
+	if err == nil {
+		s.tok = &cached{tok: tok, issued: got, lifetime: lifetime}
+		s.lastErr, s.failures, s.retryAt = nil, 0, time.Time{}
+	} else {
+		s.failures++
+		s.lastErr, s.lastErrAt = err, got
+		s.retryAt = got.Add(s.backoff(IsPermanent(err), s.failures))
+	}
+	retryAt, failures := s.retryAt, s.failures
+	s.inflight = nil
+	c.tok, c.err = tok, err
+	s.notifyLocked()
+	s.mu.Unlock()
+	// Log before releasing the waiters so the log is complete when Token returns.
+	defer close(c.done)
+
+	if err != nil {
+		level := slog.LevelWarn
+		if IsPermanent(err) {
+			level = slog.LevelError
+		}
+		s.log.Log(context.Background(), level, "token request failed", "err", err.Error(),
+			"permanent", IsPermanent(err), "failures", failures, "retry_at", retryAt)
+		return
+	}
+	s.log.Info("token acquired", "expires_on", tok.ExpiresOn, "lifetime", lifetime)
+	if lifetime <= s.minLife {
+		s.log.Warn("token lifetime is shorter than min_token_lifetime; using it down to half its lifetime",
+			"lifetime", lifetime, "min_token_lifetime", s.minLife)
+	}
+}
+
+// backoff is the wait after the n-th consecutive failure (n >= 1).
+func (s *Source) backoff(permanent bool, n int) time.Duration {
+	return backoffDelay(permanent, n, s.jitter())
+}
+
+// backoffDelay is the pure backoff rule; r in [0,1) shortens by up to 20%.
+func backoffDelay(permanent bool, n int, r float64) time.Duration {
+	base, max := time.Second, 5*time.Minute
+	if permanent {
+		base, max = time.Minute, 30*time.Minute
+	}
+	d := max
+	if n < 1 {
+		n = 1
+	}
+	if n <= 30 {
+		if e := base << (n - 1); e < max {
+			d = e
+		}
+	}
+	return d - time.Duration(float64(d)*0.2*r)
+}
+
+// notifyLocked wakes the Start loop to recompute its schedule.
+func (s *Source) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Invalidate drops accessToken if it is still the cached token, so the next
+// Token call fetches a fresh one. Use it when Exchange refused the token.
+func (s *Source) Invalidate(accessToken string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tok != nil && s.tok.tok.AccessToken == accessToken {
+		s.tok = nil
+		s.log.Info("cached token invalidated")
+		s.notifyLocked()
+	}
+}
+
+// Status reports the Source's state.
+func (s *Source) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{App: s.name, LastError: s.lastErr, LastErrorAt: s.lastErrAt, Requests: s.requests}
+	if s.tok != nil {
+		st.ExpiresOn = s.tok.tok.ExpiresOn
+	}
+	return st
+}
+
+// maxSleep caps one wait of the refresher so that clock jumps (suspend,
+// NTP steps) are noticed.
+const maxSleep = time.Minute
+
+// minRefreshGap keeps the refresher from spinning on a server that issues
+// tokens with absurdly short lifetimes.
+const minRefreshGap = 5 * time.Second
+
+// Start refreshes the token in the background until ctx is done: a token is
+// replaced when its remaining lifetime falls to MinTokenLifetime +
+// max(1m, 10% of its lifetime), so callers rarely wait for a request. After
+// failures it follows the backoff rule of the package doc.
+func (s *Source) Start(ctx context.Context) {
+	go s.refresher(ctx)
+}
+
+func (s *Source) refresher(ctx context.Context) {
+	for {
+		s.mu.Lock()
+		wait := s.nextRefreshLocked()
+		changed := s.changed
+		if s.inflight != nil || wait <= 0 {
+			c := s.startLocked()
+			s.mu.Unlock()
+			select {
+			case <-c.done:
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		s.mu.Unlock()
+		if wait > maxSleep {
+			wait = maxSleep
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-s.after(wait):
+		}
+	}
+}
+
+// nextRefreshLocked is how long until the refresher should fetch; <= 0
+// means now.
+func (s *Source) nextRefreshLocked() time.Duration {
+	now := s.now()
+	if s.lastErr != nil && now.Before(s.retryAt) {
+		return s.retryAt.Sub(now)
+	}
+	if s.tok == nil {
+		return 0
+	}
+	min := s.tok.minLeft(s.minLife)
+	margin := max(time.Minute, s.tok.lifetime/10)
+	// A short-lived token cannot afford the full margin: refresh halfway
+	// between issue and the point where it stops being handed out.
+	if spare := s.tok.lifetime - min; margin > spare/2 {
+		margin = spare / 2
+	}
+	refreshAt := s.tok.tok.ExpiresOn.Add(-min - margin)
+	if earliest := s.tok.issued.Add(minRefreshGap); refreshAt.Before(earliest) {
+		refreshAt = earliest
+	}
+	return refreshAt.Sub(now)
+}
