@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/delivery"
+	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
 	"github.com/oauthrelay/oauthrelay/relay"
 )
@@ -61,11 +63,16 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 
 // running is a started relay: listener, spool and delivery.
 type running struct {
-	cfg   *config.Config
-	log   *slog.Logger
-	spool *queue.Spool
-	srv   *relay.Server
-	done  chan error
+	cfg    *config.Config
+	log    *slog.Logger
+	spool  *queue.Spool
+	srv    *relay.Server
+	tokens *delivery.TokenSet
+	sched  *delivery.Scheduler
+	done   chan error
+	// delivered is closed when the scheduler has stopped.
+	delivered chan struct{}
+	cancel    context.CancelFunc
 }
 
 func startRelay(ctx context.Context, cfg *config.Config, log *slog.Logger) (*running, error) {
@@ -73,13 +80,32 @@ func startRelay(ctx context.Context, cfg *config.Config, log *slog.Logger) (*run
 	if err != nil {
 		return nil, fmt.Errorf("spool.dir: %w", err)
 	}
-	srv := relay.NewServer(cfg, spool, relay.ServerOptions{Logger: log})
-	plain, tlsL, err := srv.Listeners()
+	roots, err := delivery.UpstreamRoots(cfg)
 	if err != nil {
 		return nil, err
 	}
-	r := &running{cfg: cfg, log: log, spool: spool, srv: srv, done: make(chan error, 1)}
+	dctx, cancel := context.WithCancel(context.Background())
+	tokens, err := delivery.NewTokenSet(dctx, cfg, roots, oauth.Options{Logger: log})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	srv := relay.NewServer(cfg, spool, relay.ServerOptions{Logger: log})
+	plain, tlsL, err := srv.Listeners()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	sched := delivery.New(delivery.Options{Spool: spool, Config: cfg, Tokens: tokens.Get, RootCAs: roots, Logger: log})
+	r := &running{cfg: cfg, log: log, spool: spool, srv: srv, tokens: tokens, sched: sched,
+		done: make(chan error, 1), delivered: make(chan struct{}), cancel: cancel}
 	go func() { r.done <- srv.Serve(plain, tlsL) }()
+	go func() {
+		defer close(r.delivered)
+		if err := sched.Run(dctx); err != nil {
+			log.Error("delivery stopped", "error", err.Error())
+		}
+	}()
 	attrs := []any{"spool", cfg.Spool.Dir}
 	if plain != nil {
 		attrs = append(attrs, "smtp", plain.Addr().String())
@@ -95,6 +121,10 @@ func (r *running) shutdown(grace time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	r.srv.Shutdown(ctx)
+	// Deliveries in flight get the scheduler's grace period; what does
+	// not finish stays spooled.
+	r.cancel()
+	<-r.delivered
 }
 
 // reload re-reads the configuration; an invalid file changes nothing.
@@ -104,7 +134,12 @@ func (r *running) reload(path string) {
 		r.log.Error("reload refused: the new configuration is invalid; the old one stays in force", "error", err.Error())
 		return
 	}
+	if err := r.tokens.Update(cfg); err != nil {
+		r.log.Error("reload refused: an app's credential cannot be loaded; the old configuration stays in force", "error", err.Error())
+		return
+	}
 	r.cfg = cfg
 	r.srv.SetConfig(cfg)
+	r.sched.SetConfig(cfg)
 	r.log.Info("configuration reloaded", "file", path, "clients", len(cfg.Clients), "mailboxes", len(cfg.Mailboxes), "apps", len(cfg.Apps))
 }

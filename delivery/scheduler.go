@@ -1,0 +1,512 @@
+// Package delivery drains the spool into Microsoft 365: a scheduler per
+// mailbox that keeps within Exchange Online's limits (connections, messages
+// per minute, recipients per day), an upstream client that insists on
+// STARTTLS and signs in with XOAUTH2, one function that classifies every
+// reply, retries, and delivery status notifications.
+package delivery
+
+import (
+	"container/heap"
+	"context"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/queue"
+)
+
+// Hooks let the caller count what delivery does (metrics).
+type Hooks struct {
+	// Attempt is called after every delivery attempt of a message.
+	Attempt func(mailbox, result, replyClass string)
+	// Throttled is called when Exchange asks a mailbox to slow down.
+	Throttled func(mailbox string)
+	// Conns is called with the change in open upstream connections.
+	Conns func(mailbox string, delta int)
+}
+
+// Options configure a Scheduler.
+type Options struct {
+	Spool  *queue.Spool
+	Config *config.Config
+	// Tokens returns the token source of an app by name.
+	Tokens  func(app string) (TokenSource, error)
+	RootCAs *x509.CertPool
+	Dial    Dialer
+	Logger  *slog.Logger
+	Now     func() time.Time
+	// Jitter returns a number in [0,1) for retry jitter.
+	Jitter func() float64
+	Hooks  Hooks
+	// IdleTimeout closes an unused upstream connection (default 30 s).
+	IdleTimeout time.Duration
+	// PollInterval is how often incoming/ is read for mail that queue
+	// commands made due (default 1 s).
+	PollInterval time.Duration
+	// ShutdownGrace is how long in-flight deliveries may finish after
+	// the context ends (default 20 s).
+	ShutdownGrace time.Duration
+}
+
+// Scheduler delivers the spool.
+type Scheduler struct {
+	o     Options
+	spool *queue.Spool
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	cfg     *config.Config
+	mbx     map[string]*mbox
+	tracked map[string]*item
+	kick    chan struct{}
+	wg      sync.WaitGroup
+	// sendCtx is cancelled ShutdownGrace after the run context, to cut
+	// off deliveries that do not finish in time.
+	sendCtx context.Context
+}
+
+// item is one message the scheduler knows about.
+type item struct {
+	id       string
+	mailbox  string
+	state    queue.State
+	due      time.Time
+	fresh    bool
+	inflight bool
+	seq      int // bumped whenever the item leaves the heap logically
+	lastKind Kind
+}
+
+// mbox is the scheduling state of one mailbox.
+type mbox struct {
+	addr         string
+	fresh, retry []*item
+	later        itemHeap
+	retryTurn    bool
+	workers      int
+	idle         int
+	wake         chan struct{}
+	pausedUntil  time.Time
+	pauseReason  string
+	pauseFix     string
+	configFault  bool
+	faults       int // consecutive config faults or throttles, for backoff
+	sent         window
+	inflight     int
+	rcpts        window
+	conns        int
+	warnedNoConf bool
+}
+
+// New makes a scheduler; Run starts it.
+func New(o Options) *Scheduler {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Jitter == nil {
+		o.Jitter = rand.Float64
+	}
+	if o.Dial == nil {
+		d := &net.Dialer{}
+		o.Dial = d.DialContext
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 30 * time.Second
+	}
+	if o.PollInterval == 0 {
+		o.PollInterval = time.Second
+	}
+	if o.ShutdownGrace == 0 {
+		o.ShutdownGrace = 20 * time.Second
+	}
+	return &Scheduler{o: o, spool: o.Spool, log: o.Logger, cfg: o.Config,
+		mbx: map[string]*mbox{}, tracked: map[string]*item{}, kick: make(chan struct{}, 1)}
+}
+
+func (s *Scheduler) policy(cfg *config.Config) queue.RetryPolicy {
+	return queue.RetryPolicy{Min: cfg.Spool.MinRetryDelay.Duration, Max: cfg.Spool.MaxRetryDelay.Duration, MaxAge: cfg.Spool.MaxAge.Duration}
+}
+
+// SetConfig applies a reloaded configuration. Pauses caused by
+// configuration faults are lifted and their mail made due at once, because
+// the admin has presumably fixed what was wrong.
+func (s *Scheduler) SetConfig(cfg *config.Config) {
+	s.mu.Lock()
+	s.cfg = cfg
+	now := s.o.Now()
+	for _, mb := range s.mbx {
+		mb.warnedNoConf = false
+		if mb.configFault || !mb.pausedUntil.IsZero() {
+			mb.pausedUntil, mb.configFault, mb.pauseReason, mb.pauseFix, mb.faults = time.Time{}, false, "", "", 0
+			for mb.later.Len() > 0 {
+				it := heap.Pop(&mb.later).(*heapEntry).it
+				s.makeReady(mb, it, now)
+			}
+		}
+		s.broadcast(mb)
+	}
+	s.mu.Unlock()
+	s.poke()
+}
+
+// MailboxStatus is what health and metrics show per mailbox.
+type MailboxStatus struct {
+	Mailbox     string
+	Paused      bool
+	PausedUntil time.Time
+	ConfigFault bool
+	Reason      string
+	Fix         string
+	Ready       int
+	Waiting     int
+	Connections int
+}
+
+// Status reports every mailbox the scheduler has seen.
+func (s *Scheduler) Status() []MailboxStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.o.Now()
+	var out []MailboxStatus
+	for _, mb := range s.mbx {
+		out = append(out, MailboxStatus{
+			Mailbox: mb.addr, Paused: now.Before(mb.pausedUntil), PausedUntil: mb.pausedUntil,
+			ConfigFault: mb.configFault, Reason: mb.pauseReason, Fix: mb.pauseFix,
+			Ready: len(mb.fresh) + len(mb.retry), Waiting: mb.later.Len(), Connections: mb.conns,
+		})
+	}
+	return out
+}
+
+// Run delivers until ctx ends, then gives in-flight deliveries
+// ShutdownGrace to finish; whatever is unfinished stays spooled.
+func (s *Scheduler) Run(ctx context.Context) error {
+	sendCtx, cancelSend := context.WithCancel(context.Background())
+	defer cancelSend()
+	s.mu.Lock()
+	s.sendCtx = sendCtx
+	s.mu.Unlock()
+	if err := s.scan(queue.Deferred); err != nil {
+		return err
+	}
+	if err := s.scan(queue.Incoming); err != nil {
+		return err
+	}
+	poll := time.NewTicker(s.o.PollInterval)
+	defer poll.Stop()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		next := s.promote(ctx)
+		s.mu.Unlock()
+		d := time.Until(next)
+		if next.IsZero() || d > time.Minute {
+			d = time.Minute
+		}
+		timer.Reset(max(d, time.Millisecond))
+		select {
+		case <-ctx.Done():
+			s.shutdown(cancelSend)
+			return nil
+		case id := <-s.spool.Notify():
+			s.add(id, queue.Incoming)
+		case <-poll.C:
+			if err := s.scan(queue.Incoming); err != nil {
+				s.log.Error("cannot read the spool's incoming directory", "error", err.Error())
+			}
+		case <-s.kick:
+		case <-timer.C:
+		}
+	}
+}
+
+func (s *Scheduler) shutdown(cancelSend context.CancelFunc) {
+	s.mu.Lock()
+	for _, mb := range s.mbx {
+		s.broadcast(mb)
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(s.o.ShutdownGrace):
+		s.log.Warn("shutdown: cutting off deliveries still in flight; they stay queued and are retried after restart")
+		cancelSend()
+		<-done
+	}
+}
+
+func (s *Scheduler) poke() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// scan indexes the envelopes of a state directory that the scheduler does
+// not know yet, and notices mail an operator made due again.
+func (s *Scheduler) scan(st queue.State) error {
+	ids, err := s.spool.IDs(st)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		s.add(id, st)
+	}
+	return nil
+}
+
+func (s *Scheduler) add(id string, st queue.State) {
+	s.mu.Lock()
+	it := s.tracked[id]
+	if it != nil {
+		// Known: a queue command may have moved it from deferred to
+		// incoming (retry, release): make it due now.
+		if st == queue.Incoming && it.state != queue.Incoming && !it.inflight {
+			it.state = queue.Incoming
+			s.makeReady(s.mailbox(it.mailbox), it, s.o.Now())
+		}
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	env, err := s.spool.Load(st, id)
+	if err != nil {
+		if !errors.Is(err, queue.ErrNotFound) {
+			s.log.Error("cannot read envelope; it stays where it is and recovery at the next start moves it to corrupt/", "id", id, "state", st, "error", err.Error())
+		}
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tracked[id] != nil {
+		return
+	}
+	it = &item{id: id, mailbox: strings.ToLower(env.Mailbox), state: st, fresh: len(env.Attempts) == 0, due: env.NextAttempt}
+	s.tracked[id] = it
+	mb := s.mailbox(it.mailbox)
+	now := s.o.Now()
+	if st == queue.Incoming || !it.due.After(now) {
+		s.makeReady(mb, it, now)
+	} else {
+		heap.Push(&mb.later, &heapEntry{it: it, seq: it.seq})
+	}
+	s.poke()
+}
+
+func (s *Scheduler) mailbox(addr string) *mbox {
+	mb := s.mbx[addr]
+	if mb == nil {
+		mb = &mbox{addr: addr, wake: make(chan struct{}), sent: window{span: time.Minute}, rcpts: window{span: 24 * time.Hour}}
+		s.mbx[addr] = mb
+	}
+	return mb
+}
+
+// makeReady puts an item in its mailbox's ready list. Mail never tried
+// goes to the fresh list so a backlog of retries cannot starve it.
+func (s *Scheduler) makeReady(mb *mbox, it *item, now time.Time) {
+	it.seq++
+	it.due = now
+	if it.fresh {
+		mb.fresh = append(mb.fresh, it)
+	} else {
+		mb.retry = append(mb.retry, it)
+	}
+	s.broadcast(mb)
+}
+
+func (s *Scheduler) broadcast(mb *mbox) {
+	close(mb.wake)
+	mb.wake = make(chan struct{})
+}
+
+// promote moves due items to the ready lists and starts workers where
+// there is work. It returns when it next needs to run.
+func (s *Scheduler) promote(ctx context.Context) time.Time {
+	now := s.o.Now()
+	var next time.Time
+	soonest := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	for _, mb := range s.mbx {
+		for mb.later.Len() > 0 {
+			e := mb.later[0]
+			if e.seq != e.it.seq {
+				heap.Pop(&mb.later)
+				continue
+			}
+			if e.it.due.After(now) {
+				soonest(e.it.due)
+				break
+			}
+			heap.Pop(&mb.later)
+			s.makeReady(mb, e.it, now)
+		}
+		if now.Before(mb.pausedUntil) {
+			soonest(mb.pausedUntil)
+			continue
+		}
+		ready := len(mb.fresh) + len(mb.retry)
+		if ready == 0 || ctx.Err() != nil {
+			continue
+		}
+		mc := s.cfg.Mailbox(mb.addr)
+		if mc == nil {
+			if !mb.warnedNoConf {
+				mb.warnedNoConf = true
+				s.log.Error("mail is waiting for a mailbox that is not in the configuration", "mailbox", mb.addr, "messages", ready,
+					"fix", "add a [[mailbox]] for "+mb.addr+" and reload (SIGHUP), or remove the mail with `oauthrelay queue delete`")
+			}
+			continue
+		}
+		for mb.workers < mc.MaxConnections && ready > mb.idle {
+			mb.workers++
+			ready--
+			s.wg.Add(1)
+			go s.worker(ctx, mb)
+		}
+	}
+	return next
+}
+
+// take gives a worker its next item, waiting up to the idle timeout. It
+// returns nil when the worker should close its connection and stop.
+func (s *Scheduler) take(ctx context.Context, mb *mbox) *item {
+	idleUntil := time.Now().Add(s.o.IdleTimeout)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		mc := s.cfg.Mailbox(mb.addr)
+		if ctx.Err() != nil || mc == nil || s.o.Now().Before(mb.pausedUntil) || mb.workers > mc.MaxConnections {
+			mb.workers--
+			return nil
+		}
+		var it *item
+		switch {
+		case len(mb.fresh) > 0 && (len(mb.retry) == 0 || !mb.retryTurn):
+			it, mb.fresh = mb.fresh[0], mb.fresh[1:]
+			mb.retryTurn = true
+		case len(mb.retry) > 0:
+			it, mb.retry = mb.retry[0], mb.retry[1:]
+			mb.retryTurn = false
+		}
+		if it != nil {
+			it.inflight = true
+			return it
+		}
+		wait := time.Until(idleUntil)
+		if wait <= 0 {
+			mb.workers--
+			return nil
+		}
+		wake := mb.wake
+		mb.idle++
+		s.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-wake:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		s.mu.Lock()
+		mb.idle--
+	}
+}
+
+func (s *Scheduler) worker(ctx context.Context, mb *mbox) {
+	defer s.wg.Done()
+	w := &worker{s: s, mb: mb}
+	defer w.closeConn()
+	for {
+		it := s.take(ctx, mb)
+		if it == nil {
+			return
+		}
+		w.process(it)
+	}
+}
+
+// forget drops an item the spool no longer has where we expected it.
+func (s *Scheduler) forget(it *item) {
+	s.mu.Lock()
+	delete(s.tracked, it.id)
+	s.mu.Unlock()
+}
+
+// reschedule puts an item back after an attempt.
+func (s *Scheduler) reschedule(it *item, st queue.State, due time.Time, kind Kind) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	it.inflight = false
+	it.fresh = false
+	it.state = st
+	it.lastKind = kind
+	mb := s.mailbox(it.mailbox)
+	it.seq++
+	it.due = due
+	heap.Push(&mb.later, &heapEntry{it: it, seq: it.seq})
+	s.poke()
+}
+
+// pause stops a mailbox's deliveries until the backoff ends.
+func (s *Scheduler) pause(mb *mbox, v Verdict, base, maxDelay time.Duration) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mb.faults++
+	d := base
+	for i := 1; i < mb.faults && d < maxDelay; i++ {
+		d *= 2
+	}
+	d = min(d, maxDelay)
+	mb.pausedUntil = s.o.Now().Add(d)
+	mb.pauseReason = v.Reply
+	mb.pauseFix = v.Fix
+	mb.configFault = v.Kind == ConfigFault
+	s.broadcast(mb)
+	return mb.pausedUntil
+}
+
+func (s *Scheduler) unpause(mb *mbox) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if mb.faults > 0 || mb.configFault {
+		if mb.configFault {
+			s.log.Info("mailbox works again", "mailbox", mb.addr)
+		}
+		mb.faults, mb.configFault, mb.pauseReason, mb.pauseFix = 0, false, "", ""
+		mb.pausedUntil = time.Time{}
+	}
+}
+
+type heapEntry struct {
+	it  *item
+	seq int
+}
+
+type itemHeap []*heapEntry
+
+func (h itemHeap) Len() int           { return len(h) }
+func (h itemHeap) Less(i, j int) bool { return h[i].it.due.Before(h[j].it.due) }
+func (h itemHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *itemHeap) Push(x any)        { *h = append(*h, x.(*heapEntry)) }
+func (h *itemHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}

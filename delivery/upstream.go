@@ -1,0 +1,206 @@
+package delivery
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/oauth"
+)
+
+// TokenSource hands out access tokens for one app registration.
+type TokenSource interface {
+	Token(ctx context.Context) (oauth.Token, error)
+	Invalidate(accessToken string)
+}
+
+// UpstreamRoots is the pool the upstream's and the token endpoint's
+// certificates are verified against: the system roots plus [upstream]
+// ca_file.
+func UpstreamRoots(cfg *config.Config) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if cfg.Upstream.CAFile != "" {
+		b, err := os.ReadFile(cfg.Upstream.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream.ca_file: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("upstream.ca_file %s: no PEM certificate found", cfg.Upstream.CAFile)
+		}
+	}
+	return pool, nil
+}
+
+// TokenSettings converts an [[app]] for the oauth package.
+func TokenSettings(a *config.App, roots *x509.CertPool) oauth.AppSettings {
+	return oauth.AppSettings{
+		Name:                 a.Name,
+		TenantID:             a.TenantID,
+		ClientID:             a.ClientID,
+		Authority:            a.Authority,
+		Scope:                a.Scope,
+		ClientSecret:         a.Secret.Reveal(),
+		CertificateFile:      a.CertificateFile,
+		CertificatePassword:  a.CertificatePassword.Reveal(),
+		SendCertificateChain: a.SendCertificateChain,
+		MinTokenLifetime:     a.MinTokenLifetime.Duration,
+		ProxyURL:             a.ProxyURL,
+		RootCAs:              roots,
+	}
+}
+
+// conn is one authenticated upstream connection for one mailbox.
+type conn struct {
+	c        *smtp.Client
+	token    oauth.Token
+	maxSize  int64
+	messages int
+	opened   time.Time
+}
+
+// stageError remembers where a conversation failed.
+type stageError struct {
+	stage Stage
+	err   error
+}
+
+func (e *stageError) Error() string { return fmt.Sprintf("%s: %v", e.stage, e.err) }
+func (e *stageError) Unwrap() error { return e.err }
+
+// Dialer opens the TCP connection to the upstream; tests replace it.
+type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// dial connects, requires STARTTLS with TLS 1.2 or newer and a verified
+// certificate, and authenticates as mailbox with XOAUTH2.
+func dial(ctx context.Context, d Dialer, addr, helo string, roots *x509.CertPool, timeout time.Duration, mailbox string, tok oauth.Token) (*conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, &stageError{StageConnect, err}
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	nc, err := d(dctx, "tcp", addr)
+	if err != nil {
+		return nil, &stageError{StageConnect, err}
+	}
+	// The whole greeting, TLS and AUTH exchange must finish in time; a
+	// server that accepts and then says nothing cannot hold a worker.
+	nc.SetDeadline(time.Now().Add(timeout))
+	tc := &tls.Config{ServerName: host, RootCAs: roots, MinVersion: tls.VersionTLS12}
+	c, err := smtp.NewClientStartTLS(nc, tc)
+	if err != nil {
+		nc.Close()
+		return nil, &stageError{StageConnect, err}
+	}
+	c.CommandTimeout = timeout
+	if err := c.Hello(helo); err != nil {
+		c.Close()
+		return nil, &stageError{StageConnect, err}
+	}
+	if st, ok := c.TLSConnectionState(); !ok || st.Version < tls.VersionTLS12 {
+		c.Close()
+		return nil, &stageError{StageConnect, errors.New("TLS below 1.2 negotiated")}
+	}
+	if err := c.Auth(oauth.NewXOAUTH2Client(mailbox, tok.AccessToken)); err != nil {
+		c.Close()
+		return nil, &stageError{StageAuth, scrubAuthErr(err)}
+	}
+	nc.SetDeadline(time.Time{})
+	u := &conn{c: c, token: tok, opened: time.Now()}
+	if n, ok := c.MaxMessageSize(); ok && n > 0 {
+		u.maxSize = int64(n)
+	}
+	return u, nil
+}
+
+// scrubAuthErr keeps SMTP replies as they are but never lets an error that
+// might quote our SASL exchange (and so the token) through.
+func scrubAuthErr(err error) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return se
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return err
+	}
+	return errors.New("XOAUTH2 exchange failed")
+}
+
+// rcptResult is what the upstream said to one RCPT.
+type rcptResult struct {
+	addr string
+	err  error
+}
+
+// send runs one transaction on an open connection. It returns the
+// per-recipient RCPT results, the DATA reply text on success, and an error
+// for a failure that concerns the whole message (with its stage).
+func (u *conn) send(from string, utf8 bool, size int64, rcpts []string, body io.Reader) (results []rcptResult, dataReply string, err error) {
+	if u.maxSize > 0 && size > u.maxSize {
+		return nil, "", &stageError{StageMail, &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
+			Message: fmt.Sprintf("Message size %d exceeds the upstream's limit of %d bytes (checked by the relay before sending)", size, u.maxSize)}}
+	}
+	opts := &smtp.MailOptions{Size: size, UTF8: utf8}
+	if err := u.c.Mail(from, opts); err != nil {
+		return nil, "", &stageError{StageMail, err}
+	}
+	accepted := 0
+	for _, r := range rcpts {
+		err := u.c.Rcpt(r, nil)
+		var se *smtp.SMTPError
+		if err != nil && !errors.As(err, &se) {
+			// Not a reply: the connection is gone.
+			return nil, "", &stageError{StageRcpt, err}
+		}
+		results = append(results, rcptResult{addr: r, err: err})
+		if err == nil {
+			accepted++
+		}
+	}
+	if accepted == 0 {
+		return results, "", nil
+	}
+	w, err := u.c.Data()
+	if err != nil {
+		return results, "", &stageError{StageData, err}
+	}
+	if _, err := io.Copy(w, body); err != nil {
+		w.Close()
+		return results, "", &stageError{StageData, err}
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		return results, "", &stageError{StageData, err}
+	}
+	u.messages++
+	return results, resp.StatusText, nil
+}
+
+func (u *conn) reset() error { return u.c.Reset() }
+
+func (u *conn) close() {
+	// QUIT politely but never wait long for it.
+	done := make(chan struct{})
+	go func() {
+		u.c.Quit()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+	u.c.Close()
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every test of oauthrelay: formatting, vet, the Go test suite (unit,
+# emulator, crash and interop tests), and the cross-builds CI checks.
+# The interop tests drive real clients (swaks, msmtp, Python's smtplib); when
+# run as root on Debian this script installs the missing ones first.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+command -v swaks >/dev/null 2>&1 || need+=(swaks)
+command -v msmtp >/dev/null 2>&1 || need+=(msmtp)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "warning: ${need[*]} not installed; their interop tests will be skipped" >&2
+  fi
+fi
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== cross-builds (windows/amd64, linux/arm64)"
+GOOS=windows GOARCH=amd64 go build -o /dev/null ./...
+GOOS=linux GOARCH=arm64 go build -o /dev/null ./...
+
+echo "== go test"
+go test -count=1 -timeout 20m ./...
