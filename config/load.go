@@ -246,3 +246,32 @@ func (v *validator) lineOf(table string, idx int, key string) int {
 	}
 	return header
 }
+
+// LoadForCheck is Load for `oauthrelay check`: a ${VAR} that is not set in
+// the checking shell is a warning, not an error, because admins check files
+// in a shell that does not hold the service's secrets. serve uses Load and
+// refuses to start without it.
+func LoadForCheck(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Load(path)
+	}
+	var missing []string
+	getenv := func(name string) string {
+		if v := os.Getenv(name); v != "" {
+			return v
+		}
+		missing = append(missing, name)
+		return "unset-in-this-environment"
+	}
+	c, err := Parse(path, data, getenv)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range missing {
+		c.Warnings = append(c.Warnings, Problem{File: path, Line: strings.Count(string(data[:max(strings.Index(string(data), "${"+name+"}"), 0)]), "\n") + 1,
+			Key: "${" + name + "}", Msg: "environment variable " + name + " is not set here, so the secret was not checked",
+			Fix: "set it in the service's environment (systemd: EnvironmentFile); serve refuses to start without it"})
+	}
+	return c, nil
+}

@@ -246,6 +246,7 @@ type Problem struct {
 	Fix  string
 }
 
+// String renders the problem as "file:line: key: message — fix: …".
 func (p Problem) String() string {
 	var b strings.Builder
 	b.WriteString(p.File)
@@ -270,6 +271,7 @@ type Error struct {
 	Problems []Problem
 }
 
+// Error lists every problem, one per line.
 func (e *Error) Error() string {
 	lines := make([]string, len(e.Problems))
 	for i, p := range e.Problems {

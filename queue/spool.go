@@ -107,10 +107,12 @@ type WriteError struct {
 	Err error
 }
 
+// Error says which step failed for which message.
 func (e *WriteError) Error() string {
 	return fmt.Sprintf("spool: %s for %s: %v", e.Op, e.ID, e.Err)
 }
 
+// Unwrap returns the operating system's error.
 func (e *WriteError) Unwrap() error { return e.Err }
 
 // IsFull reports whether err is the disk (or quota) being full.
@@ -302,6 +304,24 @@ func (s *Spool) Find(id string) (*Envelope, error) {
 // ErrNotFound and changes nothing.
 func (s *Spool) Move(env *Envelope, to State) error {
 	from := env.State
+	if from != to && from == Active {
+		// Only the envelope's own worker touches active/: write the new
+		// content there first, then rename, so the envelope appears in a
+		// state that queue commands act on with its final content in one
+		// step (a rewrite after the rename could re-create a file that a
+		// queue command had just moved away).
+		if err := s.save(env, from); err != nil {
+			return err
+		}
+		if err := os.Rename(s.envPath(from, env.ID), s.envPath(to, env.ID)); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return ErrNotFound
+			}
+			return err
+		}
+		env.State = to
+		return s.sync.dirs(filepath.Join(s.dir, string(to)), filepath.Join(s.dir, string(from)))
+	}
 	if from != to {
 		if err := os.Rename(s.envPath(from, env.ID), s.envPath(to, env.ID)); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {

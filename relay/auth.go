@@ -109,6 +109,7 @@ type loginServer struct {
 	auth     func(username, password string) error
 }
 
+// Next implements sasl.Server.
 func (a *loginServer) Next(response []byte) (challenge []byte, done bool, err error) {
 	switch a.step {
 	case 0:
@@ -172,6 +173,7 @@ func sanitize(s string) string {
 
 type saslWrap struct{ s sasl.Server }
 
+// Next implements sasl.Server, converting errors to SMTP replies.
 func (w saslWrap) Next(r []byte) ([]byte, bool, error) {
 	c, d, err := w.s.Next(r)
 	return c, d, saslError(err)

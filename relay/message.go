@@ -44,7 +44,7 @@ type message struct {
 
 func (m *message) copy(w io.Writer, r io.Reader) error {
 	br := bufio.NewReaderSize(r, 64<<10)
-	raw, sep, err := readHeaderBlock(br)
+	raw, sep, bodyStart, err := readHeaderBlock(br)
 	if err != nil {
 		return m.readErr(err)
 	}
@@ -93,6 +93,9 @@ func (m *message) copy(w io.Writer, r io.Reader) error {
 		}
 	}
 	if _, err := w.Write(sep); err != nil {
+		return err
+	}
+	if _, err := w.Write(bodyStart); err != nil {
 		return err
 	}
 	if _, err := io.Copy(w, br); err != nil {
@@ -177,41 +180,71 @@ func (m *message) received() string {
 		helo, m.ip, m.hostname, with, m.id, forClause, m.now.Format(time.RFC1123Z))
 }
 
-// readHeaderBlock reads header lines up to the empty line. It returns the
-// header bytes exactly as sent and the separator line ("\r\n", "\n", or
-// nothing when the message ends inside the header).
-func readHeaderBlock(br *bufio.Reader) (raw, sep []byte, err error) {
+// readHeaderBlock reads the header up to the empty line that ends it. It
+// returns the header bytes exactly as sent, the separator line ("\r\n" or
+// "\n"; nothing when the message ends inside the header) and, when the
+// header ended at a line that is not a header field, that line: it is the
+// first line of the body, and sep is then a CRLF we add, as Postfix does, so
+// that what we check as the header is what Microsoft 365 reads as the header.
+// A message without any header therefore is all body.
+func readHeaderBlock(br *bufio.Reader) (raw, sep, bodyStart []byte, err error) {
 	var buf bytes.Buffer
+	tooBig := func() error {
+		return reply(552, 5, 3, 4, "Message header too big (over %s); nothing was accepted", humanSize(maxHeaderBytes))
+	}
 	for {
 		line, err := br.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
-			// A header line longer than the buffer: keep reading it.
-			buf.Write(line)
-			if buf.Len() > maxHeaderBytes {
-				return nil, nil, reply(552, 5, 3, 4, "Message header too big (over %s); nothing was accepted", humanSize(maxHeaderBytes))
-			}
-			continue
-		}
-		if len(line) > 0 && buf.Len() == 0 || (len(line) > 0 && endsWithNL(buf.Bytes())) {
+		if len(line) > 0 {
 			if string(line) == "\r\n" || string(line) == "\n" {
-				return buf.Bytes(), append([]byte(nil), line...), nil
+				return buf.Bytes(), append([]byte(nil), line...), nil, nil
 			}
-		}
-		buf.Write(line)
-		if buf.Len() > maxHeaderBytes {
-			return nil, nil, reply(552, 5, 3, 4, "Message header too big (over %s); nothing was accepted", humanSize(maxHeaderBytes))
+			if !isHeaderLine(line, buf.Len() > 0) {
+				return buf.Bytes(), []byte("\r\n"), append([]byte(nil), line...), nil
+			}
+			buf.Write(line)
+			// A line longer than the buffer: keep reading it.
+			for err == bufio.ErrBufferFull && buf.Len() <= maxHeaderBytes {
+				line, err = br.ReadSlice('\n')
+				buf.Write(line)
+			}
+			if buf.Len() > maxHeaderBytes {
+				return nil, nil, nil, tooBig()
+			}
 		}
 		if err == io.EOF {
 			b := buf.Bytes()
 			if len(b) > 0 && !endsWithNL(b) {
 				b = append(b, '\r', '\n')
 			}
-			return b, nil, nil
+			return b, nil, nil, nil
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
+}
+
+// isHeaderLine reports whether line (its first bytes at least) is a header
+// field ("Name: value", RFC 5322 §2.2, allowing the obsolete blanks before
+// the colon) or, after a field, a folded continuation.
+func isHeaderLine(line []byte, afterField bool) bool {
+	if line[0] == ' ' || line[0] == '\t' {
+		return afterField
+	}
+	i := bytes.IndexByte(line, ':')
+	if i <= 0 {
+		return false
+	}
+	name := bytes.TrimRight(line[:i], " \t")
+	if len(name) == 0 {
+		return false
+	}
+	for _, c := range name {
+		if c < 33 || c > 126 {
+			return false
+		}
+	}
+	return true
 }
 
 func endsWithNL(b []byte) bool { return len(b) > 0 && b[len(b)-1] == '\n' }

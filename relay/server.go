@@ -40,6 +40,11 @@ type Server struct {
 	mu      sync.Mutex
 	servers []*smtp.Server
 	conns   atomic.Int64
+
+	// peerIP decides the address a connection comes from. Tests replace it
+	// to play a peer that is not on loopback; production always uses the
+	// socket's real address.
+	peerIP func(net.Conn) netip.Addr
 }
 
 // ServerOptions are the optional parts of a Server.
@@ -57,7 +62,7 @@ func NewServer(cfg *config.Config, spool *queue.Spool, o ServerOptions) *Server 
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Server{spool: spool, log: o.Logger, hooks: o.Hooks, now: o.Now}
+	s := &Server{spool: spool, log: o.Logger, hooks: o.Hooks, now: o.Now, peerIP: remoteIP}
 	s.cfg.Store(cfg)
 	s.lim = newLimiter(cfg.Listen.AuthMaxFailures, cfg.Listen.AuthLockout.Duration, o.Now)
 	return s
@@ -176,6 +181,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 type backend struct{ s *Server }
 
+// NewSession implements smtp.Backend.
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	return newSession(b.s, c), nil
 }
@@ -188,6 +194,7 @@ type limitListener struct {
 	max int64
 }
 
+// Accept returns the next connection within the limit.
 func (l *limitListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
@@ -212,6 +219,7 @@ type countedConn struct {
 	once sync.Once
 }
 
+// Close releases the connection's place in the limit once.
 func (c *countedConn) Close() error {
 	c.once.Do(func() { c.s.conns.Add(-1) })
 	return c.Conn.Close()
@@ -227,5 +235,8 @@ func remoteIP(c net.Conn) netip.Addr {
 
 type slogLogger struct{ l *slog.Logger }
 
+// Printf logs go-smtp's messages at debug level.
 func (l slogLogger) Printf(format string, v ...any) { l.l.Debug("smtp: " + fmt.Sprintf(format, v...)) }
-func (l slogLogger) Println(v ...any)               { l.l.Debug("smtp: " + fmt.Sprint(v...)) }
+
+// Println logs go-smtp's messages at debug level.
+func (l slogLogger) Println(v ...any) { l.l.Debug("smtp: " + fmt.Sprint(v...)) }

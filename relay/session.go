@@ -35,7 +35,7 @@ type session struct {
 
 func newSession(s *Server, c *smtp.Conn) *session {
 	_, isTLS := c.TLSConnectionState()
-	return &session{s: s, conn: c, ip: remoteIP(c.Conn()), tls: isTLS, helo: c.Hostname()}
+	return &session{s: s, conn: c, ip: s.peerIP(c.Conn()), tls: isTLS, helo: c.Hostname()}
 }
 
 // authAllowed: over TLS always; in clear text only from loopback (the relay
@@ -44,6 +44,7 @@ func (ss *session) authAllowed() bool {
 	return ss.tls || ss.ip.IsLoopback() || ss.s.Config().Listen.AllowInsecureAuth
 }
 
+// AuthMechanisms implements smtp.AuthSession: none where AUTH is refused.
 func (ss *session) AuthMechanisms() []string {
 	if !ss.authAllowed() {
 		return nil
@@ -51,9 +52,12 @@ func (ss *session) AuthMechanisms() []string {
 	return []string{sasl.Plain, sasl.Login}
 }
 
+// Auth implements smtp.AuthSession.
 func (ss *session) Auth(mech string) (sasl.Server, error) {
 	if !ss.authAllowed() {
 		ss.s.refused(ReasonTLSRequired)
+		ss.s.log.Info("refused: AUTH in clear text from a non-loopback peer", "remote", ss.ip.String(),
+			"fix", "configure the application to use STARTTLS or implicit TLS, or set listen.allow_insecure_auth on a trusted network")
 		return nil, reply(538, 5, 7, 11, "Encryption required: issue STARTTLS before AUTH (passwords are not accepted in clear text from %s)", ss.ip)
 	}
 	if d := ss.s.lim.locked(ss.ip); d > 0 {
@@ -102,7 +106,7 @@ func (ss *session) checkLogin(username, password string) error {
 		if locked {
 			return reply(454, 4, 7, 0, "Too many failed logins from %s; try again in %s", ss.ip, roundUp(ss.s.lim.lockout))
 		}
-		return reply(535, 5, 7, 8, "Authentication credentials invalid")
+		return reply(535, 5, 7, 8, "Authentication credentials invalid: wrong username or password")
 	}
 	ss.s.lim.succeed(ss.ip)
 	ss.authed = cl.Name
@@ -121,11 +125,13 @@ func (ss *session) currentClient(cfg *config.Config) *config.Client {
 	return cfg.TrustedClient(ss.ip)
 }
 
+// Mail decides who the connection is and whether it may use from.
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	ss.Reset()
 	cfg := ss.s.Config()
 	if cfg.Listen.RequireTLS && !ss.tls {
 		ss.s.refused(ReasonTLSRequired)
+		ss.s.log.Info("refused: MAIL FROM before STARTTLS while listen.require_tls is set", "remote", ss.ip.String())
 		return reply(530, 5, 7, 0, "Must issue a STARTTLS command first: this relay requires TLS")
 	}
 	cl := ss.currentClient(cfg)
@@ -142,8 +148,12 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		sendFrom = cl.RewriteFrom
 	} else {
 		if from == "" {
+			// A null sender (a bounce or a read receipt) has no mailbox to
+			// sign in as; only a client with rewrite_from can use it.
 			ss.s.refused(ReasonSenderDenied)
-			return reply(550, 5, 7, 1, "Sender <> (a bounce) cannot be relayed: Microsoft 365 needs a real mailbox as sender")
+			ss.s.log.Warn("refused sender", "client", cl.Name, "from", "<>", "remote", ss.ip.String(),
+				"fix", "set rewrite_from for this client if the device sends with an empty sender")
+			return reply(550, 5, 7, 1, "Sender <> (a bounce) is not allowed for client %q: Microsoft 365 needs a real mailbox as sender; use one of the client's senders", cl.Name)
 		}
 		if !cl.MaySend(from) || cfg.MailboxFor(from) == nil {
 			ss.s.refused(ReasonSenderDenied)
@@ -158,20 +168,28 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	return nil
 }
 
+// Rcpt accepts a recipient within listen.max_recipients.
 func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if ss.client == nil {
+		return reply(503, 5, 5, 1, "Send MAIL FROM first")
+	}
 	max := ss.s.Config().Listen.MaxRecipients
 	if len(ss.rcpts) >= max {
 		ss.s.refused(ReasonTooManyRcpts)
+		ss.s.log.Info("refused recipient: too many recipients", "client", ss.client.Name, "max", max, "remote", ss.ip.String())
 		return reply(452, 4, 5, 3, "Too many recipients: at most %d per message; send the rest in another message", max)
 	}
 	if !strings.Contains(to, "@") || strings.ContainsAny(to, " \t\r\n<>") {
 		ss.s.refused(ReasonBadRecipient)
+		ss.s.log.Info("refused recipient: not a valid address", "to", sanitize(to), "remote", ss.ip.String())
 		return reply(501, 5, 1, 3, "Recipient <%s> is not a valid address", sanitize(to))
 	}
 	ss.rcpts = append(ss.rcpts, to)
 	return nil
 }
 
+// Data checks the header against the sender policy and spools the
+// message; it answers 250 only once the message is durable.
 func (ss *session) Data(r io.Reader) error {
 	if ss.client == nil {
 		return reply(503, 5, 5, 1, "Send MAIL FROM and RCPT TO first")
@@ -181,7 +199,12 @@ func (ss *session) Data(r io.Reader) error {
 	w, err := ss.s.spool.Create()
 	if err != nil {
 		ss.s.refused(ReasonSpoolError)
-		return spoolFailure(ss.s.log, "-", err)
+		id := "-"
+		var we *queue.WriteError
+		if errors.As(err, &we) {
+			id = we.ID
+		}
+		return spoolFailure(ss.s.log, id, err)
 	}
 	// The read deadline grows with progress but never past data_timeout,
 	// so a slow 35 MB upload works and a stalled client is cut off.
@@ -202,6 +225,18 @@ func (ss *session) Data(r io.Reader) error {
 			ss.s.refused(ReasonClientTimeout)
 			ss.s.log.Warn("client stalled during DATA; message discarded", "client", ss.client.Name, "remote", ss.ip.String())
 			return reply(421, 4, 4, 2, "Timeout waiting for message data; nothing was accepted")
+		}
+		if errors.Is(err, smtp.ErrTooLongLine) {
+			se := reply(554, 5, 6, 0, "A line of the message is too long (RFC 5322 allows 998 characters); nothing was accepted")
+			ss.refuseData(se, msg)
+			return se
+		}
+		if dr.err != nil {
+			// The client's side failed (connection reset): not a spool
+			// problem, and nobody is left to read a reply.
+			ss.s.refused(ReasonClientTimeout)
+			ss.s.log.Warn("connection failed during DATA; message discarded", "client", ss.client.Name, "remote", ss.ip.String(), "error", dr.err.Error())
+			return reply(421, 4, 4, 0, "Connection error during DATA; nothing was accepted")
 		}
 		ss.s.refused(ReasonSpoolError)
 		return spoolFailure(ss.s.log, w.ID(), err)
@@ -242,10 +277,12 @@ func (ss *session) refuseData(se *smtp.SMTPError, msg *message) {
 	ss.s.log.Warn("refused message", "reason", reason, "client", ss.client.Name, "from", ss.sendFrom, "header_from", sanitize(msg.headerFrom), "remote", ss.ip.String(), "reply", se.Message)
 }
 
+// Reset forgets the current transaction.
 func (ss *session) Reset() {
 	ss.client, ss.mailbox, ss.from, ss.sendFrom, ss.rcpts, ss.utf8 = nil, nil, "", "", nil, false
 }
 
+// Logout implements smtp.Session.
 func (ss *session) Logout() error { return nil }
 
 // deadlineReader extends the connection's read deadline as data arrives.
@@ -255,8 +292,12 @@ type deadlineReader struct {
 	idle     time.Duration
 	end      time.Time
 	timedOut bool
+	// err is the last read error other than io.EOF, so a failure of the
+	// client's connection is not mistaken for a spool failure.
+	err error
 }
 
+// Read reads and moves the deadline on.
 func (d *deadlineReader) Read(p []byte) (int, error) {
 	dl := time.Now().Add(d.idle)
 	if dl.After(d.end) {
@@ -268,6 +309,9 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 		var ne interface{ Timeout() bool }
 		if errors.As(err, &ne) && ne.Timeout() {
 			d.timedOut = true
+		}
+		if err != io.EOF && !errors.Is(err, smtp.ErrDataTooLarge) && !errors.Is(err, smtp.ErrTooLongLine) {
+			d.err = err
 		}
 	}
 	return n, err

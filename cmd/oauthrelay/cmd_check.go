@@ -29,6 +29,11 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 // same way for every command.
 func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
 	cfg, err := config.Load(path)
+	return reportConfig(path, stderr, cfg, err)
+}
+
+// reportConfig prints the problems or warnings of a loaded configuration.
+func reportConfig(path string, stderr io.Writer, cfg *config.Config, err error) (*config.Config, bool) {
 	if err != nil {
 		var ce *config.Error
 		if errors.As(err, &ce) {
@@ -53,7 +58,8 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, ok := loadConfig(*path, stderr)
+	cfg, err := config.LoadForCheck(*path)
+	cfg, ok := reportConfig(*path, stderr, cfg, err)
 	if !ok {
 		return 1
 	}

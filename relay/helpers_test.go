@@ -1,0 +1,406 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/queue"
+)
+
+// Test clients and their passwords. The hashes are made once, at bcrypt's
+// lowest cost, to keep the tests fast.
+const (
+	appPassword = "app-password"
+	netPassword = "net-password"
+)
+
+var (
+	hashOnce sync.Once
+	appHash  string
+	netHash  string
+)
+
+func hashes(t *testing.T) (string, string) {
+	hashOnce.Do(func() {
+		a, _ := bcrypt.GenerateFromPassword([]byte(appPassword), bcrypt.MinCost)
+		n, _ := bcrypt.GenerateFromPassword([]byte(netPassword), bcrypt.MinCost)
+		appHash, netHash = string(a), string(n)
+	})
+	return appHash, netHash
+}
+
+// testConfig is the relay configuration the tests run with. %s are the spool
+// directory, the certificate and key, and the two client hashes; extra is
+// added to [listen].
+const testConfig = `[listen]
+address = "127.0.0.1:0"
+tls_address = "127.0.0.1:0"
+hostname = "relay.test"
+tls_cert_file = %q
+tls_key_file = %q
+%s
+
+[spool]
+dir = %q
+
+[[app]]
+name = "contoso"
+tenant_id = "00000000-0000-0000-0000-000000000000"
+client_id = "11111111-2222-3333-4444-555555555555"
+client_secret = "not-a-real-secret"
+
+[[mailbox]]
+address = "helpdesk@contoso.com"
+app = "contoso"
+send_as = ["noreply@contoso.com", "scanner@contoso.com"]
+
+[[mailbox]]
+address = "sales@contoso.com"
+app = "contoso"
+
+# Logs in from anywhere.
+[[client]]
+name = "app"
+username = "app"
+password_hash = %q
+senders = ["noreply@contoso.com", "helpdesk@contoso.com", "sales@contoso.com"]
+
+# Logs in, but only from its network.
+[[client]]
+name = "erpnet"
+username = "erpnet"
+password_hash = %q
+networks = ["10.0.0.0/24"]
+senders = ["noreply@contoso.com"]
+
+# Trusted by address, cannot set its sender.
+[[client]]
+name = "scanner"
+networks = ["192.0.2.50"]
+senders = ["scanner@contoso.com"]
+rewrite_from = "scanner@contoso.com"
+
+# Trusted by address, sends as itself.
+[[client]]
+name = "monitor"
+networks = ["192.0.2.60"]
+senders = ["noreply@contoso.com"]
+`
+
+// testRelay is an in-process relay on 127.0.0.1:0 with a spool in a
+// temporary directory.
+type testRelay struct {
+	t       *testing.T
+	cfg     *config.Config
+	spool   *queue.Spool
+	srv     *Server
+	addr    string // plain SMTP (STARTTLS offered)
+	tlsAddr string // implicit TLS
+	certPEM []byte
+	logs    *syncBuffer
+
+	mu   sync.Mutex
+	peer netip.Addr // when valid, the address every session is said to come from
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startRelay starts a relay; listenExtra is added to [listen], and setup
+// (if not nil) may adjust the server before it serves.
+func startRelay(t *testing.T, listenExtra string, setup func(*testRelay)) *testRelay {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile, certPEM := writeCert(t, dir)
+	appH, netH := hashes(t)
+	spoolDir := filepath.Join(dir, "spool")
+	src := fmt.Sprintf(testConfig, certFile, keyFile, listenExtra, spoolDir, appH, netH)
+	cfg, err := config.Parse("test.toml", []byte(src), func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("test configuration: %v", err)
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sp, _, err := queue.Open(spoolDir, queue.Options{Logger: log, Recover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &testRelay{t: t, cfg: cfg, spool: sp, certPEM: certPEM, logs: logs}
+	r.srv = NewServer(cfg, sp, ServerOptions{Logger: log})
+	r.srv.peerIP = func(c net.Conn) netip.Addr {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.peer.IsValid() {
+			return r.peer
+		}
+		return remoteIP(c)
+	}
+	if setup != nil {
+		setup(r)
+	}
+	plain, tl, err := r.srv.Listeners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr, r.tlsAddr = plain.Addr().String(), tl.Addr().String()
+	done := make(chan error, 1)
+	go func() { done <- r.srv.Serve(plain, tl) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		r.srv.Shutdown(ctx)
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("relay log:\n%s", logs.String())
+		}
+	})
+	return r
+}
+
+// setPeer makes the next sessions believe they come from ip.
+func (r *testRelay) setPeer(ip string) {
+	r.mu.Lock()
+	r.peer = netip.MustParseAddr(ip)
+	r.mu.Unlock()
+}
+
+func (r *testRelay) tlsConfig() *tls.Config {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(r.certPEM)
+	return &tls.Config{RootCAs: pool, ServerName: "relay.test"}
+}
+
+// writeCert makes a self-signed certificate for relay.test and 127.0.0.1.
+func writeCert(t *testing.T, dir string) (certFile, keyFile string, certPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "relay.test"},
+		DNSNames:     []string{"relay.test"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile, certPEM
+}
+
+// client is a raw SMTP conversation, so tests see every reply exactly.
+type client struct {
+	t    *testing.T
+	conn net.Conn
+	tp   *textproto.Conn
+}
+
+func (r *testRelay) dial() *client {
+	r.t.Helper()
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return newClient(r.t, c)
+}
+
+func (r *testRelay) dialTLS() *client {
+	r.t.Helper()
+	c, err := tls.Dial("tcp", r.tlsAddr, r.tlsConfig())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return newClient(r.t, c)
+}
+
+func newClient(t *testing.T, c net.Conn) *client {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	cl := &client{t: t, conn: c, tp: textproto.NewConn(c)}
+	t.Cleanup(func() { c.Close() })
+	cl.read("220")
+	return cl
+}
+
+// read reads one (possibly multi-line) reply and checks that it starts with
+// want, e.g. "250" or "550 5.7.1". It returns the whole reply, "CODE text".
+func (c *client) read(want string) string {
+	c.t.Helper()
+	code, msg, err := c.tp.ReadResponse(0)
+	if err != nil && code == 0 {
+		c.t.Fatalf("reading reply: %v", err)
+	}
+	got := fmt.Sprintf("%d %s", code, msg)
+	if !strings.HasPrefix(got, want) {
+		c.t.Fatalf("got reply %q, want %q", got, want)
+	}
+	return got
+}
+
+// cmd sends a command and checks its reply.
+func (c *client) cmd(want, format string, args ...any) string {
+	c.t.Helper()
+	if err := c.tp.PrintfLine(format, args...); err != nil {
+		c.t.Fatal(err)
+	}
+	return c.read(want)
+}
+
+func (c *client) ehlo() string { c.t.Helper(); return c.cmd("250", "EHLO app.test") }
+
+func (c *client) starttls(conf *tls.Config) {
+	c.t.Helper()
+	c.cmd("220", "STARTTLS")
+	tc := tls.Client(c.conn, conf)
+	if err := tc.Handshake(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.conn = tc
+	c.tp = textproto.NewConn(tc)
+}
+
+func (c *client) authPlain(want, user, pass string) string {
+	c.t.Helper()
+	return c.cmd(want, "AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+pass)))
+}
+
+// data sends DATA and the message (dot-stuffed) and returns the final reply.
+func (c *client) data(want, msg string) string {
+	c.t.Helper()
+	c.cmd("354", "DATA")
+	w := c.tp.DotWriter()
+	if _, err := io.WriteString(w, msg); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		c.t.Fatal(err)
+	}
+	return c.read(want)
+}
+
+// send does a whole transaction as an authenticated "app".
+func (c *client) send(from string, to []string, msg string) string {
+	c.t.Helper()
+	c.cmd("250", "MAIL FROM:<%s>", from)
+	for _, rc := range to {
+		c.cmd("250", "RCPT TO:<%s>", rc)
+	}
+	return c.data("250", msg)
+}
+
+var queuedRE = regexp.MustCompile(`queued as (\S+)`)
+
+// queuedID extracts the queue id from a 250 reply.
+func queuedID(t *testing.T, reply string) string {
+	t.Helper()
+	m := queuedRE.FindStringSubmatch(reply)
+	if m == nil || !queue.ValidID(m[1]) {
+		t.Fatalf("reply %q has no queue id", reply)
+	}
+	return m[1]
+}
+
+// stored returns the spooled body and envelope of id.
+func (r *testRelay) stored(id string) (string, *queue.Envelope) {
+	r.t.Helper()
+	env, err := r.spool.Load(queue.Incoming, id)
+	if err != nil {
+		r.t.Fatalf("envelope %s: %v", id, err)
+	}
+	b, err := os.ReadFile(r.spool.BodyPath(id))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if int64(len(b)) != env.Size {
+		r.t.Errorf("body has %d bytes, envelope says %d", len(b), env.Size)
+	}
+	return string(b), env
+}
+
+// assertEmpty checks that nothing at all was spooled (not even in tmp/).
+func (r *testRelay) assertEmpty() {
+	r.t.Helper()
+	for _, d := range []string{"messages", "tmp", "incoming", "active", "deferred", "hold", "failed", "corrupt"} {
+		ents, err := os.ReadDir(filepath.Join(r.spool.Dir(), d))
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		for _, e := range ents {
+			r.t.Errorf("spool holds %s/%s; want nothing spooled", d, e.Name())
+		}
+	}
+}
+
+// assertNone checks that no spooled envelope is from sender.
+func (r *testRelay) assertNone(sender string) {
+	r.t.Helper()
+	envs, _, err := r.spool.List()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, e := range envs {
+		if e.MailFrom == sender {
+			r.t.Errorf("message %s from %s was spooled", e.ID, sender)
+		}
+	}
+}
