@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,8 +32,17 @@ func statusOf(reply string) string {
 // failed for good, with an RFC 3464 delivery status notification queued
 // through the same mailbox. A bounce is never bounced.
 func (s *Scheduler) notifyFailure(env *queue.Envelope, failed []*queue.Recipient, cfg *config.Config) {
+	// A recipient whose failure was already reported (and that an admin
+	// requeued with `queue requeue-failed`) is not reported twice.
+	fresh := failed[:0:0]
 	for _, r := range failed {
-		env.Notified = append(env.Notified, r.Address)
+		if !slices.Contains(env.Notified, r.Address) {
+			fresh = append(fresh, r)
+			env.Notified = append(env.Notified, r.Address)
+		}
+	}
+	if failed = fresh; len(failed) == 0 {
+		return
 	}
 	if env.Bounce {
 		s.log.Warn("a delivery status notification could not be delivered; not bouncing a bounce", "id", env.ID, "mailbox", env.Mailbox)

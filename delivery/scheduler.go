@@ -29,6 +29,10 @@ type Hooks struct {
 	Throttled func(mailbox string)
 	// Conns is called with the change in open upstream connections.
 	Conns func(mailbox string, delta int)
+	// Done is called when a message leaves the queue (every recipient
+	// delivered, or moved to failed/), with its final envelope and its
+	// whole attempt history.
+	Done func(env *queue.Envelope)
 }
 
 // Options configure a Scheduler.
@@ -52,6 +56,10 @@ type Options struct {
 	// ShutdownGrace is how long in-flight deliveries may finish after
 	// the context ends (default 20 s).
 	ShutdownGrace time.Duration
+	// RateWindow is the span max_per_minute counts over (default one
+	// minute, which is what Exchange Online counts). Tests shorten it to
+	// check the sliding window without waiting minutes.
+	RateWindow time.Duration
 }
 
 // Scheduler delivers the spool.
@@ -78,6 +86,7 @@ type item struct {
 	state    queue.State
 	due      time.Time
 	fresh    bool
+	ready    bool // in mb.fresh or mb.retry
 	inflight bool
 	seq      int // bumped whenever the item leaves the heap logically
 	lastKind Kind
@@ -128,6 +137,9 @@ func New(o Options) *Scheduler {
 	if o.ShutdownGrace == 0 {
 		o.ShutdownGrace = 20 * time.Second
 	}
+	if o.RateWindow == 0 {
+		o.RateWindow = time.Minute
+	}
 	return &Scheduler{o: o, spool: o.Spool, log: o.Logger, cfg: o.Config,
 		mbx: map[string]*mbox{}, tracked: map[string]*item{}, kick: make(chan struct{}, 1)}
 }
@@ -145,7 +157,9 @@ func (s *Scheduler) SetConfig(cfg *config.Config) {
 	now := s.o.Now()
 	for _, mb := range s.mbx {
 		mb.warnedNoConf = false
-		if mb.configFault || !mb.pausedUntil.IsZero() {
+		// Only a configuration fault is lifted: a reload does not make
+		// Exchange's throttling or daily quota go away.
+		if mb.configFault {
 			mb.pausedUntil, mb.configFault, mb.pauseReason, mb.pauseFix, mb.faults = time.Time{}, false, "", "", 0
 			for mb.later.Len() > 0 {
 				it := heap.Pop(&mb.later).(*heapEntry).it
@@ -271,9 +285,21 @@ func (s *Scheduler) add(id string, st queue.State) {
 	s.mu.Lock()
 	it := s.tracked[id]
 	if it != nil {
+		moved := st == queue.Incoming && !it.inflight && it.state != queue.Incoming
+		s.mu.Unlock()
+		if !moved {
+			return
+		}
 		// Known: a queue command may have moved it from deferred to
-		// incoming (retry, release): make it due now.
-		if st == queue.Incoming && it.state != queue.Incoming && !it.inflight {
+		// incoming (retry, release): make it due now. But the sighting
+		// may be stale (a notification still in the channel, or a
+		// listing made before our own attempt deferred it): only an
+		// envelope that is in incoming/ now counts.
+		if _, err := s.spool.Load(queue.Incoming, id); err != nil {
+			return
+		}
+		s.mu.Lock()
+		if s.tracked[id] == it && !it.inflight && it.state != queue.Incoming {
 			it.state = queue.Incoming
 			s.makeReady(s.mailbox(it.mailbox), it, s.o.Now())
 		}
@@ -308,7 +334,7 @@ func (s *Scheduler) add(id string, st queue.State) {
 func (s *Scheduler) mailbox(addr string) *mbox {
 	mb := s.mbx[addr]
 	if mb == nil {
-		mb = &mbox{addr: addr, wake: make(chan struct{}), sent: window{span: time.Minute}, rcpts: window{span: 24 * time.Hour}}
+		mb = &mbox{addr: addr, wake: make(chan struct{}), sent: window{span: s.o.RateWindow}, rcpts: window{span: 24 * time.Hour}}
 		s.mbx[addr] = mb
 	}
 	return mb
@@ -319,6 +345,13 @@ func (s *Scheduler) mailbox(addr string) *mbox {
 func (s *Scheduler) makeReady(mb *mbox, it *item, now time.Time) {
 	it.seq++
 	it.due = now
+	if it.ready {
+		// Already in a ready list: a second entry would hand it to two
+		// workers at once.
+		s.broadcast(mb)
+		return
+	}
+	it.ready = true
 	if it.fresh {
 		mb.fresh = append(mb.fresh, it)
 	} else {
@@ -405,6 +438,7 @@ func (s *Scheduler) take(ctx context.Context, mb *mbox) *item {
 			mb.retryTurn = false
 		}
 		if it != nil {
+			it.ready = false
 			it.inflight = true
 			return it
 		}
@@ -457,6 +491,12 @@ func (s *Scheduler) reschedule(it *item, st queue.State, due time.Time, kind Kin
 	it.state = st
 	it.lastKind = kind
 	mb := s.mailbox(it.mailbox)
+	if kind == ConfigFault && !mb.configFault {
+		// The pause this attempt caused was lifted while the envelope
+		// was being written back (a reload with the fix, or another
+		// connection got through): do not sit out the old pause.
+		due = s.o.Now()
+	}
 	it.seq++
 	it.due = due
 	heap.Push(&mb.later, &heapEntry{it: it, seq: it.seq})

@@ -82,18 +82,19 @@ func (e *stageError) Unwrap() error { return e.err }
 // Dialer opens the TCP connection to the upstream; tests replace it.
 type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// dial connects, requires STARTTLS with TLS 1.2 or newer and a verified
-// certificate, and authenticates as mailbox with XOAUTH2.
-func dial(ctx context.Context, d Dialer, addr, helo string, roots *x509.CertPool, timeout time.Duration, mailbox string, tok oauth.Token) (*conn, error) {
+// startTLS connects, reads the greeting, says EHLO and upgrades with
+// STARTTLS (TLS 1.2 or newer, certificate verified against roots). The
+// connection's deadline is left set to now+timeout for what follows.
+func startTLS(ctx context.Context, d Dialer, addr, helo string, roots *x509.CertPool, timeout time.Duration) (*smtp.Client, net.Conn, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, &stageError{StageConnect, err}
+		return nil, nil, &stageError{StageConnect, err}
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	nc, err := d(dctx, "tcp", addr)
 	if err != nil {
-		return nil, &stageError{StageConnect, err}
+		return nil, nil, &stageError{StageConnect, err}
 	}
 	// The whole greeting, TLS and AUTH exchange must finish in time; a
 	// server that accepts and then says nothing cannot hold a worker.
@@ -102,16 +103,26 @@ func dial(ctx context.Context, d Dialer, addr, helo string, roots *x509.CertPool
 	c, err := smtp.NewClientStartTLS(nc, tc)
 	if err != nil {
 		nc.Close()
-		return nil, &stageError{StageConnect, err}
+		return nil, nil, &stageError{StageConnect, err}
 	}
 	c.CommandTimeout = timeout
 	if err := c.Hello(helo); err != nil {
 		c.Close()
-		return nil, &stageError{StageConnect, err}
+		return nil, nil, &stageError{StageConnect, err}
 	}
 	if st, ok := c.TLSConnectionState(); !ok || st.Version < tls.VersionTLS12 {
 		c.Close()
-		return nil, &stageError{StageConnect, errors.New("TLS below 1.2 negotiated")}
+		return nil, nil, &stageError{StageConnect, errors.New("TLS below 1.2 negotiated")}
+	}
+	return c, nc, nil
+}
+
+// dial connects, requires STARTTLS with TLS 1.2 or newer and a verified
+// certificate, and authenticates as mailbox with XOAUTH2.
+func dial(ctx context.Context, d Dialer, addr, helo string, roots *x509.CertPool, timeout time.Duration, mailbox string, tok oauth.Token) (*conn, error) {
+	c, nc, err := startTLS(ctx, d, addr, helo, roots, timeout)
+	if err != nil {
+		return nil, err
 	}
 	if err := c.Auth(oauth.NewXOAUTH2Client(mailbox, tok.AccessToken)); err != nil {
 		c.Close()

@@ -52,12 +52,23 @@ func (w *worker) process(it *item) {
 	s.mu.Lock()
 	cfg := s.cfg
 	sendCtx := s.sendCtx
+	st := it.state
 	s.mu.Unlock()
-	env, err := s.spool.Load(it.state, it.id)
+	env, err := s.spool.Load(st, it.id)
+	if errors.Is(err, queue.ErrNotFound) {
+		// Not where we last saw it: an operator's queue command moved
+		// it, or our view was stale. Look everywhere rather than lose it.
+		env, err = s.spool.Find(it.id)
+	}
 	if err != nil {
 		if !errors.Is(err, queue.ErrNotFound) {
 			s.log.Error("cannot read envelope; recovery at the next start moves it to corrupt/", "id", it.id, "error", err.Error())
 		}
+		s.forget(it)
+		return
+	}
+	if env.State != queue.Incoming && env.State != queue.Deferred {
+		// Held, failed or otherwise taken out of delivery: not ours now.
 		s.forget(it)
 		return
 	}
@@ -74,13 +85,16 @@ func (w *worker) process(it *item) {
 	if err := s.spool.Move(env, queue.Active); err != nil {
 		if !errors.Is(err, queue.ErrNotFound) {
 			s.log.Error("cannot mark message active", "id", env.ID, "error", err.Error())
-			s.reschedule(it, it.state, start.Add(pol.Min), Transient)
+			s.reschedule(it, env.State, start.Add(pol.Min), Transient)
 			return
 		}
 		s.forget(it)
 		return
 	}
+	// add() reads state under s.mu (it may see this item in a scan).
+	s.mu.Lock()
 	it.state = queue.Active
+	s.mu.Unlock()
 	pending := env.PendingAddresses()
 
 	if wait, ok := s.reserve(sendCtx, w.mb, mc, len(pending)); !ok {
@@ -158,7 +172,7 @@ func (w *worker) attempt(ctx context.Context, cfg *config.Config, mc *config.Mai
 	}
 	retried := false
 	for w.conn == nil {
-		v, ok := w.open(ctx, cfg, mc)
+		v, ok := w.open(ctx, cfg, mc, !retried)
 		if ok {
 			break
 		}
@@ -213,9 +227,11 @@ func (w *worker) attempt(ctx context.Context, cfg *config.Config, mc *config.Mai
 	return out
 }
 
-// open dials and authenticates. On failure it returns the verdict; a first
-// refused token is invalidated so the retry gets a fresh one.
-func (w *worker) open(ctx context.Context, cfg *config.Config, mc *config.Mailbox) (Verdict, bool) {
+// open dials and authenticates. On failure it returns the verdict; when
+// first is set, a refused token is invalidated so the retry gets a fresh
+// one. A token refused on the retry stays cached: dropping it too would
+// only cost another token request for a fault a new token does not fix.
+func (w *worker) open(ctx context.Context, cfg *config.Config, mc *config.Mailbox, first bool) (Verdict, bool) {
 	s := w.s
 	app := mc.AppRef
 	src, err := s.o.Tokens(app.Name)
@@ -237,7 +253,7 @@ func (w *worker) open(ctx context.Context, cfg *config.Config, mc *config.Mailbo
 			err = stErr.err
 		}
 		v := Classify(stage, err, mc.Address)
-		if v.RetryToken {
+		if v.RetryToken && first {
 			src.Invalidate(tok.AccessToken)
 		}
 		return v, false
@@ -296,7 +312,8 @@ func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cf
 		}
 	}
 	result := kind.String()
-	if delivered > 0 && len(env.Pending()) > 0 {
+	if delivered > 0 && delivered < len(pending) {
+		// Some recipients of this attempt made it, others did not (yet).
 		result = "partial"
 	}
 	env.Attempts = append(env.Attempts, queue.Attempt{At: start, Duration: queue.Millis(now.Sub(start).Milliseconds()), Result: result, Reply: reply, Recipients: pending})
@@ -410,8 +427,9 @@ func (s *Scheduler) complete(it *item, env *queue.Envelope, start time.Time) {
 		if err := s.spool.Remove(env); err != nil {
 			s.log.Error("delivered, but cannot remove the message from the spool", "id", env.ID, "error", err.Error())
 		}
-		s.log.Info("delivered", "id", env.ID, "mailbox", env.Mailbox, "from", env.MailFrom, "recipients", strings.Join(delivered, ","), "reply", reply, "duration", dur)
+		s.log.Info("delivered", "id", env.ID, "mailbox", env.Mailbox, "from", env.MailFrom, "recipients", strings.Join(delivered, ","), "reply", reply, "duration", dur, "attempts", len(env.Attempts))
 		s.forget(it)
+		s.done(env)
 		return
 	}
 	var reasons []string
@@ -429,5 +447,11 @@ func (s *Scheduler) complete(it *item, env *queue.Envelope, start time.Time) {
 	}
 	s.log.Warn("failed", "id", env.ID, "mailbox", env.Mailbox, "from", env.MailFrom, "recipients", strings.Join(failed, ","), "reason", env.FailReason)
 	s.forget(it)
+	s.done(env)
 }
 
+func (s *Scheduler) done(env *queue.Envelope) {
+	if s.o.Hooks.Done != nil {
+		s.o.Hooks.Done(env)
+	}
+}

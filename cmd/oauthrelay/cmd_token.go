@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/delivery"
+	"github.com/oauthrelay/oauthrelay/oauth"
+)
+
+func init() {
+	register("token", command{summary: "get a token for an [[app]] from Entra ID and show its claims (aud, tid, appid, roles, expiry)", run: runToken})
+}
+
+// tokenTimeout bounds the whole token command (discovery + token request).
+const tokenTimeout = 90 * time.Second
+
+func runToken(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("token", stderr)
+	path := fs.String("config", defaultConfig, "configuration file")
+	appName := fs.String("app", "", "the [[app]] to get a token for (may be left out when the configuration has one app)")
+	printToken := fs.Bool("print-token", false, "also print the access token itself; it is a credential, handle it like a password")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: oauthrelay token [-config FILE] [--app NAME] [--print-token]")
+		fmt.Fprintln(stderr, "\nAcquires an access token the way the relay does and prints what Exchange Online")
+		fmt.Fprintln(stderr, "will check in it. The token itself is printed only with --print-token.")
+		fmt.Fprintln(stderr)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "oauthrelay token: unexpected argument %q (use --app NAME)\n", fs.Arg(0))
+		return 2
+	}
+	cfg, ok := loadConfig(*path, stderr)
+	if !ok {
+		return 1
+	}
+	app, code := pickApp(cfg, *appName, stderr)
+	if app == nil {
+		return code
+	}
+	roots, err := delivery.UpstreamRoots(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "oauthrelay token: %v\n", err)
+		return 1
+	}
+	if app.CertificateFile != "" && !describeCredentialCert(app, stdout, stderr) {
+		return 1
+	}
+	// The command prints every finding itself; the Source's own log lines
+	// would only repeat them.
+	src, err := oauth.NewSource(delivery.TokenSettings(app, roots), oauth.Options{
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "oauthrelay token: %v\n", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), tokenTimeout)
+	defer cancel()
+	tok, err := src.Token(ctx)
+	if err != nil {
+		printTokenError(stderr, app, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "app %q: token acquired from %s%s\n", app.Name, strings.TrimSuffix(app.Authority, "/")+"/", app.TenantID)
+	claims, err := oauth.ParseClaims(tok.AccessToken)
+	if err != nil {
+		// Still say when it expires; Exchange would refuse a non-JWT anyway.
+		fmt.Fprintf(stderr, "WARNING: cannot decode the token's claims: %v\n", err)
+	}
+	fmt.Fprint(stdout, oauth.DescribeToken(tok, claims, time.Now()))
+	if *printToken {
+		fmt.Fprintf(stdout, "access token (a credential: do not paste it into tickets or chats):\n%s\n", tok.AccessToken)
+	}
+	return 0
+}
+
+// pickApp returns the app named name, or the only app when name is empty.
+// On failure it prints why and returns the exit code.
+func pickApp(cfg *config.Config, name string, stderr io.Writer) (*config.App, int) {
+	var names []string
+	for _, a := range cfg.Apps {
+		names = append(names, a.Name)
+	}
+	sort.Strings(names)
+	switch {
+	case name != "":
+		if a := cfg.App(name); a != nil {
+			return a, 0
+		}
+		fmt.Fprintf(stderr, "oauthrelay token: %s has no [[app]] named %q; its apps are: %s\n", cfg.Path, name, strings.Join(names, ", "))
+		return nil, 1
+	case len(cfg.Apps) == 1:
+		return cfg.Apps[0], 0
+	case len(cfg.Apps) == 0:
+		fmt.Fprintf(stderr, "oauthrelay token: %s has no [[app]]\n", cfg.Path)
+		return nil, 1
+	}
+	fmt.Fprintf(stderr, "oauthrelay token: %s has %d apps; choose one with --app NAME: %s\n", cfg.Path, len(names), strings.Join(names, ", "))
+	return nil, 2
+}
+
+// describeCredentialCert prints the thumbprints of a certificate credential,
+// which an admin compares with the app registration when Entra answers
+// AADSTS700027. It reports false (after printing why) when the file is
+// unusable.
+func describeCredentialCert(app *config.App, stdout, stderr io.Writer) bool {
+	certs, _, err := oauth.LoadCertificate(app.CertificateFile, app.CertificatePassword.Reveal())
+	if err != nil {
+		fmt.Fprintf(stderr, "oauthrelay token: app %q: %v\n", app.Name, err)
+		return false
+	}
+	info := oauth.Describe(certs[0])
+	fmt.Fprintf(stdout, "certificate: %s\n", app.CertificateFile)
+	fmt.Fprintf(stdout, "  subject %s, SHA-1 thumbprint %s, expires %s\n", info.Subject, info.SHA1, info.NotAfter.UTC().Format(time.RFC3339))
+	switch left := time.Until(info.NotAfter); {
+	case left <= 0:
+		fmt.Fprintln(stderr, "WARNING: the certificate has expired; Entra ID refuses it (AADSTS700027): create a new one with 'oauthrelay cert new' and upload it")
+	case left < 30*24*time.Hour:
+		fmt.Fprintf(stderr, "WARNING: the certificate expires in %d days: create a new one with 'oauthrelay cert new' and upload it\n", int(left.Hours()/24))
+	}
+	return true
+}
+
+// printTokenError explains a failed token request: the AADSTS code, what it
+// means and what the admin does. oauth.Error text never holds a secret.
+func printTokenError(w io.Writer, app *config.App, err error) {
+	var oe *oauth.Error
+	if !errors.As(err, &oe) {
+		fmt.Fprintf(w, "oauthrelay token: app %q: %v\n", app.Name, err)
+		return
+	}
+	fmt.Fprintf(w, "oauthrelay token: app %q: the token request failed\n", app.Name)
+	var what []string
+	if oe.AADSTS != 0 {
+		what = append(what, fmt.Sprintf("AADSTS%d", oe.AADSTS))
+	}
+	if oe.ErrorCode != "" {
+		what = append(what, oe.ErrorCode)
+	}
+	if oe.HTTPStatus != 0 {
+		what = append(what, fmt.Sprintf("HTTP %d", oe.HTTPStatus))
+	}
+	if len(what) > 0 {
+		fmt.Fprintf(w, "  error:  %s\n", strings.Join(what, ", "))
+	}
+	fmt.Fprintf(w, "  cause:  %s\n", oe.Cause)
+	if _, _, _, known := oauth.Explain(oe.AADSTS); oe.Description != "" && (!known || oe.AADSTS == 0) {
+		fmt.Fprintf(w, "  Entra:  %s\n", oe.Description)
+	}
+	if oe.Fix != "" {
+		fmt.Fprintf(w, "  fix:    %s\n", oe.Fix)
+	}
+	if !oe.Permanent {
+		fmt.Fprintln(w, "  (this looks temporary: try again in a minute)")
+	}
+}

@@ -1,0 +1,373 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/msemu"
+	"github.com/oauthrelay/oauthrelay/oauth"
+	"github.com/oauthrelay/oauthrelay/queue"
+)
+
+// The tenant, app and mailbox every test uses.
+const (
+	tTenant  = "8d5d2a5b-3f0e-4c1a-9a59-2c1f5e0b7a11"
+	tClient  = "3b9f1c2e-7a44-4d0e-b1a2-6f0c9e8d7b55"
+	tSecret  = "Qx8~right.secret_value"
+	tMailbox = "helpdesk@contoso.com"
+	tSendAs  = "noreply@contoso.com"
+)
+
+// waitLimit bounds every wait so that a failing test reports instead of
+// hanging.
+const waitLimit = 20 * time.Second
+
+// hopts are the knobs a test turns on the harness.
+type hopts struct {
+	emu          msemu.Options
+	secret       string // the relay's client secret; default tSecret
+	maxPerMinute int    // default 600 (the emulator's own limit is off)
+	maxConns     int    // default 3
+	maxRcptsDay  int    // default 10000
+	minRetry     string // default "50ms"
+	maxRetry     string // default "200ms"
+	maxAge       string // default "1h"
+	bounceTo     string
+	rateWindow   time.Duration
+	grace        time.Duration
+	// rootCAs replaces the scheduler's (not the token endpoint's) pool.
+	rootCAs *x509.CertPool
+	dial    Dialer
+	// noStart leaves the scheduler stopped; call h.start.
+	noStart bool
+}
+
+// harness is an emulated Microsoft 365, a spool, a token set and a
+// scheduler delivering the spool into the emulator.
+type harness struct {
+	t      *testing.T
+	o      hopts
+	emu    *msemu.Emulator
+	dir    string
+	caFile string
+	cfg    *config.Config
+	spool  *queue.Spool
+	roots  *x509.CertPool
+	tokens *TokenSet
+	sched  *Scheduler
+	logs   *syncBuffer
+
+	mu        sync.Mutex
+	done      []*queue.Envelope // final envelopes, from Hooks.Done
+	throttled []string
+	doneCh    chan struct{}
+
+	cancel  context.CancelFunc
+	stopped chan struct{}
+}
+
+func newHarness(t *testing.T, o hopts) *harness {
+	t.Helper()
+	if o.emu.MaxPerMinute == 0 {
+		// The emulator counts real minutes; the scheduler's pacing is
+		// checked against its delivery timestamps instead.
+		o.emu.MaxPerMinute = -1
+	}
+	emu, err := msemu.New(o.emu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := emu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	emu.Provision(tTenant, tClient, tSecret, tMailbox)
+	emu.AddMailbox(msemu.Mailbox{Address: tMailbox, FullAccess: []string{tClient}, SendAs: []string{tSendAs}})
+
+	h := &harness{t: t, o: o, emu: emu, dir: t.TempDir(), logs: &syncBuffer{}, doneCh: make(chan struct{}, 1000)}
+	h.caFile = filepath.Join(h.dir, "ca.pem")
+	if err := os.WriteFile(h.caFile, emu.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.cfg = h.config(o.secret)
+	h.roots, err = UpstreamRoots(h.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h.spool, _, err = queue.Open(h.cfg.Spool.Dir, queue.Options{Logger: log, Recover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tctx, tcancel := context.WithCancel(context.Background())
+	t.Cleanup(tcancel)
+	h.tokens, err = NewTokenSet(tctx, h.cfg, h.roots, oauth.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sched = h.newScheduler()
+	if !o.noStart {
+		h.start()
+	}
+	t.Cleanup(func() {
+		h.stop()
+		if t.Failed() {
+			t.Logf("relay log:\n%s", h.logs.String())
+		}
+	})
+	return h
+}
+
+// config renders the relay's configuration for this harness.
+func (h *harness) config(secret string) *config.Config {
+	h.t.Helper()
+	o := h.o
+	def := func(v, d string) string {
+		if v == "" {
+			return d
+		}
+		return v
+	}
+	defi := func(v, d int) int {
+		if v == 0 {
+			return d
+		}
+		return v
+	}
+	bounce := ""
+	if o.bounceTo != "" {
+		bounce = fmt.Sprintf("bounce_to = %q", o.bounceTo)
+	}
+	toml := fmt.Sprintf(`[listen]
+address = "127.0.0.1:0"
+hostname = "relay.test"
+
+[spool]
+dir = %q
+min_retry_delay = %q
+max_retry_delay = %q
+max_age = %q
+%s
+
+[upstream]
+address = %q
+ca_file = %q
+timeout = "10s"
+
+[[app]]
+name = "contoso"
+tenant_id = %q
+client_id = %q
+client_secret = %q
+authority = %q
+
+[[mailbox]]
+address = %q
+app = "contoso"
+send_as = [%q]
+max_per_minute = %d
+max_connections = %d
+max_recipients_per_day = %d
+
+[[client]]
+name = "local"
+networks = ["127.0.0.1/32"]
+senders = ["*"]
+`, filepath.Join(h.dir, "spool"), def(o.minRetry, "50ms"), def(o.maxRetry, "200ms"), def(o.maxAge, "1h"), bounce,
+		h.emu.SMTPAddr(), h.caFile, tTenant, tClient, def(secret, tSecret), h.emu.Authority(),
+		tMailbox, tSendAs, defi(o.maxPerMinute, 600), defi(o.maxConns, 3), defi(o.maxRcptsDay, 10000))
+	cfg, err := config.Parse("test.toml", []byte(toml), func(string) string { return "" })
+	if err != nil {
+		h.t.Fatalf("config: %v\n%s", err, toml)
+	}
+	return cfg
+}
+
+func (h *harness) newScheduler() *Scheduler {
+	roots := h.roots
+	if h.o.rootCAs != nil {
+		roots = h.o.rootCAs
+	}
+	return New(Options{
+		Spool:         h.spool,
+		Config:        h.cfg,
+		Tokens:        h.tokens.Get,
+		RootCAs:       roots,
+		Dial:          h.o.dial,
+		Logger:        slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		PollInterval:  100 * time.Millisecond,
+		RateWindow:    h.o.rateWindow,
+		ShutdownGrace: h.o.grace,
+		Hooks: Hooks{
+			Done: func(env *queue.Envelope) {
+				h.mu.Lock()
+				h.done = append(h.done, env)
+				h.mu.Unlock()
+				h.doneCh <- struct{}{}
+			},
+			Throttled: func(mailbox string) {
+				h.mu.Lock()
+				h.throttled = append(h.throttled, mailbox)
+				h.mu.Unlock()
+			},
+		},
+	})
+}
+
+// start runs the scheduler until stop (or the end of the test).
+func (h *harness) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.stopped = make(chan struct{})
+	sched, stopped := h.sched, h.stopped
+	go func() {
+		defer close(stopped)
+		if err := sched.Run(ctx); err != nil {
+			h.t.Errorf("Run: %v", err)
+		}
+	}()
+}
+
+// stop cancels Run and waits for it to return.
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	select {
+	case <-h.stopped:
+	case <-time.After(waitLimit + h.o.grace):
+		h.t.Errorf("Run did not return after its context ended")
+	}
+	h.cancel = nil
+}
+
+// enqueue puts a message straight into the spool, as the listener would.
+func (h *harness) enqueue(from string, rcpts []string, body []byte) string {
+	h.t.Helper()
+	w, err := h.spool.Create()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := w.Write(body); err != nil {
+		h.t.Fatal(err)
+	}
+	env := &queue.Envelope{Client: "local", Mailbox: tMailbox, MailFrom: from}
+	for _, r := range rcpts {
+		env.Recipients = append(env.Recipients, &queue.Recipient{Address: r})
+	}
+	if err := w.Commit(env); err != nil {
+		h.t.Fatal(err)
+	}
+	return env.ID
+}
+
+// waitDelivered waits for n messages at the emulator.
+func (h *harness) waitDelivered(n int) []msemu.Message {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	msgs, err := h.emu.WaitDelivered(ctx, n)
+	if err != nil {
+		h.t.Fatalf("waiting for %d delivered messages: %v (got %d)", n, err, len(msgs))
+	}
+	return msgs
+}
+
+// waitDone waits until n messages have left the queue and returns their
+// final envelopes.
+func (h *harness) waitDone(n int) []*queue.Envelope {
+	h.t.Helper()
+	deadline := time.After(waitLimit)
+	for {
+		h.mu.Lock()
+		if len(h.done) >= n {
+			out := append([]*queue.Envelope(nil), h.done...)
+			h.mu.Unlock()
+			return out
+		}
+		got := len(h.done)
+		h.mu.Unlock()
+		select {
+		case <-h.doneCh:
+		case <-deadline:
+			h.t.Fatalf("waiting for %d messages to leave the queue: only %d did", n, got)
+		}
+	}
+}
+
+// eventually polls cond until it holds or the wait limit passes.
+func (h *harness) eventually(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// status returns the scheduler's view of the test mailbox.
+func (h *harness) status() MailboxStatus {
+	for _, st := range h.sched.Status() {
+		if strings.EqualFold(st.Mailbox, tMailbox) {
+			return st
+		}
+	}
+	return MailboxStatus{}
+}
+
+// envelopes lists the spool by state.
+func (h *harness) envelopes() map[queue.State][]*queue.Envelope {
+	h.t.Helper()
+	envs, bad, err := h.spool.List()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if len(bad) > 0 {
+		h.t.Fatalf("unreadable envelopes: %v", bad)
+	}
+	out := map[queue.State][]*queue.Envelope{}
+	for _, e := range envs {
+		out[e.State] = append(out[e.State], e)
+	}
+	return out
+}
+
+// testMessage is a small message with a unique subject.
+func testMessage(from, subject string) []byte {
+	return []byte("From: " + from + "\r\nTo: someone@example.org\r\nSubject: " + subject +
+		"\r\nMessage-ID: <" + strings.ReplaceAll(subject, " ", "-") + "@test>\r\nDate: Mon, 24 Nov 2025 10:00:00 +0000\r\n\r\nHello.\r\n.leading dot\r\n..two dots\r\nlast line\r\n")
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var _ io.Writer = (*syncBuffer)(nil)

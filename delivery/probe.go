@@ -1,0 +1,90 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/oauth"
+)
+
+// The functions in this file open the same upstream conversation delivery
+// uses, one step at a time, for `oauthrelay doctor`. Their errors go through
+// Classify (with the Stage they return) like delivery's do, so the doctor
+// explains a reply exactly as the relay's log would.
+
+func defaultDialer(d Dialer) Dialer {
+	if d == nil {
+		nd := &net.Dialer{}
+		return nd.DialContext
+	}
+	return d
+}
+
+// ProbeTLS connects to addr, says EHLO as helo and upgrades with STARTTLS,
+// requiring TLS 1.2 or newer and a certificate that verifies against
+// roots, then quits. It returns the negotiated TLS state.
+func ProbeTLS(ctx context.Context, d Dialer, addr, helo string, roots *x509.CertPool, timeout time.Duration) (tls.ConnectionState, error) {
+	c, _, err := startTLS(ctx, defaultDialer(d), addr, helo, roots, timeout)
+	if err != nil {
+		return tls.ConnectionState{}, unstage(err)
+	}
+	st, _ := c.TLSConnectionState()
+	u := &conn{c: c}
+	u.close()
+	return st, nil
+}
+
+// Session is an authenticated upstream connection opened for diagnostics.
+type Session struct{ u *conn }
+
+// Open connects like delivery does (STARTTLS, TLS 1.2+, a verified
+// certificate) and authenticates as mailbox with XOAUTH2 and tok. On
+// failure it returns the stage that failed, for Classify.
+func Open(ctx context.Context, d Dialer, addr, helo string, roots *x509.CertPool, timeout time.Duration, mailbox string, tok oauth.Token) (*Session, Stage, error) {
+	u, err := dial(ctx, defaultDialer(d), addr, helo, roots, timeout, mailbox, tok)
+	if err != nil {
+		var se *stageError
+		if errors.As(err, &se) {
+			return nil, se.stage, se.err
+		}
+		return nil, StageConnect, err
+	}
+	return &Session{u: u}, "", nil
+}
+
+// Send sends one message from from to rcpts. It returns the upstream's
+// reply to DATA, or the stage and error of the first failure (a recipient
+// refused at RCPT fails the whole test message).
+func (s *Session) Send(from string, rcpts []string, body []byte) (string, Stage, error) {
+	results, reply, err := s.u.send(from, false, int64(len(body)), rcpts, bytes.NewReader(body))
+	if err != nil {
+		var se *stageError
+		if errors.As(err, &se) {
+			return "", se.stage, se.err
+		}
+		return "", StageData, err
+	}
+	for _, r := range results {
+		if r.err != nil {
+			return "", StageRcpt, r.err
+		}
+	}
+	return reply, "", nil
+}
+
+// Close quits the session.
+func (s *Session) Close() { s.u.close() }
+
+// unstage returns the error inside a stageError.
+func unstage(err error) error {
+	var se *stageError
+	if errors.As(err, &se) {
+		return se.err
+	}
+	return err
+}

@@ -1,0 +1,512 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/delivery"
+	"github.com/oauthrelay/oauthrelay/msemu"
+	"github.com/oauthrelay/oauthrelay/oauth"
+	"github.com/oauthrelay/oauthrelay/queue"
+	"github.com/oauthrelay/oauthrelay/relay"
+)
+
+// testTimeout bounds every test of the package.
+const testTimeout = 2 * time.Minute
+
+// Tenants and clients the tests register in the emulator.
+const (
+	tenantID    = "8d5d2a5b-3f0e-4c1a-9a59-2c1f5e0b7a11"
+	otherTenant = "0c1d2e3f-4a5b-4c6d-8e9f-a0b1c2d3e4f5" // never registered: AADSTS90002
+	secretApp   = "3b9f1c2e-7a44-4d0e-b1a2-6f0c9e8d7b55"
+	pemApp      = "5c2a7e11-90b4-4f3e-a1d2-0e9f8c7b6a51"
+	pfxApp      = "7e4d3c2b-1a09-4e8f-9d7c-6b5a4f3e2d1c"
+	unknownApp  = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d" // never registered: AADSTS700016
+	clientSec   = "Qx8~e2e.secret-value_with+chars"
+)
+
+// ctxFor returns a context that ends with the test or after testTimeout.
+func ctxFor(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// clock is a simulated clock shared by the emulator and the relay.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Now().Truncate(time.Second)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// syncBuffer collects log output from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startEmulator starts an emulator for the test.
+func startEmulator(t *testing.T, o msemu.Options) *msemu.Emulator {
+	t.Helper()
+	e, err := msemu.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// appConf is one [[app]] of the relay's configuration; the credential
+// fields are written to the file as they are set.
+type appConf struct {
+	Name, Tenant, Client string
+	Secret               string // client_secret
+	CertFile             string // certificate_file
+	PasswordFile         string // certificate_password_file
+	MinLifetime          string // min_token_lifetime, "" for the default
+}
+
+// mboxConf is one [[mailbox]].
+type mboxConf struct {
+	Address, App string
+	MaxConns     int
+}
+
+// relayOptions choose the relay's configuration and runtime hooks.
+type relayOptions struct {
+	Apps      []appConf
+	Mailboxes []mboxConf
+	// Now is the clock of every relay part; nil for real time.
+	Now func() time.Time
+	// HTTPClient, if set, replaces the token sources' HTTP client.
+	HTTPClient *http.Client
+	// NoDelivery leaves the scheduler and token sources stopped until
+	// startDelivery is called.
+	NoDelivery bool
+}
+
+// testRelay is the relay's real pipeline, wired as `oauthrelay serve`
+// wires it (cmd/oauthrelay/cmd_serve.go startRelay), plus the hooks the
+// tests need: a clock, a debug log captured in a buffer, and a record of
+// every token handed to the delivery code.
+type testRelay struct {
+	t      *testing.T
+	emu    *msemu.Emulator
+	o      relayOptions
+	dir    string
+	cfg    *config.Config
+	log    *slog.Logger
+	logs   *syncBuffer
+	spool  *queue.Spool
+	roots  *x509.CertPool
+	addr   string
+	tokens *delivery.TokenSet
+	rec    *tokenRecorder
+
+	// transcripts holds every byte the relay's listener sent to the test
+	// clients (its replies, including errors).
+	transcripts *syncBuffer
+
+	stopDelivery func()
+}
+
+// startRelay writes a configuration for o, loads it with the real loader
+// and starts listener, spool, token sources and scheduler.
+func startRelay(t *testing.T, emu *msemu.Emulator, o relayOptions) *testRelay {
+	t.Helper()
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "emulator-ca.pem")
+	if err := os.WriteFile(caFile, emu.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `[listen]
+address = "127.0.0.1:0"
+hostname = "relay.e2e.test"
+
+[spool]
+dir = %q
+min_retry_delay = "1s"
+max_retry_delay = "2s"
+max_age = "1h"
+
+[upstream]
+address = %q
+ca_file = %q
+timeout = "30s"
+
+[log]
+level = "debug"
+`, filepath.Join(dir, "spool"), emu.SMTPAddr(), caFile)
+	for _, a := range o.Apps {
+		fmt.Fprintf(&b, "\n[[app]]\nname = %q\ntenant_id = %q\nclient_id = %q\nauthority = %q\n", a.Name, a.Tenant, a.Client, emu.Authority())
+		if a.Secret != "" {
+			fmt.Fprintf(&b, "client_secret = %q\n", a.Secret)
+		}
+		if a.CertFile != "" {
+			fmt.Fprintf(&b, "certificate_file = %q\n", a.CertFile)
+		}
+		if a.PasswordFile != "" {
+			fmt.Fprintf(&b, "certificate_password_file = %q\n", a.PasswordFile)
+		}
+		if a.MinLifetime != "" {
+			fmt.Fprintf(&b, "min_token_lifetime = %q\n", a.MinLifetime)
+		}
+	}
+	for _, m := range o.Mailboxes {
+		fmt.Fprintf(&b, "\n[[mailbox]]\naddress = %q\napp = %q\n", m.Address, m.App)
+		if m.MaxConns > 0 {
+			fmt.Fprintf(&b, "max_connections = %d\n", m.MaxConns)
+		}
+	}
+	b.WriteString("\n[[client]]\nname = \"app\"\nnetworks = [\"127.0.0.1\"]\nsenders = [\"*\"]\n")
+	path := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, b.String())
+	}
+
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	spool, _, err := queue.Open(cfg.Spool.Dir, queue.Options{Logger: log, Now: now, Recover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := delivery.UpstreamRoots(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &testRelay{t: t, emu: emu, o: o, dir: dir, cfg: cfg, log: log, logs: logs, spool: spool, roots: roots,
+		rec: &tokenRecorder{}, transcripts: &syncBuffer{}}
+
+	srv := relay.NewServer(cfg, spool, relay.ServerOptions{Logger: log, Now: now})
+	plain, _, err := srv.Listeners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = plain.Addr().String()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(plain, nil)
+	}()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		plain.Close()
+		<-served
+	})
+	if !o.NoDelivery {
+		r.startDelivery()
+	}
+	t.Cleanup(func() {
+		if r.stopDelivery != nil {
+			r.stopDelivery()
+		}
+		if t.Failed() || os.Getenv("E2E_DUMP_LOGS") != "" {
+			t.Logf("relay log:\n%s", logs.String())
+		}
+	})
+	return r
+}
+
+// startDelivery starts the token sources and the scheduler.
+func (r *testRelay) startDelivery() {
+	t := r.t
+	now := r.o.Now
+	if now == nil {
+		now = time.Now
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tokens, err := delivery.NewTokenSet(ctx, r.cfg, r.roots, oauth.Options{Logger: r.log, Now: now, HTTPClient: r.o.HTTPClient})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	r.tokens = tokens
+	r.rec.get = tokens.Get
+	sched := delivery.New(delivery.Options{
+		Spool: r.spool, Config: r.cfg, Tokens: r.rec.Get, RootCAs: r.roots, Logger: r.log, Now: now,
+		PollInterval: 100 * time.Millisecond, ShutdownGrace: 5 * time.Second,
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := sched.Run(ctx); err != nil {
+			t.Errorf("scheduler: %v", err)
+		}
+	}()
+	r.stopDelivery = func() {
+		cancel()
+		<-done
+	}
+}
+
+// send submits one message through the relay's listener and returns the
+// relay's final reply error (nil for 250). Everything the relay answers is
+// kept in r.transcripts.
+func (r *testRelay) send(ctx context.Context, from string, to []string, body string) error {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", r.addr)
+	if err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	c := smtp.NewClient(&recordingConn{Conn: nc, w: r.transcripts})
+	defer c.Close()
+	if err := c.Hello("app.e2e.test"); err != nil {
+		return err
+	}
+	if err := c.Mail(from, nil); err != nil {
+		return err
+	}
+	for _, rc := range to {
+		if err := c.Rcpt(rc, nil); err != nil {
+			return err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	msg := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: e2e\r\nMessage-ID: <%d@app.e2e.test>\r\n\r\n%s\r\n",
+		from, strings.Join(to, ">, <"), time.Now().UnixNano(), body)
+	if _, err := io.WriteString(w, msg); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+// mustSend is send that fails the test on error.
+func (r *testRelay) mustSend(ctx context.Context, from, to, body string) {
+	r.t.Helper()
+	if err := r.send(ctx, from, []string{to}, body); err != nil {
+		r.t.Fatalf("sending from %s through the relay: %v", from, err)
+	}
+}
+
+// ids lists the spool's envelopes in state st.
+func (r *testRelay) ids(st queue.State) []string {
+	r.t.Helper()
+	ids, err := r.spool.IDs(st)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return ids
+}
+
+// waitFor polls cond until it holds or ctx ends, then fails the test
+// with what.
+func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
+		}
+	}
+}
+
+// recordingConn copies what the relay sends into w.
+type recordingConn struct {
+	net.Conn
+	w io.Writer
+}
+
+func (c *recordingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.w.Write(p[:n])
+	return n, err
+}
+
+// tokenRecorder wraps the relay's token sources and remembers every token
+// they hand to the delivery code, so that tests can look for them where
+// they must not be. It also counts callers waiting inside Token.
+type tokenRecorder struct {
+	get func(app string) (delivery.TokenSource, error)
+
+	mu      sync.Mutex
+	tokens  map[string]bool
+	waiting int
+	peak    int
+	changed chan struct{}
+}
+
+// Get is the Tokens hook of delivery.Options.
+func (r *tokenRecorder) Get(app string) (delivery.TokenSource, error) {
+	src, err := r.get(app)
+	if err != nil {
+		return nil, err
+	}
+	return &recordingSource{src: src, rec: r}, nil
+}
+
+// Tokens returns the distinct tokens handed out so far.
+func (r *tokenRecorder) Tokens() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for tok := range r.tokens {
+		out = append(out, tok)
+	}
+	return out
+}
+
+// waitWaiting waits until n callers are inside Token at once.
+func (r *tokenRecorder) waitWaiting(ctx context.Context, n int) error {
+	for {
+		r.mu.Lock()
+		if r.changed == nil {
+			r.changed = make(chan struct{})
+		}
+		ch, w := r.changed, r.waiting
+		r.mu.Unlock()
+		if w >= n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%d callers waiting for a token, want %d: %w", w, n, ctx.Err())
+		}
+	}
+}
+
+func (r *tokenRecorder) add(d int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.waiting += d
+	r.peak = max(r.peak, r.waiting)
+	if r.changed != nil {
+		close(r.changed)
+	}
+	r.changed = make(chan struct{})
+}
+
+type recordingSource struct {
+	src delivery.TokenSource
+	rec *tokenRecorder
+}
+
+func (s *recordingSource) Token(ctx context.Context) (oauth.Token, error) {
+	s.rec.add(1)
+	defer s.rec.add(-1)
+	tok, err := s.src.Token(ctx)
+	if err == nil {
+		s.rec.mu.Lock()
+		if s.rec.tokens == nil {
+			s.rec.tokens = map[string]bool{}
+		}
+		s.rec.tokens[tok.AccessToken] = true
+		s.rec.mu.Unlock()
+	}
+	return tok, err
+}
+
+func (s *recordingSource) Invalidate(accessToken string) { s.src.Invalidate(accessToken) }
+
+// newCertificate makes a certificate the way `oauthrelay cert new` does and
+// returns the key+certificate PEM path and the public certificate from the
+// .cer file an admin uploads.
+func newCertificate(t *testing.T, subject string) (pemFile string, uploaded *x509.Certificate) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "cert")
+	_, files, err := oauth.NewCertificate(subject, 30, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cerFile string
+	for _, f := range files {
+		switch filepath.Base(f) {
+		case oauth.CertKeyFile:
+			pemFile = f
+		case oauth.CertPublicFile:
+			cerFile = f
+		}
+	}
+	b, err := os.ReadFile(cerFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatalf("%s holds no PEM certificate", cerFile)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pemFile, cert
+}
+
+// deliveredTo filters msgs by mailbox.
+func deliveredTo(msgs []msemu.Message, mailbox string) []msemu.Message {
+	var out []msemu.Message
+	for _, m := range msgs {
+		if strings.EqualFold(m.Mailbox, mailbox) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
