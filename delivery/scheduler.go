@@ -471,7 +471,7 @@ func (s *Scheduler) worker(ctx context.Context, mb *mbox) {
 		if it == nil {
 			return
 		}
-		w.process(it)
+		w.process(ctx, it)
 	}
 }
 
@@ -507,6 +507,11 @@ func (s *Scheduler) reschedule(it *item, st queue.State, due time.Time, kind Kin
 func (s *Scheduler) pause(mb *mbox, v Verdict, base, maxDelay time.Duration) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.o.Now().Before(mb.pausedUntil) && mb.pauseReason == v.Reply {
+		// Another worker's attempt, started before the pause, hit the same
+		// fault: it is one fault, not a reason to back off further.
+		return mb.pausedUntil
+	}
 	mb.faults++
 	d := base
 	for i := 1; i < mb.faults && d < maxDelay; i++ {

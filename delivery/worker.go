@@ -47,7 +47,7 @@ type outcome struct {
 	dataReply string
 }
 
-func (w *worker) process(it *item) {
+func (w *worker) process(ctx context.Context, it *item) {
 	s := w.s
 	s.mu.Lock()
 	cfg := s.cfg
@@ -97,7 +97,9 @@ func (w *worker) process(it *item) {
 	s.mu.Unlock()
 	pending := env.PendingAddresses()
 
-	if wait, ok := s.reserve(sendCtx, w.mb, mc, len(pending)); !ok {
+	// Waiting for a rate slot ends with the run context: a shutdown should
+	// not sit out the per-minute window.
+	if wait, ok := s.reserve(ctx, w.mb, mc, len(pending)); !ok {
 		// Over the daily recipient quota (or shutting down): wait without
 		// an attempt, which would only earn a SubmissionQuotaExceeded.
 		s.finishDeferred(it, env, wait, Quota, "")
