@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/delivery"
+	"github.com/oauthrelay/oauthrelay/metrics"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
 	"github.com/oauthrelay/oauthrelay/relay"
@@ -27,21 +31,37 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, ok := loadConfig(*path, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return serve(ctx, *path, stderr, reload)
+}
+
+// serve runs the relay from the configuration at path until ctx ends,
+// re-reading the configuration whenever reload fires. It returns the exit
+// code. The Windows service runs the relay through it too.
+func serve(ctx context.Context, path string, stderr io.Writer, reload <-chan struct{}) int {
+	cfg, ok := loadConfig(path, stderr)
 	if !ok {
 		return 1
 	}
 	log := newLogger(cfg.Log, stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	r, err := startRelay(ctx, cfg, log)
 	if err != nil {
 		log.Error("cannot start", "error", err.Error())
 		return 1
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for {
 		select {
 		case <-ctx.Done():
@@ -55,21 +75,29 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 				return 1
 			}
 			return 0
-		case <-hup:
-			r.reload(*path)
+		case <-reload:
+			r.reload(path)
 		}
 	}
 }
 
-// running is a started relay: listener, spool and delivery.
+// running is a started relay: listener, spool, delivery, and the metrics
+// and health endpoints.
 type running struct {
-	cfg    *config.Config
-	log    *slog.Logger
-	spool  *queue.Spool
-	srv    *relay.Server
-	tokens *delivery.TokenSet
-	sched  *delivery.Scheduler
-	done   chan error
+	cfg     *config.Config
+	log     *slog.Logger
+	spool   *queue.Spool
+	srv     *relay.Server
+	tokens  *delivery.TokenSet
+	sched   *delivery.Scheduler
+	metrics *metrics.Metrics
+	// httpSrv serves /metrics, /healthz and /readyz; nil without
+	// [metrics] address. metricsAddr is where it listens.
+	httpSrv     *http.Server
+	metricsAddr net.Addr
+	// smtpAddr is the plain listener's address (nil without one).
+	smtpAddr net.Addr
+	done     chan error
 	// delivered is closed when the scheduler has stopped.
 	delivered chan struct{}
 	cancel    context.CancelFunc
@@ -84,20 +112,36 @@ func startRelay(ctx context.Context, cfg *config.Config, log *slog.Logger) (*run
 	if err != nil {
 		return nil, err
 	}
+	m := metrics.New(spool, nil)
 	dctx, cancel := context.WithCancel(context.Background())
-	tokens, err := delivery.NewTokenSet(dctx, cfg, roots, oauth.Options{Logger: log})
+	tokens, err := delivery.NewTokenSet(dctx, cfg, roots, oauth.Options{Logger: log, OnRequest: m.OnTokenRequest})
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	srv := relay.NewServer(cfg, spool, relay.ServerOptions{Logger: log})
+	srv := relay.NewServer(cfg, spool, relay.ServerOptions{Logger: log, Hooks: m.RelayHooks()})
 	plain, tlsL, err := srv.Listeners()
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	sched := delivery.New(delivery.Options{Spool: spool, Config: cfg, Tokens: tokens.Get, RootCAs: roots, Logger: log})
-	r := &running{cfg: cfg, log: log, spool: spool, srv: srv, tokens: tokens, sched: sched,
+	var metricsLn net.Listener
+	if cfg.Metrics.Address != "" {
+		metricsLn, err = net.Listen("tcp", cfg.Metrics.Address)
+		if err != nil {
+			cancel()
+			for _, l := range []net.Listener{plain, tlsL} {
+				if l != nil {
+					l.Close()
+				}
+			}
+			return nil, fmt.Errorf("metrics.address %s: %w", cfg.Metrics.Address, err)
+		}
+	}
+	sched := delivery.New(delivery.Options{Spool: spool, Config: cfg, Tokens: tokens.Get, RootCAs: roots, Logger: log, Hooks: m.DeliveryHooks()})
+	m.SetTokens(tokens.Statuses)
+	m.SetMailboxes(sched.Status)
+	r := &running{cfg: cfg, log: log, spool: spool, srv: srv, tokens: tokens, sched: sched, metrics: m,
 		done: make(chan error, 1), delivered: make(chan struct{}), cancel: cancel}
 	go func() { r.done <- srv.Serve(plain, tlsL) }()
 	go func() {
@@ -108,10 +152,21 @@ func startRelay(ctx context.Context, cfg *config.Config, log *slog.Logger) (*run
 	}()
 	attrs := []any{"spool", cfg.Spool.Dir}
 	if plain != nil {
+		r.smtpAddr = plain.Addr()
 		attrs = append(attrs, "smtp", plain.Addr().String())
 	}
 	if tlsL != nil {
 		attrs = append(attrs, "smtps", tlsL.Addr().String())
+	}
+	if metricsLn != nil {
+		r.metricsAddr = metricsLn.Addr()
+		r.httpSrv = &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := r.httpSrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics endpoint stopped", "error", err.Error())
+			}
+		}()
+		attrs = append(attrs, "metrics", "http://"+metricsLn.Addr().String()+"/metrics")
 	}
 	log.Info("oauthrelay listening", attrs...)
 	return r, nil
@@ -125,21 +180,52 @@ func (r *running) shutdown(grace time.Duration) {
 	// not finish stays spooled.
 	r.cancel()
 	<-r.delivered
+	if r.httpSrv != nil {
+		r.httpSrv.Shutdown(ctx)
+	}
 }
 
-// reload re-reads the configuration; an invalid file changes nothing.
-func (r *running) reload(path string) {
+// reload re-reads the configuration. Clients, senders, mailboxes and apps
+// take effect at once: sessions pick up the new configuration at their
+// next command and delivery at its next message, so no connection or mail
+// is dropped. An invalid file changes nothing and every problem is logged.
+func (r *running) reload(path string) bool {
 	cfg, err := config.Load(path)
 	if err != nil {
-		r.log.Error("reload refused: the new configuration is invalid; the old one stays in force", "error", err.Error())
-		return
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			for _, p := range ce.Problems {
+				r.log.Error("reload refused: "+p.String(), "file", path)
+			}
+		} else {
+			r.log.Error("reload refused: "+err.Error(), "file", path)
+		}
+		r.log.Error("reload refused: the new configuration is invalid; the old one stays in force", "file", path)
+		return false
 	}
 	if err := r.tokens.Update(cfg); err != nil {
-		r.log.Error("reload refused: an app's credential cannot be loaded; the old configuration stays in force", "error", err.Error())
-		return
+		r.log.Error("reload refused: an app's credential cannot be loaded; the old configuration stays in force", "file", path, "error", err.Error())
+		return false
 	}
+	for _, w := range cfg.Warnings {
+		r.log.Warn("configuration warning: " + w.String())
+	}
+	old := r.cfg
+	restart := func(key, was, now string) {
+		if was != now {
+			r.log.Warn("reload: "+key+" changed; it takes effect only after a restart", "in_force", was, "configured", now)
+		}
+	}
+	restart("listen.address", old.Listen.Address, cfg.Listen.Address)
+	restart("listen.tls_address", old.Listen.TLSAddress, cfg.Listen.TLSAddress)
+	restart("listen.tls_cert_file", old.Listen.TLSCertFile, cfg.Listen.TLSCertFile)
+	restart("listen.tls_key_file", old.Listen.TLSKeyFile, cfg.Listen.TLSKeyFile)
+	restart("spool.dir", old.Spool.Dir, cfg.Spool.Dir)
+	restart("metrics.address", old.Metrics.Address, cfg.Metrics.Address)
+	restart("upstream.ca_file", old.Upstream.CAFile, cfg.Upstream.CAFile)
 	r.cfg = cfg
 	r.srv.SetConfig(cfg)
 	r.sched.SetConfig(cfg)
 	r.log.Info("configuration reloaded", "file", path, "clients", len(cfg.Clients), "mailboxes", len(cfg.Mailboxes), "apps", len(cfg.Apps))
+	return true
 }

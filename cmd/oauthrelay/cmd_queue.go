@@ -1,0 +1,519 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"golang.org/x/term"
+
+	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/queue"
+)
+
+func init() {
+	register("queue", command{summary: "list, show, retry, hold, release, delete or requeue queued mail (safe while serve runs)", run: runQueue})
+}
+
+// Hooks for tests: where delete's confirmation is read from.
+var (
+	confirmIn         io.Reader = os.Stdin
+	confirmIsTerminal           = func() bool { return term.IsTerminal(int(os.Stdin.Fd())) }
+)
+
+const queueUsage = `Usage: oauthrelay queue <action> [flags] [ID...]
+
+Actions:
+  list                    list queued mail (filters: -state, -mailbox, -client, -older-than; -json)
+  show ID                 the envelope, every attempt with Microsoft's reply, and the headers
+  retry ID...|-all        make deferred mail due now; serve picks it up within a second or two
+  hold ID...|-all         stop delivering waiting mail until it is released
+  release ID...|-all      make held mail due now
+  requeue-failed ID...|-all
+                          send failed mail back for another try, after fixing the cause
+  delete ID...|-all       remove mail for good (asks first unless -yes)
+
+Every action takes -config FILE (default ` + defaultConfig + `) to find the spool, or
+-spool DIR. -all acts on every message that matches the filters. Mail being
+delivered right now (active/) is never touched. Run actions that change the
+queue as the user the relay runs as (for example: sudo -u oauthrelay oauthrelay queue retry -all).
+`
+
+// queueFlags are the flags every queue action understands.
+type queueFlags struct {
+	config, spool   string
+	states          string
+	mailbox, client string
+	olderThan       string
+	all, json, yes  bool
+}
+
+func (q *queueFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&q.config, "config", defaultConfig, "configuration file (for [spool] dir)")
+	fs.StringVar(&q.spool, "spool", "", "spool directory (overrides the configuration's [spool] dir)")
+	fs.StringVar(&q.states, "state", "", "only mail in these states (comma-separated: incoming, active, deferred, hold, failed, corrupt)")
+	fs.StringVar(&q.mailbox, "mailbox", "", "only mail sent through this mailbox")
+	fs.StringVar(&q.client, "client", "", "only mail from this [[client]] name")
+	fs.StringVar(&q.olderThan, "older-than", "", "only mail queued longer than this (e.g. 30m, 1h, 2d)")
+	fs.BoolVar(&q.all, "all", false, "act on every message that matches the filters")
+	fs.BoolVar(&q.json, "json", false, "list: print JSON for scripts")
+	fs.BoolVar(&q.yes, "yes", false, "delete: do not ask for confirmation")
+}
+
+// parseInterleaved parses flags that may come before or after positional
+// arguments ("queue show ID -config F").
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func runQueue(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, queueUsage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	action := args[0]
+	switch action {
+	case "list", "show", "retry", "hold", "release", "requeue-failed", "delete":
+	default:
+		fmt.Fprintf(stderr, "oauthrelay queue: unknown action %q\n\n%s", action, queueUsage)
+		return 2
+	}
+	fs := newFlags("queue "+action, stderr)
+	var q queueFlags
+	q.register(fs)
+	ids, err := parseInterleaved(fs, args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	f, err := q.filter()
+	if err != nil {
+		fmt.Fprintf(stderr, "oauthrelay queue %s: %v\n", action, err)
+		return 2
+	}
+	spool, dir, err := q.openSpool(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "oauthrelay queue %s: %v\n", action, err)
+		return 1
+	}
+	switch action {
+	case "list":
+		if len(ids) > 0 {
+			fmt.Fprintf(stderr, "oauthrelay queue list: unexpected argument %q (use show ID for one message)\n", ids[0])
+			return 2
+		}
+		return queueList(spool, f, q.json, stdout, stderr)
+	case "show":
+		if len(ids) != 1 {
+			fmt.Fprintln(stderr, "oauthrelay queue show: name exactly one message id (see `oauthrelay queue list`)")
+			return 2
+		}
+		return queueShow(spool, ids[0], stdout, stderr)
+	}
+	if err := checkSpoolOwner(dir); err != nil {
+		fmt.Fprintf(stderr, "oauthrelay queue %s: %v\n", action, err)
+		return 1
+	}
+	if q.all == (len(ids) > 0) {
+		fmt.Fprintf(stderr, "oauthrelay queue %s: name message ids, or -all (with optional filters) for every matching message\n", action)
+		return 2
+	}
+	if q.all {
+		ids, err = selectIDs(spool, action, f)
+		if err != nil {
+			fmt.Fprintf(stderr, "oauthrelay queue %s: %v\n", action, err)
+			return 1
+		}
+		if len(ids) == 0 {
+			fmt.Fprintf(stdout, "no message to %s\n", strings.TrimSuffix(action, "-failed"))
+			return 0
+		}
+	}
+	if action == "delete" && !q.yes {
+		if !confirmIsTerminal() {
+			fmt.Fprintf(stderr, "oauthrelay queue delete: refusing to delete %d message(s) without confirmation: standard input is not a terminal; add -yes\n", len(ids))
+			return 1
+		}
+		fmt.Fprintf(stderr, "Delete %d message(s) for good? Their senders are not told. [y/N] ", len(ids))
+		line, _ := bufio.NewReader(confirmIn).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+			fmt.Fprintln(stderr, "nothing deleted")
+			return 1
+		}
+	}
+	return queueAct(spool, action, ids, stdout, stderr)
+}
+
+// openSpool finds the spool from -spool or the configuration. The full
+// configuration is not needed, so a file whose secrets are not available
+// in this shell (${VAR} from the service's environment) still works.
+func (q *queueFlags) openSpool(stderr io.Writer) (*queue.Spool, string, error) {
+	dir := q.spool
+	if dir == "" {
+		cfg, err := config.Load(q.config)
+		if err == nil {
+			dir = cfg.Spool.Dir
+		} else {
+			var raw struct {
+				Spool struct {
+					Dir string `toml:"dir"`
+				} `toml:"spool"`
+			}
+			if _, terr := toml.DecodeFile(q.config, &raw); terr != nil {
+				return nil, "", fmt.Errorf("cannot read %s: %v (give the spool directly with -spool DIR)", q.config, err)
+			}
+			dir = raw.Spool.Dir
+			if dir == "" {
+				dir = config.DefaultSpoolDir
+			}
+		}
+	}
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, "", fmt.Errorf("there is no spool at %s: serve has not run yet, or [spool] dir in %s is not the one serve uses", dir, q.config)
+	case errors.Is(err, fs.ErrPermission):
+		return nil, "", fmt.Errorf("cannot read the spool %s: permission denied; run this as the relay's user (for example: sudo -u oauthrelay oauthrelay queue ...)", dir)
+	case err != nil:
+		return nil, "", fmt.Errorf("spool %s: %v", dir, err)
+	case !st.IsDir():
+		return nil, "", fmt.Errorf("spool %s is not a directory", dir)
+	}
+	for _, s := range queue.States {
+		if _, err := os.Stat(filepath.Join(dir, string(s))); err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				return nil, "", fmt.Errorf("cannot read the spool %s: permission denied; run this as the relay's user (for example: sudo -u oauthrelay oauthrelay queue ...)", dir)
+			}
+			return nil, "", fmt.Errorf("%s does not look like an oauthrelay spool (no %s/ directory)", dir, s)
+		}
+	}
+	// Recover stays off: only serve recovers, and it may be running.
+	sp, _, err := queue.Open(dir, queue.Options{Recover: false, Logger: newLogger(config.Log{Level: "error"}, stderr)})
+	return sp, dir, err
+}
+
+// filter selects envelopes for list and -all.
+type filter struct {
+	states    map[queue.State]bool
+	mailbox   string
+	client    string
+	olderThan time.Duration
+}
+
+func (q *queueFlags) filter() (filter, error) {
+	f := filter{mailbox: q.mailbox, client: q.client}
+	if q.states != "" {
+		f.states = map[queue.State]bool{}
+		for _, s := range strings.Split(q.states, ",") {
+			st, err := queue.ParseState(strings.TrimSpace(s))
+			if err != nil {
+				return f, err
+			}
+			f.states[st] = true
+		}
+	}
+	if q.olderThan != "" {
+		d, err := config.ParseDuration(q.olderThan)
+		if err != nil {
+			return f, fmt.Errorf("-older-than: %v", err)
+		}
+		f.olderThan = d
+	}
+	return f, nil
+}
+
+func (f filter) match(e *queue.Envelope, now time.Time) bool {
+	if f.states != nil && !f.states[e.State] {
+		return false
+	}
+	if f.mailbox != "" && !strings.EqualFold(f.mailbox, e.Mailbox) {
+		return false
+	}
+	if f.client != "" && f.client != e.Client {
+		return false
+	}
+	return f.olderThan == 0 || e.Age(now) > f.olderThan
+}
+
+// listed is one row of `queue list -json`.
+type listed struct {
+	State queue.State `json:"state"`
+	// AgeSeconds is how long the message has been queued.
+	AgeSeconds int64 `json:"age_seconds"`
+	*queue.Envelope
+	// Error is set for an envelope that cannot be read (state corrupt).
+	Error string `json:"error,omitempty"`
+}
+
+func queueList(spool *queue.Spool, f filter, asJSON bool, stdout, stderr io.Writer) int {
+	now := time.Now()
+	envs, bad, err := spool.List()
+	if err != nil {
+		fmt.Fprintf(stderr, "oauthrelay queue list: %v\n", err)
+		return 1
+	}
+	rows := []listed{}
+	for _, e := range envs {
+		if f.match(e, now) {
+			rows = append(rows, listed{State: e.State, AgeSeconds: int64(e.Age(now).Seconds()), Envelope: e})
+		}
+	}
+	noFilter := f.mailbox == "" && f.client == "" && f.olderThan == 0
+	for _, b := range bad {
+		st, id, _ := strings.Cut(b, "/")
+		if noFilter && (f.states == nil || f.states[queue.State(st)]) {
+			rows = append(rows, listed{State: queue.State(st), Envelope: &queue.Envelope{ID: id},
+				Error: "the envelope cannot be read; inspect " + filepath.Join(spool.Dir(), b+".json")})
+		}
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].ID < rows[j].ID })
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rows); err != nil {
+			fmt.Fprintf(stderr, "oauthrelay queue list: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(stdout, "the queue is empty")
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tSIZE\tMAILBOX\tCLIENT\tRCPTS\tTRIES\tNEXT\tLAST REPLY")
+	for _, r := range rows {
+		if r.Error != "" {
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", r.ID, r.State, r.Error)
+			continue
+		}
+		e := r.Envelope
+		next := "-"
+		switch e.State {
+		case queue.Incoming:
+			next = "now"
+		case queue.Active:
+			next = "sending"
+		case queue.Deferred:
+			if d := time.Until(e.NextAttempt); d > 0 {
+				next = "in " + shortDur(d)
+			} else {
+				next = "now"
+			}
+		}
+		last := e.LastError
+		if e.State == queue.Failed && e.FailReason != "" {
+			last = e.FailReason
+		}
+		if len(e.Attempts) > 0 && last == "" {
+			last = e.Attempts[len(e.Attempts)-1].Reply
+		}
+		if len(last) > 70 {
+			last = last[:69] + "…"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\n", e.ID, e.State, shortDur(e.Age(time.Now())), humanBytes(e.Size),
+			e.Mailbox, e.Client, len(e.Pending()), len(e.Recipients), len(e.Attempts), next, last)
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "%d message(s)\n", len(rows))
+	return 0
+}
+
+func queueShow(spool *queue.Spool, id string, stdout, stderr io.Writer) int {
+	e, err := spool.Find(id)
+	if errors.Is(err, queue.ErrNotFound) {
+		fmt.Fprintf(stderr, "oauthrelay queue show: no message %s in the queue (delivered meanwhile? see `oauthrelay queue list`)\n", id)
+		return 1
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "oauthrelay queue show: %v\n", err)
+		return 1
+	}
+	now := time.Now()
+	fmt.Fprintf(stdout, "id:           %s\n", e.ID)
+	fmt.Fprintf(stdout, "state:        %s (%s)\n", e.State, filepath.Join(spool.Dir(), string(e.State), e.ID+".json"))
+	fmt.Fprintf(stdout, "received:     %s (%s ago)\n", e.Received.Local().Format(time.RFC3339), shortDur(e.Age(now)))
+	fmt.Fprintf(stdout, "client:       %s", e.Client)
+	if e.RemoteAddr != "" {
+		fmt.Fprintf(stdout, " from %s", e.RemoteAddr)
+	}
+	fmt.Fprintln(stdout)
+	fmt.Fprintf(stdout, "mailbox:      %s\n", e.Mailbox)
+	fmt.Fprintf(stdout, "mail from:    <%s>\n", e.MailFrom)
+	fmt.Fprintf(stdout, "size:         %s\n", humanBytes(e.Size))
+	if e.Bounce {
+		fmt.Fprintln(stdout, "bounce:       yes (a delivery status notification made by the relay)")
+	}
+	if e.State == queue.Deferred || e.State == queue.Incoming {
+		fmt.Fprintf(stdout, "next attempt: %s\n", e.NextAttempt.Local().Format(time.RFC3339))
+	}
+	if e.LastError != "" {
+		fmt.Fprintf(stdout, "last error:   %s\n", e.LastError)
+	}
+	if e.FailReason != "" {
+		fmt.Fprintf(stdout, "failed:       %s\n", e.FailReason)
+	}
+	if len(e.Notified) > 0 {
+		fmt.Fprintf(stdout, "sender told:  %s\n", strings.Join(e.Notified, ", "))
+	}
+	fmt.Fprintln(stdout, "\nrecipients:")
+	for _, r := range e.Recipients {
+		fmt.Fprintf(stdout, "  %-9s %s", r.State, r.Address)
+		if r.Reply != "" {
+			fmt.Fprintf(stdout, "  %s", r.Reply)
+		}
+		fmt.Fprintln(stdout)
+	}
+	fmt.Fprintf(stdout, "\nattempts (%d):\n", len(e.Attempts))
+	for i, a := range e.Attempts {
+		fmt.Fprintf(stdout, "  %d. %s  %-12s %s  (%s)\n", i+1, a.At.Local().Format(time.RFC3339), a.Result, a.Reply, time.Duration(a.Duration)*time.Millisecond)
+		if len(a.Recipients) > 0 {
+			fmt.Fprintf(stdout, "     for %s\n", strings.Join(a.Recipients, ", "))
+		}
+	}
+	fmt.Fprintf(stdout, "\nheaders (%s):\n", spool.BodyPath(e.ID))
+	body, err := spool.OpenBody(e.ID)
+	if err != nil {
+		fmt.Fprintf(stdout, "  (cannot read the message body: %v)\n", err)
+		return 0
+	}
+	defer body.Close()
+	br := bufio.NewReader(io.LimitReader(body, 256<<10))
+	for {
+		line, err := br.ReadString('\n')
+		trimmed := strings.TrimRight(line, "\r\n")
+		if trimmed == "" {
+			break
+		}
+		fmt.Fprintf(stdout, "  %s\n", trimmed)
+		if err != nil {
+			break
+		}
+	}
+	return 0
+}
+
+// selectIDs lists the messages -all acts on: those matching the filters in
+// the states the action applies to.
+func selectIDs(spool *queue.Spool, action string, f filter) ([]string, error) {
+	var states []queue.State
+	switch action {
+	case "retry":
+		states = []queue.State{queue.Deferred}
+	case "hold":
+		states = []queue.State{queue.Incoming, queue.Deferred}
+	case "release":
+		states = []queue.State{queue.Hold}
+	case "requeue-failed":
+		states = []queue.State{queue.Failed}
+	case "delete":
+		states = []queue.State{queue.Incoming, queue.Deferred, queue.Hold, queue.Failed}
+	}
+	envs, _, err := spool.List(states...)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	var ids []string
+	for _, e := range envs {
+		if f.match(e, now) {
+			ids = append(ids, e.ID)
+		}
+	}
+	if action == "delete" && f.states[queue.Corrupt] && f.mailbox == "" && f.client == "" && f.olderThan == 0 {
+		cids, err := spool.IDs(queue.Corrupt)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, cids...)
+	}
+	return ids, nil
+}
+
+func queueAct(spool *queue.Spool, action string, ids []string, stdout, stderr io.Writer) int {
+	failed := 0
+	for _, id := range ids {
+		var err error
+		var done string
+		switch action {
+		case "retry":
+			_, err = spool.Retry(id)
+			done = "due now; serve tries it within a second or two"
+		case "hold":
+			_, err = spool.Hold(id)
+			done = "on hold until `oauthrelay queue release`"
+		case "release":
+			_, err = spool.Release(id)
+			done = "released, due now"
+		case "requeue-failed":
+			_, err = spool.Requeue(id)
+			done = "back in the queue, due now"
+		case "delete":
+			_, err = spool.Delete(id)
+			done = "deleted"
+		}
+		if err != nil {
+			failed++
+			if errors.Is(err, queue.ErrNotFound) {
+				err = fmt.Errorf("no message %s in the queue (delivered meanwhile? see `oauthrelay queue list`)", id)
+			}
+			fmt.Fprintf(stderr, "%s: not changed: %v\n", id, err)
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: %s\n", id, done)
+	}
+	if failed > 0 {
+		return 1
+	}
+	return 0
+}
+
+func shortDur(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return d.Round(time.Second).String()
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n < 1000:
+		return fmt.Sprintf("%dB", n)
+	case n < 1000*1000:
+		return fmt.Sprintf("%.1fkB", float64(n)/1000)
+	}
+	return fmt.Sprintf("%.1fMB", float64(n)/1e6)
+}

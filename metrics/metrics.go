@@ -1,0 +1,308 @@
+// Package metrics serves oauthrelay's Prometheus metrics and its health
+// endpoints on [metrics] address:
+//
+//	/metrics  Prometheus text format, every name prefixed oauthrelay_
+//	/healthz  200 "ok" while the process runs
+//	/readyz   200 when the spool is writable and no mailbox or app is
+//	          stopped by a configuration fault; otherwise 503 with a body
+//	          naming the mailbox (or app), the error and the fix
+//
+// Queue gauges are computed from the spool at every scrape, so they are the
+// truth rather than counters that drift; token lifetimes and mailbox pauses
+// are read from the running token sources and scheduler. Events (accepted,
+// refused, attempts, token requests, throttling) are counters fed by the
+// hooks of the relay, delivery and oauth packages.
+package metrics
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/oauthrelay/oauthrelay/delivery"
+	"github.com/oauthrelay/oauthrelay/oauth"
+	"github.com/oauthrelay/oauthrelay/queue"
+	"github.com/oauthrelay/oauthrelay/relay"
+)
+
+// Metrics is the registry of one running relay.
+type Metrics struct {
+	reg   *prometheus.Registry
+	spool *queue.Spool
+	now   func() time.Time
+
+	accepted  *prometheus.CounterVec
+	refused   *prometheus.CounterVec
+	attempts  *prometheus.CounterVec
+	tokenReqs *prometheus.CounterVec
+	throttled *prometheus.CounterVec
+	conns     *prometheus.GaugeVec
+
+	mu        sync.Mutex
+	tokens    func() []oauth.Status
+	mailboxes func() []delivery.MailboxStatus
+}
+
+// New makes the registry for a relay whose spool is spool. now may be nil
+// (time.Now).
+func New(spool *queue.Spool, now func() time.Time) *Metrics {
+	if now == nil {
+		now = time.Now
+	}
+	m := &Metrics{reg: prometheus.NewRegistry(), spool: spool, now: now}
+	m.accepted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "oauthrelay_messages_accepted_total", Help: "Messages accepted from applications and queued, by [[client]] name.",
+	}, []string{"client"})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "oauthrelay_messages_refused_total", Help: "Messages, logins or connections refused by the listener, by reason.",
+	}, []string{"reason"})
+	m.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "oauthrelay_delivery_attempts_total", Help: "Delivery attempts to Microsoft 365, by result and class of the upstream's reply (2xx, 4xx, 5xx, none).",
+	}, []string{"result", "reply_class"})
+	m.tokenReqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "oauthrelay_token_requests_total", Help: "Requests to the Entra ID token endpoint, by app and result (ok, transient, config_fault).",
+	}, []string{"app", "result"})
+	m.throttled = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "oauthrelay_throttled_total", Help: "Times Exchange Online asked a mailbox to slow down (432, 421 4.4.2).",
+	}, []string{"mailbox"})
+	m.conns = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "oauthrelay_upstream_connections", Help: "Open authenticated connections to Microsoft 365, by mailbox.",
+	}, []string{"mailbox"})
+	m.reg.MustRegister(m.accepted, m.refused, m.attempts, m.tokenReqs, m.throttled, m.conns,
+		&stateCollector{m: m},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Registry is the underlying registry (for tests and extra collectors).
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// SetTokens sets where token lifetimes and errors are read from
+// (delivery.TokenSet.Statuses).
+func (m *Metrics) SetTokens(f func() []oauth.Status) {
+	m.mu.Lock()
+	m.tokens = f
+	m.mu.Unlock()
+}
+
+// SetMailboxes sets where mailbox pauses are read from
+// (delivery.Scheduler.Status).
+func (m *Metrics) SetMailboxes(f func() []delivery.MailboxStatus) {
+	m.mu.Lock()
+	m.mailboxes = f
+	m.mu.Unlock()
+}
+
+func (m *Metrics) sources() (func() []oauth.Status, func() []delivery.MailboxStatus) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tokens, m.mailboxes
+}
+
+// RelayHooks counts what the listener accepts and refuses.
+func (m *Metrics) RelayHooks() relay.Hooks {
+	return relay.Hooks{
+		Accepted: func(client string) { m.accepted.WithLabelValues(client).Inc() },
+		Refused:  func(reason string) { m.refused.WithLabelValues(reason).Inc() },
+	}
+}
+
+// DeliveryHooks counts attempts, throttling and open connections.
+func (m *Metrics) DeliveryHooks() delivery.Hooks {
+	return delivery.Hooks{
+		Attempt: func(_, result, replyClass string) {
+			m.attempts.WithLabelValues(result, replyClass).Inc()
+		},
+		Throttled: func(mailbox string) { m.throttled.WithLabelValues(strings.ToLower(mailbox)).Inc() },
+		Conns: func(mailbox string, delta int) {
+			m.conns.WithLabelValues(strings.ToLower(mailbox)).Add(float64(delta))
+		},
+	}
+}
+
+// OnTokenRequest counts a token request; use it as oauth.Options.OnRequest.
+func (m *Metrics) OnTokenRequest(app string, err error) {
+	result := "ok"
+	switch {
+	case err == nil:
+	case oauth.IsPermanent(err):
+		result = "config_fault"
+	default:
+		result = "transient"
+	}
+	m.tokenReqs.WithLabelValues(app, result).Inc()
+}
+
+// Handler serves /metrics, /healthz and /readyz.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		problems := m.Ready()
+		if len(problems) == 0 {
+			fmt.Fprintln(w, "ready")
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "not ready: %d problem(s)\n", len(problems))
+		for _, p := range problems {
+			fmt.Fprintln(w, p)
+		}
+	})
+	return mux
+}
+
+// Ready checks that the spool is writable and that no mailbox is paused,
+// and no app's token refused, by a configuration fault. It returns one
+// human-readable problem per failing check (error and fix); none means
+// ready.
+func (m *Metrics) Ready() []string {
+	var problems []string
+	if err := probeSpool(m.spool.Dir()); err != nil {
+		problems = append(problems, fmt.Sprintf("spool %s is not writable: %v\n  fix: free disk space and check that the relay's user owns %s (mode 0700)", m.spool.Dir(), err, m.spool.Dir()))
+	}
+	tokens, mailboxes := m.sources()
+	if mailboxes != nil {
+		sts := mailboxes()
+		sort.Slice(sts, func(i, j int) bool { return sts[i].Mailbox < sts[j].Mailbox })
+		for _, st := range sts {
+			if !st.ConfigFault {
+				continue
+			}
+			p := fmt.Sprintf("mailbox %s is paused by a configuration fault: %s", st.Mailbox, st.Reason)
+			if st.Fix != "" {
+				p += "\n  fix: " + st.Fix
+			}
+			p += "\n  then reload the relay (SIGHUP) to retry at once; mail stays queued meanwhile"
+			problems = append(problems, p)
+		}
+	}
+	if tokens != nil {
+		sts := tokens()
+		sort.Slice(sts, func(i, j int) bool { return sts[i].App < sts[j].App })
+		for _, st := range sts {
+			if st.LastError == nil || !oauth.IsPermanent(st.LastError) {
+				continue
+			}
+			// oauth.Error's text is built from decoded fields only and
+			// carries its own fix; it never contains the secret.
+			problems = append(problems, fmt.Sprintf("app %s cannot get a token: %v", st.App, st.LastError))
+		}
+	}
+	return problems
+}
+
+// probeSpool creates and removes a file in the spool's tmp/.
+func probeSpool(dir string) error {
+	f, err := os.CreateTemp(filepath.Join(dir, "tmp"), "readyz-*.probe")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	if _, err := f.Write([]byte("ok\n")); err != nil {
+		f.Close()
+		os.Remove(name)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(name)
+		return err
+	}
+	return os.Remove(name)
+}
+
+// stateCollector computes the queue and token gauges at scrape time.
+type stateCollector struct{ m *Metrics }
+
+var (
+	queueDesc = prometheus.NewDesc("oauthrelay_queue_messages",
+		"Messages in the spool, by state (incoming, active, deferred, hold, failed, corrupt) and mailbox, counted from the spool at scrape time.",
+		[]string{"state", "mailbox"}, nil)
+	oldestDesc = prometheus.NewDesc("oauthrelay_queue_oldest_age_seconds",
+		"Age of the oldest message still awaiting delivery (incoming, active or deferred); 0 when there is none.", nil, nil)
+	tokenLeftDesc = prometheus.NewDesc("oauthrelay_token_seconds_left",
+		"Seconds left on each app's cached access token; 0 when it has none.", []string{"app"}, nil)
+	pausedDesc = prometheus.NewDesc("oauthrelay_mailbox_config_fault",
+		"1 when a mailbox is paused because Microsoft 365 refused the relay's own credentials or setup (see /readyz for the fix).", []string{"mailbox"}, nil)
+	scrapeErrDesc = prometheus.NewDesc("oauthrelay_queue_scrape_errors",
+		"1 when the spool could not be listed at this scrape.", nil, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- queueDesc
+	ch <- oldestDesc
+	ch <- tokenLeftDesc
+	ch <- pausedDesc
+	ch <- scrapeErrDesc
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.m
+	now := m.now()
+	type key struct{ state, mailbox string }
+	counts := map[key]int{}
+	var oldest time.Time
+	scrapeErr := 0.0
+	envs, bad, err := m.spool.List()
+	if err != nil {
+		scrapeErr = 1
+	}
+	for _, e := range envs {
+		counts[key{string(e.State), strings.ToLower(e.Mailbox)}]++
+		switch e.State {
+		case queue.Incoming, queue.Active, queue.Deferred:
+			if oldest.IsZero() || e.Received.Before(oldest) {
+				oldest = e.Received
+			}
+		}
+	}
+	for _, b := range bad {
+		st, _, _ := strings.Cut(b, "/")
+		counts[key{st, "unknown"}]++
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(n), k.state, k.mailbox)
+	}
+	age := 0.0
+	if !oldest.IsZero() {
+		age = max(now.Sub(oldest).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age)
+	ch <- prometheus.MustNewConstMetric(scrapeErrDesc, prometheus.GaugeValue, scrapeErr)
+
+	tokens, mailboxes := m.sources()
+	if tokens != nil {
+		for _, st := range tokens() {
+			left := 0.0
+			if !st.ExpiresOn.IsZero() {
+				left = max(st.ExpiresOn.Sub(now).Seconds(), 0)
+			}
+			ch <- prometheus.MustNewConstMetric(tokenLeftDesc, prometheus.GaugeValue, left, st.App)
+		}
+	}
+	if mailboxes != nil {
+		for _, st := range mailboxes() {
+			v := 0.0
+			if st.ConfigFault {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, v, strings.ToLower(st.Mailbox))
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package metrics
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/delivery"
+	"github.com/oauthrelay/oauthrelay/oauth"
+	"github.com/oauthrelay/oauthrelay/queue"
+)
+
+func testSpool(t *testing.T) *queue.Spool {
+	t.Helper()
+	s, _, err := queue.Open(t.TempDir(), queue.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func enqueue(t *testing.T, s *queue.Spool, mailbox string, received time.Time, to queue.State) {
+	t.Helper()
+	w, err := s.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "Subject: x\r\n\r\nx\r\n")
+	env := &queue.Envelope{Client: "erp", Mailbox: mailbox, MailFrom: mailbox, Received: received,
+		Recipients: []*queue.Recipient{{Address: "a@example.org"}}}
+	if err := w.Commit(env); err != nil {
+		t.Fatal(err)
+	}
+	if to != queue.Incoming {
+		if err := s.Move(env, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec.Code, rec.Body.String()
+}
+
+func TestMetricsFromSpoolAndHooks(t *testing.T) {
+	s := testSpool(t)
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	enqueue(t, s, "helpdesk@contoso.com", now.Add(-90*time.Minute), queue.Deferred)
+	enqueue(t, s, "helpdesk@contoso.com", now.Add(-10*time.Minute), queue.Deferred)
+	enqueue(t, s, "Sales@Contoso.com", now.Add(-5*time.Minute), queue.Incoming)
+	// Held and failed mail waits for a person: not in the oldest age.
+	enqueue(t, s, "sales@contoso.com", now.Add(-48*time.Hour), queue.Hold)
+
+	m := New(s, func() time.Time { return now })
+	m.SetTokens(func() []oauth.Status {
+		return []oauth.Status{{App: "contoso", ExpiresOn: now.Add(50 * time.Minute)}}
+	})
+	m.SetMailboxes(func() []delivery.MailboxStatus {
+		return []delivery.MailboxStatus{{Mailbox: "helpdesk@contoso.com"}}
+	})
+	rh, dh := m.RelayHooks(), m.DeliveryHooks()
+	rh.Accepted("erp")
+	rh.Accepted("erp")
+	rh.Refused("sender_not_allowed")
+	dh.Attempt("helpdesk@contoso.com", "deferred", "4xx")
+	dh.Throttled("helpdesk@contoso.com")
+	dh.Conns("helpdesk@contoso.com", 1)
+	dh.Conns("helpdesk@contoso.com", 1)
+	dh.Conns("helpdesk@contoso.com", -1)
+	m.OnTokenRequest("contoso", nil)
+	m.OnTokenRequest("contoso", &oauth.Error{App: "contoso", Permanent: true})
+	m.OnTokenRequest("contoso", errors.New("network down"))
+
+	code, body := get(t, m.Handler(), "/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, want := range []string{
+		`oauthrelay_queue_messages{mailbox="helpdesk@contoso.com",state="deferred"} 2`,
+		`oauthrelay_queue_messages{mailbox="sales@contoso.com",state="incoming"} 1`,
+		`oauthrelay_queue_messages{mailbox="sales@contoso.com",state="hold"} 1`,
+		`oauthrelay_queue_oldest_age_seconds 5400`,
+		`oauthrelay_messages_accepted_total{client="erp"} 2`,
+		`oauthrelay_messages_refused_total{reason="sender_not_allowed"} 1`,
+		`oauthrelay_delivery_attempts_total{reply_class="4xx",result="deferred"} 1`,
+		`oauthrelay_throttled_total{mailbox="helpdesk@contoso.com"} 1`,
+		`oauthrelay_upstream_connections{mailbox="helpdesk@contoso.com"} 1`,
+		`oauthrelay_token_requests_total{app="contoso",result="ok"} 1`,
+		`oauthrelay_token_requests_total{app="contoso",result="config_fault"} 1`,
+		`oauthrelay_token_requests_total{app="contoso",result="transient"} 1`,
+		`oauthrelay_token_seconds_left{app="contoso"} 3000`,
+		`oauthrelay_mailbox_config_fault{mailbox="helpdesk@contoso.com"} 0`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", body)
+	}
+}
+
+func TestHealthAndReadiness(t *testing.T) {
+	s := testSpool(t)
+	m := New(s, nil)
+	var statuses []delivery.MailboxStatus
+	var tokens []oauth.Status
+	m.SetMailboxes(func() []delivery.MailboxStatus { return statuses })
+	m.SetTokens(func() []oauth.Status { return tokens })
+	h := m.Handler()
+
+	if code, body := get(t, h, "/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
+		t.Fatalf("/healthz = %d %q", code, body)
+	}
+	if code, body := get(t, h, "/readyz"); code != 200 {
+		t.Fatalf("/readyz = %d %q, want 200", code, body)
+	}
+
+	statuses = []delivery.MailboxStatus{{Mailbox: "helpdesk@contoso.com", Paused: true, ConfigFault: true,
+		Reason: "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox.",
+		Fix:    "SMTP AUTH is disabled for the mailbox: Set-CASMailbox -Identity helpdesk@contoso.com -SmtpClientAuthenticationDisabled $false"}}
+	tokens = []oauth.Status{{App: "contoso", LastError: &oauth.Error{App: "contoso", AADSTS: 7000215, Cause: "the client secret is wrong",
+		Fix: "copy the secret's Value, not its Secret ID", Permanent: true}}}
+	code, body := get(t, h, "/readyz")
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d, want 503", code)
+	}
+	for _, want := range []string{"helpdesk@contoso.com", "5.7.139", "Set-CASMailbox -Identity helpdesk@contoso.com", "AADSTS7000215", "copy the secret's Value"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/readyz body lacks %q:\n%s", want, body)
+		}
+	}
+
+	// A transient token error is not a configuration fault.
+	statuses = nil
+	tokens = []oauth.Status{{App: "contoso", LastError: &oauth.Error{App: "contoso", Cause: "timeout"}}}
+	if code, body := get(t, h, "/readyz"); code != 200 {
+		t.Fatalf("/readyz with a transient token error = %d %q, want 200", code, body)
+	}
+}
+
+func TestReadinessNeedsWritableSpool(t *testing.T) {
+	s := testSpool(t)
+	m := New(s, nil)
+	if err := probeSpool(s.Dir()); err != nil {
+		t.Fatal(err)
+	}
+	if err := probeSpool(t.TempDir() + "/missing"); err == nil {
+		t.Fatal("probeSpool succeeded on a spool without tmp/")
+	}
+	if p := m.Ready(); len(p) != 0 {
+		t.Fatalf("Ready() = %v on a writable spool", p)
+	}
+}
