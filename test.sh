@@ -35,3 +35,17 @@ GOOS=linux GOARCH=arm64 go build -o /dev/null ./...
 
 echo "== go test"
 go test -count=1 -timeout 20m ./...
+
+# Each fuzz target runs briefly on top of its committed seed corpus
+# (testdata/fuzz); FUZZTIME=0 skips this step.
+fuzztime="${FUZZTIME:-10s}"
+if [ "$fuzztime" != 0 ]; then
+  for target in "FuzzListener ./relay" "FuzzDecode ./queue" "FuzzParse ./config" "FuzzParseAddress ./config"; do
+    read -r name pkg <<<"$target"
+    echo "== fuzz $name ($fuzztime)"
+    go test -run='^$' -fuzz="^$name\$" -fuzztime="$fuzztime" "$pkg"
+  done
+fi
+
+echo "== govulncheck"
+./.ci/govulncheck.sh

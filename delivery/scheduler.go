@@ -223,7 +223,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		s.mu.Lock()
 		next := s.promote(ctx)
 		s.mu.Unlock()
-		d := time.Until(next)
+		// next is on the scheduler's clock (Options.Now): measure the wait
+		// on that clock too. time.Until would compare it with the real
+		// clock and spin whenever the two disagree.
+		d := next.Sub(s.o.Now())
 		if next.IsZero() || d > time.Minute {
 			d = time.Minute
 		}

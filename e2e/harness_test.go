@@ -128,6 +128,9 @@ type relayOptions struct {
 	// NoDelivery leaves the scheduler and token sources stopped until
 	// startDelivery is called.
 	NoDelivery bool
+	// SpoolDir, if set, is the spool directory (a small or read-only
+	// mount in the fault tests).
+	SpoolDir string
 }
 
 // testRelay is the relay's real pipeline, wired as `oauthrelay serve`
@@ -147,6 +150,11 @@ type testRelay struct {
 	addr   string
 	tokens *delivery.TokenSet
 	rec    *tokenRecorder
+	// sched is the running scheduler (nil while delivery is stopped).
+	sched *delivery.Scheduler
+	// smtpRoots, if set, replaces the roots the scheduler verifies the
+	// upstream SMTP server with (the token endpoint keeps r.roots).
+	smtpRoots *x509.CertPool
 
 	// transcripts holds every byte the relay's listener sent to the test
 	// clients (its replies, including errors).
@@ -160,6 +168,10 @@ type testRelay struct {
 func startRelay(t *testing.T, emu *msemu.Emulator, o relayOptions) *testRelay {
 	t.Helper()
 	dir := t.TempDir()
+	spoolDir := filepath.Join(dir, "spool")
+	if o.SpoolDir != "" {
+		spoolDir = o.SpoolDir
+	}
 	caFile := filepath.Join(dir, "emulator-ca.pem")
 	if err := os.WriteFile(caFile, emu.CACertPEM(), 0o600); err != nil {
 		t.Fatal(err)
@@ -182,7 +194,7 @@ timeout = "30s"
 
 [log]
 level = "debug"
-`, filepath.Join(dir, "spool"), emu.SMTPAddr(), caFile)
+`, spoolDir, emu.SMTPAddr(), caFile)
 	for _, a := range o.Apps {
 		fmt.Fprintf(&b, "\n[[app]]\nname = %q\ntenant_id = %q\nclient_id = %q\nauthority = %q\n", a.Name, a.Tenant, a.Client, emu.Authority())
 		if a.Secret != "" {
@@ -278,10 +290,15 @@ func (r *testRelay) startDelivery() {
 	}
 	r.tokens = tokens
 	r.rec.get = tokens.Get
+	smtpRoots := r.roots
+	if r.smtpRoots != nil {
+		smtpRoots = r.smtpRoots
+	}
 	sched := delivery.New(delivery.Options{
-		Spool: r.spool, Config: r.cfg, Tokens: r.rec.Get, RootCAs: r.roots, Logger: r.log, Now: now,
+		Spool: r.spool, Config: r.cfg, Tokens: r.rec.Get, RootCAs: smtpRoots, Logger: r.log, Now: now,
 		PollInterval: 100 * time.Millisecond, ShutdownGrace: 5 * time.Second,
 	})
+	r.sched = sched
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -292,6 +309,7 @@ func (r *testRelay) startDelivery() {
 	r.stopDelivery = func() {
 		cancel()
 		<-done
+		r.sched, r.stopDelivery = nil, nil
 	}
 }
 

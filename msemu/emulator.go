@@ -183,6 +183,7 @@ type Emulator struct {
 	lifetime   time.Duration
 	tenantOff  bool
 	tlsMin     uint16
+	tlsMax     uint16
 
 	failData, failRcpt, failConnect, failAuthNext fault
 	dropData                                      int
@@ -520,6 +521,14 @@ func (e *Emulator) SetAcceptedTLSMin(v uint16) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.tlsMin = v
+}
+
+// SetTLSMax caps the newest TLS version the SMTP server negotiates after
+// STARTTLS (0: no cap), to play a server that only speaks TLS 1.0 or 1.1.
+func (e *Emulator) SetTLSMax(v uint16) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.tlsMax = v
 }
 
 // Delivered returns a copy of the messages accepted so far.

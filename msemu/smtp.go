@@ -271,6 +271,9 @@ func (s *smtpSession) startTLS() {
 	// Old versions may negotiate so that the client gets the explicit
 	// 421 4.7.66 Exchange sends, instead of an opaque handshake failure.
 	cfg := &tls.Config{Certificates: []tls.Certificate{s.e.tlsCert}, MinVersion: tls.VersionTLS10}
+	s.e.mu.Lock()
+	cfg.MaxVersion = s.e.tlsMax
+	s.e.mu.Unlock()
 	tc := tls.Server(s.raw, cfg)
 	tc.SetDeadline(time.Now().Add(time.Minute))
 	if err := tc.Handshake(); err != nil {

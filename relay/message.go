@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	gomessage "github.com/emersion/go-message"
@@ -42,8 +43,19 @@ type message struct {
 	headerFrom string // for logs
 }
 
+// readBufs recycles the 64 KiB read buffers of message.copy: one per
+// message was most of the listener's garbage under load. Nothing read
+// through a buffer is kept after copy returns (readHeaderBlock copies what
+// it returns).
+var readBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
+
 func (m *message) copy(w io.Writer, r io.Reader) error {
-	br := bufio.NewReaderSize(r, 64<<10)
+	br := readBufs.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() {
+		br.Reset(nil)
+		readBufs.Put(br)
+	}()
 	raw, sep, bodyStart, err := readHeaderBlock(br)
 	if err != nil {
 		return m.readErr(err)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -235,8 +236,16 @@ func remoteIP(c net.Conn) netip.Addr {
 
 type slogLogger struct{ l *slog.Logger }
 
-// Printf logs go-smtp's messages at debug level.
-func (l slogLogger) Printf(format string, v ...any) { l.l.Debug("smtp: " + fmt.Sprintf(format, v...)) }
+// Printf logs go-smtp's messages at debug level, except a panic go-smtp
+// recovered from (it answers 421 and closes the connection): that is a bug
+// an operator must see.
+func (l slogLogger) Printf(format string, v ...any) {
+	if strings.HasPrefix(format, "panic serving") {
+		l.l.Error("smtp: " + fmt.Sprintf(format, v...))
+		return
+	}
+	l.l.Debug("smtp: " + fmt.Sprintf(format, v...))
+}
 
 // Println logs go-smtp's messages at debug level.
 func (l slogLogger) Println(v ...any) { l.l.Debug("smtp: " + fmt.Sprint(v...)) }

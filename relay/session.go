@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -179,13 +180,44 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		ss.s.log.Info("refused recipient: too many recipients", "client", ss.client.Name, "max", max, "remote", ss.ip.String())
 		return reply(452, 4, 5, 3, "Too many recipients: at most %d per message; send the rest in another message", max)
 	}
-	if !strings.Contains(to, "@") || strings.ContainsAny(to, " \t\r\n<>") {
+	if !validRecipient(to) {
 		ss.s.refused(ReasonBadRecipient)
 		ss.s.log.Info("refused recipient: not a valid address", "to", sanitize(to), "remote", ss.ip.String())
 		return reply(501, 5, 1, 3, "Recipient <%s> is not a valid address", sanitize(to))
 	}
+	if !ss.utf8 && !isASCII(to) {
+		// RFC 6531: an internationalised address needs SMTPUTF8 on MAIL;
+		// without it Exchange would refuse it after the 250.
+		ss.s.refused(ReasonBadRecipient)
+		ss.s.log.Info("refused recipient: non-ASCII address without SMTPUTF8", "to", sanitize(to), "remote", ss.ip.String())
+		return reply(553, 5, 6, 7, "Recipient <%s> is not ASCII: send MAIL FROM with the SMTPUTF8 parameter", sanitize(to))
+	}
 	ss.rcpts = append(ss.rcpts, to)
 	return nil
+}
+
+// validRecipient accepts what can be sent on as an RCPT TO: an "@", valid
+// UTF-8, and no spaces, angle brackets or control characters (a NUL or a
+// bare CR would otherwise reach the upstream and turn into a bounce).
+func validRecipient(to string) bool {
+	if !strings.Contains(to, "@") || !utf8.ValidString(to) {
+		return false
+	}
+	for _, r := range to {
+		if r <= ' ' || r == 0x7f || r == '<' || r == '>' {
+			return false
+		}
+	}
+	return true
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // Data checks the header against the sender policy and spools the

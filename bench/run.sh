@@ -1,0 +1,363 @@
+#!/usr/bin/env bash
+# bench/run.sh — oauthrelay against Postfix, same machine, same run.
+#
+#   sudo bench/run.sh            (root: it installs Postfix and runs a private instance)
+#
+# What it does, in one invocation (about 3-5 minutes):
+#   1. installs postfix from Debian if smtp-source is missing (debconf
+#      preseeded to "No configuration"; the system's own Postfix is neither
+#      configured nor started), builds oauthrelay and bench/loadgen;
+#   2. starts a private Postfix instance (config and queue under the work
+#      directory) on 127.0.0.1:10025, with its default queue durability
+#      (cleanup fsyncs every queue file before smtpd answers 250) and
+#      default_transport = discard, so its queue drains at once;
+#   3. starts the Microsoft 365 emulator (`oauthrelay emulator -unlimited`)
+#      and, for each phase, a fresh oauthrelay on 127.0.0.1:2525 with its
+#      spool in the work directory (same filesystem as Postfix's queue);
+#   4. runs, alternating Postfix and oauthrelay:
+#        accept   smtp-source -s 8 -l 4096 -m 5000, one message per
+#                 connection, then many per connection (-d);
+#        latency  bench/loadgen at a fixed offered load: DATA's dot → 250;
+#      then, oauthrelay only:
+#        drain    10,000 spooled messages, 20 mailboxes (2 apps), into the
+#                 emulator with its limits lifted; CPU profile of the relay;
+#        memory   one 35 MB message end to end; 1,000 idle connections;
+#   5. prints one table, and stops everything it started.
+#
+# During accept, oauthrelay's mailboxes keep Exchange Online's default pace
+# (30 messages a minute each), so it delivers a handful of messages into the
+# emulator; Postfix delivers everything to its discard transport.
+#
+# Environment: BENCH_DIR (work directory, default a new /var/tmp dir, kept
+# for inspection), BENCH_N (messages per accept phase, default 5000),
+# BENCH_RATE (latency offered load, default 200/s), BENCH_REPS (accept
+# rounds, default 3; the table shows medians), BENCH_KEEP=1 (keep the work
+# directory), BENCH_BASELINE_BIN (another oauthrelay binary, e.g. built from
+# an older commit, run in the accept rounds too for a before/after).
+set -euo pipefail
+export LC_ALL=C
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+N=${BENCH_N:-5000}
+RATE=${BENCH_RATE:-200}
+DRAIN_N=${BENCH_DRAIN_N:-10000}
+REPS=${BENCH_REPS:-3}
+W=${BENCH_DIR:-$(mktemp -d /var/tmp/oauthrelay-bench.XXXXXX)}
+mkdir -p "$W"
+RELAY_PORT=2525
+PF_PORT=10025
+PIDS=()
+PF_CONF=$W/postfix-etc
+log() { printf '%s  %s\n' "$(date +%T)" "$*" >&2; }
+
+cleanup() {
+	set +e
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	[ -f "$PF_CONF/main.cf" ] && postfix -c "$PF_CONF" stop >/dev/null 2>&1
+	if [ "${BENCH_KEEP:-0}" != 1 ] && [ -z "${BENCH_DIR:-}" ]; then rm -rf "$W"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- 1. tools ---------------------------------------------------------------
+export PATH=$PATH:/usr/sbin:/sbin:/usr/local/go/bin
+if ! command -v smtp-source >/dev/null; then
+	log "installing postfix (brings smtp-source and smtp-sink)"
+	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix >/dev/null
+fi
+command -v go >/dev/null || { echo "bench: Go is needed to build oauthrelay" >&2; exit 1; }
+log "building oauthrelay and loadgen into $W"
+(cd "$ROOT" && go build -o "$W/oauthrelay" ./cmd/oauthrelay && go build -o "$W/loadgen" ./bench/loadgen)
+R=$W/oauthrelay
+LG=$W/loadgen
+
+wait_port() { # host port
+	for _ in $(seq 1 200); do
+		(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+		sleep 0.05
+	done
+	echo "bench: nothing listens on $1:$2" >&2
+	return 1
+}
+kv() { # key "k=v k=v..." → v
+	tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"
+}
+
+# --- 2. Postfix ---------------------------------------------------------------
+log "configuring a private Postfix instance on 127.0.0.1:$PF_PORT"
+mkdir -p "$PF_CONF" "$W/pf-queue" "$W/pf-data"
+cp /etc/postfix/master.cf "$PF_CONF/master.cf"
+cp /etc/postfix/postfix-files "$PF_CONF/" 2>/dev/null || true
+[ -d /etc/postfix/postfix-files.d ] && cp -r /etc/postfix/postfix-files.d "$PF_CONF/"
+cat >"$PF_CONF/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $W/pf-queue
+data_directory = $W/pf-data
+myhostname = bench.localdomain
+mydomain = localdomain
+myorigin = \$myhostname
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+# Every recipient is remote; mail from mynetworks is relayed to the
+# discard transport, so the queue empties as fast as qmgr runs.
+default_transport = discard
+relay_transport = discard
+local_recipient_maps =
+alias_maps =
+alias_database =
+maillog_file = $W/postfix.log
+biff = no
+smtpd_banner = \$myhostname ESMTP
+EOF
+# Only our listener; no chroot (the private instance has no chroot tree).
+postconf -c "$PF_CONF" -MX smtp/inet >/dev/null
+postconf -c "$PF_CONF" -M "127.0.0.1:$PF_PORT/inet=127.0.0.1:$PF_PORT inet n - n - - smtpd"
+postconf -c "$PF_CONF" -F '*/*/chroot = n'
+postfix -c "$PF_CONF" set-permissions >/dev/null 2>&1 || true
+postfix -c "$PF_CONF" check 2>&1 | grep -v warning || true
+postfix -c "$PF_CONF" start >/dev/null 2>&1
+wait_port 127.0.0.1 $PF_PORT
+PF_MASTER=$(tr -d ' ' <"$W/pf-queue/pid/master.pid")
+pf_drained() {
+	for _ in $(seq 1 600); do
+		[ -z "$(find "$W/pf-queue/incoming" "$W/pf-queue/active" "$W/pf-queue/maildrop" -type f 2>/dev/null | head -1)" ] && return 0
+		sleep 0.1
+	done
+	log "warning: Postfix's queue did not drain"
+}
+
+# --- 3. emulator and relay --------------------------------------------------
+T1=11111111-1111-1111-1111-111111111111
+C1=aaaaaaaa-1111-1111-1111-111111111111
+T2=22222222-2222-2222-2222-222222222222
+C2=bbbbbbbb-2222-2222-2222-222222222222
+MBX_A=$(for i in $(seq 0 9); do printf ',mbx%d@bench.example' "$i"; done)
+MBX_B=$(for i in $(seq 10 19); do printf ',mbx%d@bench.example' "$i"; done)
+EMU_PID=
+emu_start() { # name
+	"$R" emulator -unlimited -ca-out "$W/emu-ca.pem" \
+		-provision "$T1,$C1,bench-secret-1$MBX_A" -provision "$T2,$C2,bench-secret-2$MBX_B" \
+		>"$W/$1.out" 2>"$W/$1.err" &
+	EMU_PID=$!
+	PIDS+=("$EMU_PID")
+	for _ in $(seq 1 100); do grep -q '^smtp' "$W/$1.out" 2>/dev/null && break; sleep 0.05; done
+	EMU_AUTH=$(awk '$1=="authority"{print $2}' "$W/$1.out")
+	EMU_SMTP=$(awk '$1=="smtp"{print $2}' "$W/$1.out")
+}
+emu_stop() {
+	kill -TERM "$EMU_PID"
+	wait "$EMU_PID" 2>/dev/null || true
+}
+emu_stats() { # name → "tokens conns delivered"
+	sed -n 's/^stopped: \([0-9]*\) token requests, \([0-9]*\) SMTP connections, \([0-9]*\) messages delivered.*/\1 \2 \3/p' "$W/$1.out"
+}
+
+RELAY_PID=
+relay_start() { # name per_minute spooldir binary [env...]
+	local name=$1 perMin=$2 spool=$3 bin=$4
+	shift 4
+	local cfg=$W/$name.toml
+	{
+		cat <<EOF
+[listen]
+address = "127.0.0.1:$RELAY_PORT"
+hostname = "relay.bench"
+max_message_size = "36MB"
+max_connections = 2000
+[spool]
+dir = "$spool"
+[upstream]
+address = "$EMU_SMTP"
+ca_file = "$W/emu-ca.pem"
+[log]
+level = "info"
+[[app]]
+name = "a"
+tenant_id = "$T1"
+client_id = "$C1"
+client_secret = "bench-secret-1"
+authority = "$EMU_AUTH"
+[[app]]
+name = "b"
+tenant_id = "$T2"
+client_id = "$C2"
+client_secret = "bench-secret-2"
+authority = "$EMU_AUTH"
+[[client]]
+name = "bench"
+networks = ["127.0.0.1/32"]
+senders = ["*"]
+EOF
+		for i in $(seq 0 19); do
+			app=a; [ "$i" -ge 10 ] && app=b
+			printf '[[mailbox]]\naddress = "mbx%d@bench.example"\napp = "%s"\nmax_per_minute = %d\nmax_connections = 3\n' "$i" "$app" "$perMin"
+		done
+	} >"$cfg"
+	env "$@" "$bin" serve -config "$cfg" 2>"$W/$name.log" &
+	RELAY_PID=$!
+	PIDS+=("$RELAY_PID")
+	wait_port 127.0.0.1 $RELAY_PORT
+}
+relay_stop() {
+	kill -TERM "$RELAY_PID" 2>/dev/null || true
+	wait "$RELAY_PID" 2>/dev/null || true
+}
+
+emu_start emu
+log "emulator: authority $EMU_AUTH smtp $EMU_SMTP"
+
+# --- 4. the loads -------------------------------------------------------------
+FROM=mbx0@bench.example
+TO=rcpt@dest.example
+RESULTS=$W/results
+: >"$RESULTS"
+rec() { echo "$1 $2" >>"$RESULTS"; } # key value
+# med key: the median of the values recorded under key ("-" when none).
+med() {
+	awk -v k="$1" '$1==k{print $2}' "$RESULTS" | sort -g |
+		awk '{a[NR]=$1} END{ if (NR==0) print "-"; else print a[int((NR+1)/2)] }'
+}
+# record sys phase "elapsed=.. cpu=.. peak_kb=.."
+rec_accept() {
+	rec "$1.$2.rate" "$(awk -v n="$N" -v e="$(kv elapsed "$3")" 'BEGIN{printf "%.0f", n/e}')"
+	rec "$1.$2.cpu" "$(kv cpu "$3")"
+	rec "$1.$2.mem" "$(awk -v k="$(kv peak_kb "$3")" 'BEGIN{printf "%.1f", k/1024}')"
+}
+
+accept_postfix() { # phase smtp-source-flags
+	$LG latency -addr 127.0.0.1:$PF_PORT -rate 100 -duration 1s -from $FROM -to $TO >/dev/null # warm up
+	pf_drained
+	local out
+	out=$($LG measure -pid "$PF_MASTER" -tree -- smtp-source -s 8 -l 4096 -m "$N" $2 -f $FROM -t $TO -M bench.localdomain 127.0.0.1:$PF_PORT)
+	rec_accept pf "$1" "$out"
+	pf_drained
+	log "  postfix     $1: $out"
+}
+accept_relay() { # sys phase smtp-source-flags binary
+	relay_start "relay-$2" 30 "$W/spool-$1-$2-$rep" "$4"
+	$LG latency -addr 127.0.0.1:$RELAY_PORT -rate 100 -duration 1s -from $FROM -to $TO >/dev/null # warm up
+	local out
+	out=$($LG measure -pid "$RELAY_PID" -- smtp-source -s 8 -l 4096 -m "$N" $3 -f $FROM -t $TO -M bench.localdomain 127.0.0.1:$RELAY_PORT)
+	rec_accept "$1" "$2" "$out"
+	relay_stop
+	rm -rf "$W/spool-$1-$2-$rep"
+	log "  $(printf %-11s "$1") $2: $out"
+}
+latency() { # sys port
+	local out
+	out=$($LG latency -addr 127.0.0.1:"$2" -rate "$RATE" -duration 10s -from $FROM -to $TO)
+	rec "$1.p50" "$(kv p50_ms "$out")"
+	rec "$1.p99" "$(kv p99_ms "$out")"
+	rec "$1.achieved" "$(kv achieved "$out")"
+	log "  $(printf %-11s "$1") latency: $out"
+}
+SYSTEMS="or"
+[ -n "${BENCH_BASELINE_BIN:-}" ] && SYSTEMS="or base"
+for rep in $(seq 1 "$REPS"); do
+	log "accept, round $rep of $REPS: smtp-source -s 8 -l 4096 -m $N, one message per connection, then -d"
+	for ph in conn keep; do
+		flags=""; [ $ph = keep ] && flags=-d
+		accept_postfix $ph "$flags"
+		for sys in $SYSTEMS; do
+			bin=$R; [ $sys = base ] && bin=$BENCH_BASELINE_BIN
+			accept_relay $sys $ph "$flags" "$bin"
+		done
+	done
+done
+log "latency at $RATE msg/s offered, 16 connections, 10 s"
+latency pf $PF_PORT
+pf_drained
+relay_start relay-lat 30 "$W/spool-lat" "$R"
+latency or $RELAY_PORT
+relay_stop
+postfix -c "$PF_CONF" stop >/dev/null 2>&1 || true
+
+log "drain: spooling $DRAIN_N messages for 20 mailboxes"
+emu_stop emu >/dev/null
+emu_start emu-drain
+$LG fill -spool "$W/spool-drain" -n "$DRAIN_N" -mailboxes 20 -domain bench.example >/dev/null
+relay_start relay-drain 1000000 "$W/spool-drain" "$R" OAUTHRELAY_CPUPROFILE="$W/drain.pprof"
+DRAIN=$($LG spoolwait -spool "$W/spool-drain" -timeout 4m)
+DRAIN_CPU=$($LG proc -pid "$RELAY_PID")
+kill -USR1 "$RELAY_PID"
+sleep 0.5
+relay_stop
+emu_stop emu-drain
+read -r D_TOK D_CONN D_DELIV <<<"$(emu_stats emu-drain)"
+log "drain: $DRAIN $DRAIN_CPU tokens=$D_TOK conns=$D_CONN delivered=$D_DELIV"
+
+log "memory: one 35 MB message end to end"
+emu_start emu-mem
+relay_start relay-big 1000000 "$W/spool-big" "$R"
+BIG=$($LG big -addr 127.0.0.1:$RELAY_PORT -size 35000000 -from $FROM -to $TO)
+$LG spoolwait -spool "$W/spool-big" -timeout 2m >/dev/null
+BIG_KB=$($LG proc -pid "$RELAY_PID")
+relay_stop
+log "big: $BIG $BIG_KB"
+
+log "memory: 1,000 idle connections"
+relay_start relay-idle 30 "$W/spool-idle" "$R"
+mkfifo "$W/idle.in"
+$LG idle -addr 127.0.0.1:$RELAY_PORT -n 1000 -hold 60s <"$W/idle.in" >"$W/idle.out" &
+IDLE_PID=$!
+PIDS+=("$IDLE_PID")
+exec 4>"$W/idle.in"
+for _ in $(seq 1 300); do grep -q '^open=' "$W/idle.out" && break; sleep 0.1; done
+sleep 1
+IDLE_KB=$($LG proc -pid "$RELAY_PID")
+exec 4>&-
+wait "$IDLE_PID" || true
+relay_stop
+emu_stop emu-mem
+log "idle: $(cat "$W/idle.out") $IDLE_KB"
+
+# --- 5. the table -------------------------------------------------------------
+go tool pprof -top -nodecount=25 "$R" "$W/drain.pprof" >"$W/drain-top.txt" 2>/dev/null || true
+
+mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a!="-" && b>0) printf "%.2fx", a/b; else print "-" }'; }
+row() { printf '%-36s %12s %12s %9s\n' "$@"; }
+echo
+echo "oauthrelay vs Postfix $(postconf -d -h mail_version 2>/dev/null): $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r), spool and queue on $(df -T "$W" | awk 'NR==2{print $2}'); median of $REPS rounds"
+echo
+row "" "Postfix" "oauthrelay" "ratio"
+for ph in conn keep; do
+	if [ $ph = conn ]; then echo "accept, 1 message per connection"; else echo "accept, many per connection (-d)"; fi
+	row "  messages/s" "$(med pf.$ph.rate)" "$(med or.$ph.rate)" "$(ratio "$(med or.$ph.rate)" "$(med pf.$ph.rate)")"
+	row "  CPU seconds for $N messages" "$(med pf.$ph.cpu)" "$(med or.$ph.cpu)" "$(ratio "$(med or.$ph.cpu)" "$(med pf.$ph.cpu)")"
+	row "  peak memory, MB (*)" "$(med pf.$ph.mem)" "$(med or.$ph.mem)" "$(ratio "$(med or.$ph.mem)" "$(med pf.$ph.mem)")"
+	if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
+		row "  baseline build: messages/s" "" "$(med base.$ph.rate)" ""
+		row "  baseline build: CPU seconds" "" "$(med base.$ph.cpu)" ""
+	fi
+done
+echo "latency, DATA's dot to 250, $RATE msg/s offered"
+row "  p50 ms" "$(med pf.p50)" "$(med or.p50)" "$(ratio "$(med or.p50)" "$(med pf.p50)")"
+row "  p99 ms" "$(med pf.p99)" "$(med or.p99)" "$(ratio "$(med or.p99)" "$(med pf.p99)")"
+row "  achieved messages/s" "$(med pf.achieved)" "$(med or.achieved)" ""
+de=$(kv elapsed "$DRAIN")
+echo "drain, $DRAIN_N messages, 20 mailboxes, 2 apps, into the emulator"
+row "  messages/s" "" "$(awk -v n="$DRAIN_N" -v e="$de" 'BEGIN{printf "%.0f", n/e}')" ""
+row "  delivered (emulator's count)" "" "$D_DELIV" ""
+row "  token requests (one per app: 2)" "" "$D_TOK" ""
+row "  upstream connections" "" "$D_CONN" ""
+row "  messages per connection" "" "$(awk -v d="$D_DELIV" -v c="$D_CONN" 'BEGIN{ if (c>0) printf "%.0f", d/c }')" ""
+row "  relay CPU seconds" "" "$(kv cpu "$DRAIN_CPU")" ""
+echo "memory, oauthrelay peak RSS"
+row "  one 35 MB message end to end, MB" "" "$(mb "$(kv mem_kb "$BIG_KB")")" "(<64)"
+row "  1,000 idle connections, MB" "" "$(mb "$(kv mem_kb "$IDLE_KB")")" "(<150)"
+echo
+echo "(*) oauthrelay: VmHWM of its one process. Postfix: the sum of Pss (shared pages"
+echo "    divided among sharers) over master and all its daemons, sampled every 100 ms."
+echo "    CPU: utime+stime; for Postfix, of master, its live daemons and the ones it reaped."
+echo
+echo "Relay CPU profile during drain (go tool pprof -top), top functions:"
+grep -m1 '^Duration' "$W/drain-top.txt" || true
+sed -n '/flat%/,$p' "$W/drain-top.txt" | head -21
+echo
+echo "work directory: $W"
