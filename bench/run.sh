@@ -44,6 +44,9 @@ DRAIN_N=${BENCH_DRAIN_N:-10000}
 REPS=${BENCH_REPS:-3}
 W=${BENCH_DIR:-$(mktemp -d /var/tmp/oauthrelay-bench.XXXXXX)}
 mkdir -p "$W"
+# mktemp makes the directory 0700; Postfix's daemons run as user postfix
+# and must reach their queue inside it.
+chmod 755 "$W"
 RELAY_PORT=2525
 PF_PORT=10025
 PIDS=()
@@ -120,7 +123,9 @@ postconf -c "$PF_CONF" -M "127.0.0.1:$PF_PORT/inet=127.0.0.1:$PF_PORT inet n - n
 postconf -c "$PF_CONF" -F '*/*/chroot = n'
 postfix -c "$PF_CONF" set-permissions >/dev/null 2>&1 || true
 postfix -c "$PF_CONF" check 2>&1 | grep -v warning || true
-postfix -c "$PF_CONF" start >/dev/null 2>&1
+if ! postfix -c "$PF_CONF" start >"$W/postfix-start.log" 2>&1; then
+	log "Postfix did not start:"; cat "$W/postfix-start.log" >&2; exit 1
+fi
 wait_port 127.0.0.1 $PF_PORT
 PF_MASTER=$(tr -d ' ' <"$W/pf-queue/pid/master.pid")
 pf_drained() {

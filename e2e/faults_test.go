@@ -225,10 +225,11 @@ func (r *testRelay) spoolIntact() {
 			r.t.Errorf("envelope %s: body %v (size %d)", e.ID, err, e.Size)
 		}
 	}
-	for _, d := range []string{"tmp", "corrupt"} {
-		if ents, _ := os.ReadDir(filepath.Join(r.spool.Dir(), d)); len(ents) > 0 {
-			r.t.Errorf("%s/ holds %d files", d, len(ents))
-		}
+	if ents, _ := os.ReadDir(filepath.Join(r.spool.Dir(), "corrupt")); len(ents) > 0 {
+		r.t.Errorf("corrupt/ holds %d files", len(ents))
+	}
+	if partial, err := r.spool.PartialFiles(); err != nil || len(partial) > 0 {
+		r.t.Errorf("tmp/ holds %v (%v)", partial, err)
 	}
 }
 

@@ -93,9 +93,29 @@ func TestCommitAndLoad(t *testing.T) {
 	w, _ := s.Create()
 	w.Write([]byte("x"))
 	w.Abort()
-	if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
-		t.Errorf("tmp/ holds %v after Abort", ents)
+	if files := filesUnder(t, filepath.Join(dir, "tmp")); len(files) != 0 {
+		t.Errorf("tmp/ holds %v after Abort", files)
 	}
+}
+
+// filesUnder lists the regular files below dir (tmp/ has shard
+// directories, which do not count).
+func filesUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			out = append(out, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // Find is a helper so the test reads like the CLI would use the spool.

@@ -73,7 +73,7 @@ func Open(dir string, o Options) (*Spool, *RecoveryReport, error) {
 	}
 	s := &Spool{dir: dir, log: o.Logger, now: o.Now, notify: make(chan string, 1024)}
 	s.sync = newSyncer()
-	for _, d := range append([]string{msgDir, tmpDir}, stateNames()...) {
+	for _, d := range append(append([]string{msgDir, tmpDir}, tmpShardNames()...), stateNames()...) {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, nil, fmt.Errorf("spool %s: cannot create %s: %w", dir, d, err)
 		}
@@ -97,6 +97,36 @@ func Open(dir string, o Options) (*Spool, *RecoveryReport, error) {
 		}
 	}
 	return s, rep, nil
+}
+
+// tmpShards spreads files being written over several directories. Creating
+// a file holds its directory's lock, and on some filesystems (ext4 on a
+// virtual disk measured 0.3–0.8 ms per create) one directory caps the
+// whole relay at about 1,500 creates a second; concurrent messages now
+// create their files in different directories.
+const tmpShards = 16
+
+var tmpSeq atomic.Uint32
+
+func tmpShardNames() []string {
+	out := make([]string, tmpShards)
+	for i := range out {
+		out[i] = filepath.Join(tmpDir, fmt.Sprintf("%02d", i))
+	}
+	return out
+}
+
+func (s *Spool) tmpShardDirs() []string {
+	out := tmpShardNames()
+	for i := range out {
+		out[i] = filepath.Join(s.dir, out[i])
+	}
+	return out
+}
+
+// tmpPath names a file being written, in the next shard of tmp/.
+func (s *Spool) tmpPath(name string) string {
+	return filepath.Join(s.dir, tmpDir, fmt.Sprintf("%02d", tmpSeq.Add(1)%tmpShards), name)
 }
 
 func stateNames() []string {
@@ -158,7 +188,7 @@ type Writer struct {
 // Create starts a new message and assigns its id.
 func (s *Spool) Create() (*Writer, error) {
 	id := NewID(s.now())
-	f, err := os.OpenFile(filepath.Join(s.dir, tmpDir, id+".eml"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(s.tmpPath(id+".eml"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, &WriteError{ID: id, Op: "create body", Err: err}
 	}
@@ -272,7 +302,7 @@ func (w *Writer) Commit(env *Envelope) (err error) {
 	if err != nil {
 		return &WriteError{ID: w.id, Op: "encode envelope", Err: err}
 	}
-	tmpEnv := filepath.Join(s.dir, tmpDir, w.id+".json")
+	tmpEnv := s.tmpPath(w.id + ".json")
 	if err := writeFile(tmpEnv, b, !grouped); err != nil {
 		os.Remove(tmpEnv)
 		return &WriteError{ID: w.id, Op: "write envelope", Err: err}
@@ -434,7 +464,7 @@ func (s *Spool) save(env *Envelope, from State) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(s.dir, tmpDir, env.ID+".json."+string(env.State))
+	tmp := s.tmpPath(env.ID + ".json." + string(env.State))
 	if err := writeFileSync(tmp, b); err != nil {
 		os.Remove(tmp)
 		return &WriteError{ID: env.ID, Op: "write envelope", Err: err}
@@ -517,13 +547,18 @@ func (s *Spool) List(states ...State) (envs []*Envelope, bad []string, err error
 // recover puts the spool back into a consistent state after a crash.
 func (s *Spool) recover(rep *RecoveryReport) error {
 	tmp := filepath.Join(s.dir, tmpDir)
-	ents, err := os.ReadDir(tmp)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if os.Remove(filepath.Join(tmp, e.Name())) == nil {
-			rep.RemovedPartial++
+	for _, d := range append([]string{tmp}, s.tmpShardDirs()...) {
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if e.IsDir() {
+				continue
+			}
+			if os.Remove(filepath.Join(d, e.Name())) == nil {
+				rep.RemovedPartial++
+			}
 		}
 	}
 	known := map[string]bool{}
@@ -681,4 +716,23 @@ func (d *syncGroup) wait() error {
 		d.cond.Wait()
 	}
 	return d.err
+}
+
+// PartialFiles lists the files being written right now (under tmp/). Once
+// no message is in flight it should be empty: anything left is a
+// half-written file that recovery removes.
+func (s *Spool) PartialFiles() ([]string, error) {
+	var out []string
+	for _, d := range append([]string{filepath.Join(s.dir, tmpDir)}, s.tmpShardDirs()...) {
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			if !e.IsDir() {
+				out = append(out, filepath.Join(d, e.Name()))
+			}
+		}
+	}
+	return out, nil
 }

@@ -181,12 +181,12 @@ func (p *pipeRelay) checkIntact(tb testing.TB) {
 	if l := p.logs.String(); strings.Contains(l, "panic serving") {
 		tb.Fatalf("the server recovered from a panic:\n%s", l)
 	}
-	ents, err := os.ReadDir(filepath.Join(p.spool.Dir(), "tmp"))
+	partial, err := p.spool.PartialFiles()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if len(ents) > 0 {
-		tb.Fatalf("tmp/ holds %d partial files after the session ended", len(ents))
+	if len(partial) > 0 {
+		tb.Fatalf("tmp/ holds %d partial files after the session ended", len(partial))
 	}
 	envs, bad, err := p.spool.List()
 	if err != nil || len(bad) > 0 {

@@ -380,7 +380,7 @@ func (r *testRelay) stored(id string) (string, *queue.Envelope) {
 // assertEmpty checks that nothing at all was spooled (not even in tmp/).
 func (r *testRelay) assertEmpty() {
 	r.t.Helper()
-	for _, d := range []string{"messages", "tmp", "incoming", "active", "deferred", "hold", "failed", "corrupt"} {
+	for _, d := range []string{"messages", "incoming", "active", "deferred", "hold", "failed", "corrupt"} {
 		ents, err := os.ReadDir(filepath.Join(r.spool.Dir(), d))
 		if err != nil {
 			r.t.Fatal(err)
@@ -388,6 +388,13 @@ func (r *testRelay) assertEmpty() {
 		for _, e := range ents {
 			r.t.Errorf("spool holds %s/%s; want nothing spooled", d, e.Name())
 		}
+	}
+	partial, err := r.spool.PartialFiles()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, f := range partial {
+		r.t.Errorf("spool holds the partial file %s; want nothing spooled", f)
 	}
 }
 
