@@ -289,7 +289,7 @@ func (w *Writer) Commit(env *Envelope) (err error) {
 	// sync that started after the renames, and the renames wait for one
 	// that started after the data was written, so a crash never leaves a
 	// renamed file without its data.
-	grouped := s.fs != nil && !s.fsFailed.Load()
+	grouped := s.grouped()
 	if !grouped {
 		if err := w.f.Sync(); err != nil {
 			return &WriteError{ID: w.id, Op: "fsync body", Err: err}
@@ -442,7 +442,7 @@ func (s *Spool) Move(env *Envelope, to State) error {
 			return err
 		}
 		env.State = to
-		return s.sync.dirs(filepath.Join(s.dir, string(to)), filepath.Join(s.dir, string(from)))
+		return s.durable(filepath.Join(s.dir, string(to)), filepath.Join(s.dir, string(from)))
 	}
 	if from != to {
 		if err := os.Rename(s.envPath(from, env.ID), s.envPath(to, env.ID)); err != nil {
@@ -465,9 +465,18 @@ func (s *Spool) save(env *Envelope, from State) error {
 		return err
 	}
 	tmp := s.tmpPath(env.ID + ".json." + string(env.State))
-	if err := writeFileSync(tmp, b); err != nil {
+	grouped := s.grouped()
+	if err := writeFile(tmp, b, !grouped); err != nil {
 		os.Remove(tmp)
 		return &WriteError{ID: env.ID, Op: "write envelope", Err: err}
+	}
+	if grouped {
+		// The new content must be on disk before the rename that replaces
+		// the old one is.
+		if err := s.syncFS(); err != nil {
+			os.Remove(tmp)
+			return &WriteError{ID: env.ID, Op: "sync spool (envelope)", Err: err}
+		}
 	}
 	if err := os.Rename(tmp, s.envPath(env.State, env.ID)); err != nil {
 		os.Remove(tmp)
@@ -476,6 +485,19 @@ func (s *Spool) save(env *Envelope, from State) error {
 	dirs := []string{filepath.Join(s.dir, string(env.State))}
 	if from != env.State {
 		dirs = append(dirs, filepath.Join(s.dir, string(from)))
+	}
+	return s.durable(dirs...)
+}
+
+// grouped reports whether commits and state changes share filesystem syncs
+// (syncfs) instead of fsyncing each file and directory.
+func (s *Spool) grouped() bool { return s.fs != nil && !s.fsFailed.Load() }
+
+// durable makes the renames and removals done so far in dirs durable: one
+// shared filesystem sync when grouped, else an fsync of each directory.
+func (s *Spool) durable(dirs ...string) error {
+	if s.grouped() {
+		return s.syncFS()
 	}
 	return s.sync.dirs(dirs...)
 }
@@ -490,7 +512,7 @@ func (s *Spool) Remove(env *Envelope) error {
 	if err := os.Remove(s.BodyPath(env.ID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return s.sync.dirs(filepath.Join(s.dir, string(env.State)), filepath.Join(s.dir, msgDir))
+	return s.durable(filepath.Join(s.dir, string(env.State)), filepath.Join(s.dir, msgDir))
 }
 
 // OpenBody opens the message body for reading.
