@@ -149,6 +149,10 @@ func classify(app, authorityHost string, err error, secrets ...string) *Error {
 		e.Err = ne
 		e.Permanent = false
 		if tlsVerifyFailure(ne) {
+			// A certificate that does not verify will not fix itself:
+			// treat it as a configuration fault so health turns red,
+			// like the same failure on the SMTP side.
+			e.Permanent = true
 			e.Cause = "the TLS certificate of " + authorityHost + " could not be verified"
 			e.Fix = "if a proxy or firewall inspects TLS, add its CA certificate with [upstream] ca_file; otherwise check this host's CA bundle and clock"
 		} else if errors.Is(ne, context.DeadlineExceeded) {
