@@ -71,6 +71,12 @@ func (v *validator) listen() {
 	case l.TLSCertFile == "" && l.TLSKeyFile != "":
 		v.add(v.lineOf("listen", -1, "tls_cert_file"), "listen.tls_cert_file", "tls_key_file is set but tls_cert_file is not", "set tls_cert_file to the PEM certificate chain")
 	case hasCert:
+		if _, ok := v.readable("listen", -1, "listen.tls_cert_file", l.TLSCertFile, false); !ok {
+			break
+		}
+		if _, ok := v.readable("listen", -1, "listen.tls_key_file", l.TLSKeyFile, false); !ok {
+			break
+		}
 		if _, err := tls.LoadX509KeyPair(l.TLSCertFile, l.TLSKeyFile); err != nil {
 			v.add(v.lineOf("listen", -1, "tls_cert_file"), "listen.tls_cert_file", "cannot load the certificate and key: "+errText(err), "point tls_cert_file and tls_key_file at a matching PEM certificate chain and private key")
 		} else {
@@ -242,6 +248,15 @@ func (v *validator) credential(i int, a *App, key func(string) string, line func
 // and warns when a secret is readable by everyone.
 func (v *validator) readable(table string, idx int, key, path string, secret bool) ([]byte, bool) {
 	k := key[strings.LastIndexByte(key, '.')+1:]
+	// Secrets, certificates and CA bundles are small regular files; a
+	// device or FIFO named by mistake would block or never end.
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		v.add(v.lineOf(table, idx, k), key, path+" is not a regular file", "point it at the file that holds the value")
+		return nil, false
+	} else if err == nil && st.Size() > maxReferencedFile {
+		v.add(v.lineOf(table, idx, k), key, fmt.Sprintf("%s is %d bytes, more than such a file ever needs", path, st.Size()), "point it at the right file")
+		return nil, false
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		fix := "check the path"
@@ -256,6 +271,10 @@ func (v *validator) readable(table string, idx int, key, path string, secret boo
 	}
 	return b, true
 }
+
+// maxReferencedFile bounds files the configuration points at (secrets,
+// certificates, CA bundles).
+const maxReferencedFile = 4 << 20
 
 func (v *validator) secretFileMode(table string, idx int, key, path string) {
 	k := key[strings.LastIndexByte(key, '.')+1:]
