@@ -254,6 +254,11 @@ func TestSecretFileModes(t *testing.T) {
 	if _, probs := parse(t, src, noEnv); len(probs) != 1 || !strings.Contains(probs[0].Msg, "cannot read") {
 		t.Errorf("missing secret file: %v", probs)
 	}
+	// A device named by mistake is refused, not read forever.
+	src = strings.Replace(base, `client_secret = "literal-secret"`, `client_secret_file = "/dev/zero"`, 1)
+	if _, probs := parse(t, src, noEnv); len(probs) != 1 || !strings.Contains(probs[0].Msg, "not a regular file") || probs[0].Line == 0 {
+		t.Errorf("device as secret file: %v", probs)
+	}
 }
 
 func TestParseDuration(t *testing.T) {
