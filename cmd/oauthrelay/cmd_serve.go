@@ -175,10 +175,11 @@ func startRelay(ctx context.Context, cfg *config.Config, log *slog.Logger) (*run
 func (r *running) shutdown(grace time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	r.srv.Shutdown(ctx)
-	// Deliveries in flight get the scheduler's grace period; what does
-	// not finish stays spooled.
+	// Both sides wind down at once: deliveries in flight get the
+	// scheduler's grace period (what does not finish stays spooled) while
+	// the listener waits for open sessions to end.
 	r.cancel()
+	r.srv.Shutdown(ctx)
 	<-r.delivered
 	if r.httpSrv != nil {
 		r.httpSrv.Shutdown(ctx)
