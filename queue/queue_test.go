@@ -156,6 +156,11 @@ func TestIDsSortByTime(t *testing.T) {
 	// Ids are monotonic within the process, so start after any id other
 	// tests made.
 	base := time.Now().UTC().Truncate(time.Second).Add(24 * time.Hour)
+	idMu.Lock()
+	if lastID.After(base) { // an earlier run of this test (-count)
+		base = lastID.Truncate(time.Second).Add(time.Hour)
+	}
+	idMu.Unlock()
 	var ids []string
 	times := []time.Duration{0, time.Microsecond, time.Second, time.Hour, 24 * time.Hour, 400 * 24 * time.Hour}
 	for _, d := range times {
