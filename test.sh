@@ -10,10 +10,14 @@ need=()
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 command -v msmtp >/dev/null 2>&1 || need+=(msmtp)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# Postfix as a client of the relay (and smtp-source for bench/run.sh).
+[ -x /usr/sbin/postfix ] || command -v postfix >/dev/null 2>&1 || need+=(postfix libsasl2-modules)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${need[*]}"
     apt-get update -qq
+    # Postfix only as a program for the tests: no system mail configuration.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
     echo "warning: ${need[*]} not installed; their interop tests will be skipped" >&2

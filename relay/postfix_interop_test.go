@@ -1,0 +1,118 @@
+package relay
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPostfixClient relays through a private Postfix instance, as sites do
+// that keep Postfix in front of their applications: Postfix speaks STARTTLS
+// (mandatory) and AUTH PLAIN to the relay. CI installs postfix (with no
+// system configuration); elsewhere the test skips.
+func TestPostfixClient(t *testing.T) {
+	postfix, err := exec.LookPath("postfix")
+	if err != nil {
+		t.Skip("postfix is not installed (apt-get install postfix, 'No configuration')")
+	}
+	sendmail, err := exec.LookPath("sendmail")
+	if err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and Postfix's sendmail to run a private Postfix instance")
+	}
+	r := startRelay(t, "", nil)
+
+	// Postfix's daemons run as user postfix and must reach their queue:
+	// t.TempDir() is private to root, so use a world-searchable directory.
+	w, err := os.MkdirTemp("/var/tmp", "oauthrelay-postfix-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(w, 0o755)
+	etc := filepath.Join(w, "etc")
+	for _, d := range []string{etc, filepath.Join(w, "queue"), filepath.Join(w, "data")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"master.cf", "postfix-files"} {
+		b, err := os.ReadFile(filepath.Join("/etc/postfix", f))
+		if err != nil {
+			t.Skipf("no Postfix files to copy: %v", err)
+		}
+		os.WriteFile(filepath.Join(etc, f), b, 0o644)
+	}
+	exec.Command("cp", "-r", "/etc/postfix/postfix-files.d", etc).Run()
+	logFile := filepath.Join(w, "postfix.log")
+	host, port, _ := net.SplitHostPort(r.addr)
+	mainCf := fmt.Sprintf(`compatibility_level = 3.6
+queue_directory = %s/queue
+data_directory = %s/data
+myhostname = pfclient.test
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+relayhost = [%s]:%s
+smtp_tls_security_level = encrypt
+smtp_sasl_auth_enable = yes
+smtp_sasl_password_maps = static:app:%s
+smtp_sasl_security_options = noanonymous
+maillog_file = %s
+`, w, w, host, port, appPassword, logFile)
+	if err := os.WriteFile(filepath.Join(etc, "main.cf"), []byte(mainCf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(name string, args ...string) {
+		t.Helper()
+		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+	}
+	run("postconf", "-c", etc, "-MX", "smtp/inet")
+	run("postconf", "-c", etc, "-F", "*/*/chroot = n")
+	exec.Command(postfix, "-c", etc, "set-permissions").Run()
+	run(postfix, "-c", etc, "start")
+	t.Cleanup(func() {
+		exec.Command(postfix, "-c", etc, "stop").Run()
+		if t.Failed() {
+			b, _ := os.ReadFile(logFile)
+			t.Logf("postfix log:\n%s", b)
+		}
+		os.RemoveAll(w)
+	})
+
+	token := fmt.Sprintf("postfix-%d", time.Now().UnixNano())
+	cmd := exec.Command(sendmail, "-C", etc, "-f", "noreply@contoso.com", "customer@example.com")
+	cmd.Stdin = strings.NewReader("From: Billing <noreply@contoso.com>\nTo: customer@example.com\nSubject: " + token + "\n\nsent through Postfix\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sendmail: %v\n%s", err, out)
+	}
+
+	sent := regexp.MustCompile(`status=sent \((250 2\.0\.0 OK: queued as \S+)\)`)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, _ := os.ReadFile(logFile)
+		if m := sent.FindSubmatch(b); m != nil {
+			body, env := r.stored(queuedID(t, string(m[1])))
+			if !strings.Contains(body, "Subject: "+token) || !strings.Contains(body, "with ESMTPSA id") {
+				t.Errorf("stored message:\n%s", body)
+			}
+			if env.Client != "app" || env.MailFrom != "noreply@contoso.com" || len(env.Recipients) != 1 {
+				t.Errorf("envelope %+v", env)
+			}
+			return
+		}
+		if l := string(b); strings.Contains(l, "status=bounced") || strings.Contains(l, "status=deferred") || strings.Contains(l, "fatal:") {
+			t.Fatalf("Postfix could not relay:\n%s", l)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Postfix did not relay within a minute")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
