@@ -335,3 +335,28 @@ func selfSigned(t *testing.T) *x509.Certificate {
 	}
 	return c
 }
+
+// TestDailyRecipientLimitSurvivesRestart: the recipients sent today are
+// saved in the spool, so a restarted relay still holds back mail that
+// would go over the daily limit.
+func TestDailyRecipientLimitSurvivesRestart(t *testing.T) {
+	h := newHarness(t, hopts{maxRcptsDay: 3, maxConns: 1, maxAge: "5d"})
+	h.enqueue(tSendAs, []string{"a@example.org", "b@example.org"}, testMessage(tSendAs, "before restart"))
+	h.waitDone(1)
+	h.stop() // saves the counts
+	h.sched = h.newScheduler()
+	second := h.enqueue(tSendAs, []string{"c@example.org", "d@example.org"}, testMessage(tSendAs, "after restart"))
+	h.start()
+	var env *queue.Envelope
+	h.eventually("the second message waits after the restart", func() bool {
+		e, err := h.spool.Load(queue.Deferred, second)
+		env = e
+		return err == nil
+	})
+	if len(env.Attempts) != 0 {
+		t.Errorf("an attempt was made over the daily limit after a restart: %+v", env.Attempts)
+	}
+	if n := len(h.emu.Delivered()); n != 1 {
+		t.Errorf("delivered %d messages, want 1", n)
+	}
+}

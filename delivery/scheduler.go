@@ -209,6 +209,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.sendCtx = sendCtx
 	s.mu.Unlock()
+	s.loadRecipients()
+	defer s.saveRecipients()
+	saveTick := time.NewTicker(30 * time.Second)
+	defer saveTick.Stop()
 	if err := s.scan(queue.Deferred); err != nil {
 		return err
 	}
@@ -243,6 +247,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 		case <-s.kick:
 		case <-timer.C:
+		case <-saveTick.C:
+			s.saveRecipients()
 		}
 	}
 }
