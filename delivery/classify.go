@@ -82,10 +82,11 @@ func Classify(stage Stage, err error, mailbox string) Verdict {
 	}
 	var te *oauth.Error
 	if errors.As(err, &te) {
-		v := Verdict{Kind: Transient, Reply: "token: " + te.Error()}
+		// The fix goes in Fix, not twice into the reply kept in the
+		// envelope's history.
+		v := Verdict{Kind: Transient, Reply: "token: " + te.Summary(), Fix: te.Fix}
 		if te.Permanent {
 			v.Kind = ConfigFault
-			v.Fix = te.Fix
 		}
 		return v
 	}

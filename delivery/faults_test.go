@@ -69,7 +69,7 @@ func TestRevokedSecretKeepsMailQueued(t *testing.T) {
 		t.Errorf("mail reached the upstream without a token")
 	}
 	logs := h.logs.String()
-	if !strings.Contains(logs, "refused the relay's own credentials") || !strings.Contains(logs, "AADSTS7000215") {
+	if !strings.Contains(logs, "refused the relay's own setup") || !strings.Contains(logs, "AADSTS7000215") {
 		t.Errorf("log does not name AADSTS7000215:\n%s", logs)
 	}
 	if strings.Contains(logs, "Qx8~revoked.secret") {
@@ -358,5 +358,20 @@ func TestDailyRecipientLimitSurvivesRestart(t *testing.T) {
 	}
 	if n := len(h.emu.Delivered()); n != 1 {
 		t.Errorf("delivered %d messages, want 1", n)
+	}
+}
+
+// TestFailedAttemptsDoNotUseTheDailyLimit: only recipients Exchange took
+// count toward max_recipients_per_day; a 451 used none of it.
+func TestFailedAttemptsDoNotUseTheDailyLimit(t *testing.T) {
+	h := newHarness(t, hopts{maxRcptsDay: 2, maxConns: 1, maxAge: "5d"})
+	h.emu.FailNextData(2, "451 4.7.0 Temporary server error. Please try again later. PRX4")
+	h.enqueue(tSendAs, []string{"a@example.org", "b@example.org"}, testMessage(tSendAs, "after two 451s"))
+	envs := h.waitDone(1)
+	if n := len(envs[0].Attempts); n != 3 {
+		t.Errorf("%d attempts, want 3 (two 451s, then delivered)", n)
+	}
+	if msgs := h.emu.Delivered(); len(msgs) != 1 || len(msgs[0].Rcpts) != 2 {
+		t.Errorf("delivered %+v, want one message to both recipients", msgs)
 	}
 }

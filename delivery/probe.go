@@ -29,7 +29,7 @@ func defaultDialer(d Dialer) Dialer {
 // requiring TLS 1.2 or newer and a certificate that verifies against
 // roots, then quits. It returns the negotiated TLS state.
 func ProbeTLS(ctx context.Context, d Dialer, addr, helo string, roots *x509.CertPool, timeout time.Duration) (tls.ConnectionState, error) {
-	c, _, err := startTLS(ctx, defaultDialer(d), addr, helo, roots, timeout)
+	c, err := startTLS(ctx, defaultDialer(d), addr, helo, roots, timeout)
 	if err != nil {
 		return tls.ConnectionState{}, unstage(err)
 	}

@@ -102,6 +102,7 @@ type mbox struct {
 	idle         int
 	wake         chan struct{}
 	pausedUntil  time.Time
+	pauseKind    Kind
 	pauseReason  string
 	pauseFix     string
 	configFault  bool
@@ -109,8 +110,11 @@ type mbox struct {
 	sent         window
 	inflight     int
 	rcpts        window
-	conns        int
-	warnedNoConf bool
+	// rcptsInflight are the recipients of attempts under way, not yet in
+	// rcpts because they may yet fail.
+	rcptsInflight int
+	conns         int
+	warnedNoConf  bool
 }
 
 // New makes a scheduler; Run starts it.
@@ -160,11 +164,22 @@ func (s *Scheduler) SetConfig(cfg *config.Config) {
 		// Only a configuration fault is lifted: a reload does not make
 		// Exchange's throttling or daily quota go away.
 		if mb.configFault {
-			mb.pausedUntil, mb.configFault, mb.pauseReason, mb.pauseFix, mb.faults = time.Time{}, false, "", "", 0
+			mb.pausedUntil, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix, mb.faults = time.Time{}, false, Delivered, "", "", 0
+			// Mail held back by the fault is due now; mail deferred for
+			// other reasons (a 451, the daily quota) keeps its time.
+			var keep itemHeap
 			for mb.later.Len() > 0 {
-				it := heap.Pop(&mb.later).(*heapEntry).it
-				s.makeReady(mb, it, now)
+				e := heap.Pop(&mb.later).(*heapEntry)
+				switch {
+				case e.seq != e.it.seq:
+				case e.it.lastKind == ConfigFault:
+					s.makeReady(mb, e.it, now)
+				default:
+					keep = append(keep, e)
+				}
 			}
+			mb.later = keep
+			heap.Init(&mb.later)
 		}
 		s.broadcast(mb)
 	}
@@ -335,7 +350,7 @@ func (s *Scheduler) add(id string, st queue.State) {
 	if st == queue.Incoming || !it.due.After(now) {
 		s.makeReady(mb, it, now)
 	} else {
-		heap.Push(&mb.later, &heapEntry{it: it, seq: it.seq})
+		heap.Push(&mb.later, &heapEntry{it: it, seq: it.seq, due: it.due})
 	}
 	s.poke()
 }
@@ -391,8 +406,8 @@ func (s *Scheduler) promote(ctx context.Context) time.Time {
 				heap.Pop(&mb.later)
 				continue
 			}
-			if e.it.due.After(now) {
-				soonest(e.it.due)
+			if e.due.After(now) {
+				soonest(e.due)
 				break
 			}
 			heap.Pop(&mb.later)
@@ -508,7 +523,7 @@ func (s *Scheduler) reschedule(it *item, st queue.State, due time.Time, kind Kin
 	}
 	it.seq++
 	it.due = due
-	heap.Push(&mb.later, &heapEntry{it: it, seq: it.seq})
+	heap.Push(&mb.later, &heapEntry{it: it, seq: it.seq, due: it.due})
 	s.poke()
 }
 
@@ -516,9 +531,11 @@ func (s *Scheduler) reschedule(it *item, st queue.State, due time.Time, kind Kin
 func (s *Scheduler) pause(mb *mbox, v Verdict, base, maxDelay time.Duration) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.o.Now().Before(mb.pausedUntil) && mb.pauseReason == v.Reply {
+	now := s.o.Now()
+	if now.Before(mb.pausedUntil) && mb.pauseKind == v.Kind {
 		// Another worker's attempt, started before the pause, hit the same
-		// fault: it is one fault, not a reason to back off further.
+		// kind of fault (Exchange's replies differ by server name, so the
+		// text cannot tell): one fault, not a reason to back off further.
 		return mb.pausedUntil
 	}
 	mb.faults++
@@ -527,7 +544,12 @@ func (s *Scheduler) pause(mb *mbox, v Verdict, base, maxDelay time.Duration) tim
 		d *= 2
 	}
 	d = min(d, maxDelay)
-	mb.pausedUntil = s.o.Now().Add(d)
+	// A shorter pause never cuts a longer one (a throttle after the
+	// daily quota).
+	if until := now.Add(d); until.After(mb.pausedUntil) {
+		mb.pausedUntil = until
+	}
+	mb.pauseKind = v.Kind
 	mb.pauseReason = v.Reply
 	mb.pauseFix = v.Fix
 	mb.configFault = v.Kind == ConfigFault
@@ -542,20 +564,24 @@ func (s *Scheduler) unpause(mb *mbox) {
 		if mb.configFault {
 			s.log.Info("mailbox works again", "mailbox", mb.addr)
 		}
-		mb.faults, mb.configFault, mb.pauseReason, mb.pauseFix = 0, false, "", ""
+		mb.faults, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix = 0, false, Delivered, "", ""
 		mb.pausedUntil = time.Time{}
 	}
 }
 
+// heapEntry is an item's place in the retry heap. It keeps the due time
+// it was pushed with: the item's own due changes when it moves on, and a
+// heap ordered by a field that changes under it stops being a heap.
 type heapEntry struct {
 	it  *item
 	seq int
+	due time.Time
 }
 
 type itemHeap []*heapEntry
 
 func (h itemHeap) Len() int           { return len(h) }
-func (h itemHeap) Less(i, j int) bool { return h[i].it.due.Before(h[j].it.due) }
+func (h itemHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
 func (h itemHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *itemHeap) Push(x any)        { *h = append(*h, x.(*heapEntry)) }
 func (h *itemHeap) Pop() any {

@@ -38,16 +38,22 @@ func NewTokenSet(ctx context.Context, cfg *config.Config, roots *x509.CertPool, 
 }
 
 // Update applies a (re)loaded configuration: new or changed apps get new
-// sources, removed apps are stopped. On error nothing changes.
+// sources, removed apps are stopped, and kept ones forget their error
+// backoff (the admin may have fixed the cause in Entra, which the file does
+// not show). On error nothing changes.
 func (t *TokenSet) Update(cfg *config.Config) error {
-	next := map[string]*tokenEntry{}
-	var started []*tokenEntry
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	cur := t.sources
+	t.mu.Unlock()
+	// New sources are built without the lock: loading a certificate can
+	// take a while, and deliveries must keep getting tokens meanwhile.
+	next := map[string]*tokenEntry{}
+	var started, kept []*tokenEntry
 	for _, a := range cfg.Apps {
 		st := TokenSettings(a, t.roots)
-		if old := t.sources[a.Name]; old != nil && sameSettings(old.settings, st) {
+		if old := cur[a.Name]; old != nil && sameSettings(old.settings, st) {
 			next[a.Name] = old
+			kept = append(kept, old)
 			continue
 		}
 		src, err := oauth.NewSource(st, t.opts)
@@ -58,17 +64,22 @@ func (t *TokenSet) Update(cfg *config.Config) error {
 		started = append(started, e)
 		next[a.Name] = e
 	}
-	for name, e := range t.sources {
+	for _, e := range started {
+		ctx, cancel := context.WithCancel(t.ctx)
+		e.cancel = cancel
+		e.src.Start(ctx)
+	}
+	for _, e := range kept {
+		e.src.ResetBackoff()
+	}
+	t.mu.Lock()
+	t.sources = next
+	t.mu.Unlock()
+	for name, e := range cur {
 		if next[name] != e {
 			e.cancel()
 		}
 	}
-	for _, e := range started {
-		ctx, cancel := context.WithCancel(t.ctx)
-		e.cancel = cancel
-		go e.src.Start(ctx)
-	}
-	t.sources = next
 	return nil
 }
 
@@ -86,16 +97,6 @@ func (t *TokenSet) Get(app string) (TokenSource, error) {
 		return nil, fmt.Errorf("no [[app]] named %q", app)
 	}
 	return e.src, nil
-}
-
-// Source returns the concrete source of an app (for status and metrics).
-func (t *TokenSet) Source(app string) *oauth.Source {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if e := t.sources[app]; e != nil {
-		return e.src
-	}
-	return nil
 }
 
 // Statuses reports every app's token state.

@@ -63,11 +63,9 @@ func TokenSettings(a *config.App, roots *x509.CertPool) oauth.AppSettings {
 
 // conn is one authenticated upstream connection for one mailbox.
 type conn struct {
-	c        *smtp.Client
-	token    oauth.Token
-	maxSize  int64
-	messages int
-	opened   time.Time
+	c       *smtp.Client
+	token   oauth.Token
+	maxSize int64
 }
 
 // stageError remembers where a conversation failed.
@@ -83,53 +81,56 @@ func (e *stageError) Unwrap() error { return e.err }
 type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // startTLS connects, reads the greeting, says EHLO and upgrades with
-// STARTTLS (TLS 1.2 or newer, certificate verified against roots). The
-// connection's deadline is left set to now+timeout for what follows.
-func startTLS(ctx context.Context, d Dialer, addr, helo string, roots *x509.CertPool, timeout time.Duration) (*smtp.Client, net.Conn, error) {
+// STARTTLS (TLS 1.2 or newer, certificate verified against roots).
+func startTLS(ctx context.Context, d Dialer, addr, helo string, roots *x509.CertPool, timeout time.Duration) (*smtp.Client, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, nil, &stageError{StageConnect, err}
+		return nil, &stageError{StageConnect, err}
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	nc, err := d(dctx, "tcp", addr)
 	if err != nil {
-		return nil, nil, &stageError{StageConnect, err}
+		return nil, &stageError{StageConnect, err}
 	}
-	// The whole greeting, TLS and AUTH exchange must finish in time; a
-	// server that accepts and then says nothing cannot hold a worker.
-	nc.SetDeadline(time.Now().Add(timeout))
+	// The greeting, EHLO and TLS handshake must finish in time, and stop
+	// at shutdown: a server that accepts and then says nothing cannot
+	// hold a worker. go-smtp replaces any deadline we set with its own
+	// command timeout, so close the connection instead.
+	cut := time.AfterFunc(timeout, func() { nc.Close() })
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer func() { cut.Stop(); stop() }()
 	tc := &tls.Config{ServerName: host, RootCAs: roots, MinVersion: tls.VersionTLS12}
 	c, err := smtp.NewClientStartTLS(nc, tc)
 	if err != nil {
 		nc.Close()
-		return nil, nil, &stageError{StageConnect, err}
+		return nil, &stageError{StageConnect, err}
 	}
 	c.CommandTimeout = timeout
 	if err := c.Hello(helo); err != nil {
 		c.Close()
-		return nil, nil, &stageError{StageConnect, err}
+		return nil, &stageError{StageConnect, err}
 	}
 	if st, ok := c.TLSConnectionState(); !ok || st.Version < tls.VersionTLS12 {
 		c.Close()
-		return nil, nil, &stageError{StageConnect, errors.New("TLS below 1.2 negotiated")}
+		return nil, &stageError{StageConnect, errors.New("TLS below 1.2 negotiated")}
 	}
-	return c, nc, nil
+	return c, nil
 }
 
 // dial connects, requires STARTTLS with TLS 1.2 or newer and a verified
 // certificate, and authenticates as mailbox with XOAUTH2.
 func dial(ctx context.Context, d Dialer, addr, helo string, roots *x509.CertPool, timeout time.Duration, mailbox string, tok oauth.Token) (*conn, error) {
-	c, nc, err := startTLS(ctx, d, addr, helo, roots, timeout)
+	c, err := startTLS(ctx, d, addr, helo, roots, timeout)
 	if err != nil {
 		return nil, err
 	}
+	// AUTH is bounded by the client's command timeout.
 	if err := c.Auth(oauth.NewXOAUTH2Client(mailbox, tok.AccessToken)); err != nil {
 		c.Close()
 		return nil, &stageError{StageAuth, scrubAuthErr(err)}
 	}
-	nc.SetDeadline(time.Time{})
-	u := &conn{c: c, token: tok, opened: time.Now()}
+	u := &conn{c: c, token: tok}
 	if n, ok := c.MaxMessageSize(); ok && n > 0 {
 		u.maxSize = int64(n)
 	}
@@ -196,7 +197,6 @@ func (u *conn) send(from string, utf8 bool, size int64, rcpts []string, body io.
 	if err != nil {
 		return results, "", &stageError{StageData, err}
 	}
-	u.messages++
 	return results, resp.StatusText, nil
 }
 

@@ -106,7 +106,7 @@ func (w *worker) process(ctx context.Context, it *item) {
 		return
 	}
 	out := w.attempt(sendCtx, cfg, mc, env, pending)
-	s.release(w.mb, out)
+	s.release(w.mb, out, len(pending))
 	s.record(it, env, mc, cfg, out, start)
 }
 
@@ -118,8 +118,14 @@ func (s *Scheduler) reserve(ctx context.Context, mb *mbox, mc *config.Mailbox, r
 		s.mu.Lock()
 		now := s.o.Now()
 		if mc.MaxRecipientsPerDay > 0 {
-			if at := mb.rcpts.freeAt(now, mc.MaxRecipientsPerDay, rcpts); at.After(now) {
+			// Recipients of attempts still in flight count as if accepted.
+			if at := mb.rcpts.freeAt(now, mc.MaxRecipientsPerDay-mb.rcptsInflight, rcpts); at.After(now) {
 				s.mu.Unlock()
+				// Pause the whole mailbox, so its other mail waits too
+				// instead of each message finding out on its own.
+				d := at.Sub(now)
+				s.pause(mb, Verdict{Kind: Quota, Reply: "the relay's count of this mailbox's recipients in the last 24 hours reached max_recipients_per_day",
+					Fix: "mail waits for the 24-hour window to roll; spread the load over more mailboxes if this repeats"}, d, d)
 				s.log.Warn("mailbox reached its daily recipient limit; mail waits for the 24-hour window to roll", "mailbox", mb.addr, "until", at.Format(time.RFC3339))
 				return at, false
 			}
@@ -131,7 +137,7 @@ func (s *Scheduler) reserve(ctx context.Context, mb *mbox, mc *config.Mailbox, r
 			at := mb.sent.freeAt(now, mc.MaxPerMinute-mb.inflight-1, 0)
 			if !at.After(now) {
 				mb.inflight++
-				mb.rcpts.add(now, rcpts)
+				mb.rcptsInflight += rcpts
 				s.mu.Unlock()
 				return time.Time{}, true
 			}
@@ -153,12 +159,25 @@ func (s *Scheduler) reserve(ctx context.Context, mb *mbox, mc *config.Mailbox, r
 	}
 }
 
-// release ends an in-flight send: it now counts in the window at the time
-// it finished, which is never earlier than when the upstream counted it.
-func (s *Scheduler) release(mb *mbox, out outcome) {
+// release ends an in-flight send: it now counts in the per-minute window
+// at the time it finished, which is never earlier than when the upstream
+// counted it, and only the recipients the upstream took count toward the
+// daily limit (a failed attempt used none of Exchange's quota).
+func (s *Scheduler) release(mb *mbox, out outcome, rcpts int) {
+	taken := 0
+	for _, v := range out.rcpts {
+		if v.Kind == Delivered {
+			taken++
+		}
+	}
 	s.mu.Lock()
+	now := s.o.Now()
 	mb.inflight--
-	mb.sent.add(s.o.Now(), 1)
+	mb.rcptsInflight -= rcpts
+	mb.sent.add(now, 1)
+	if taken > 0 {
+		mb.rcpts.add(now, taken)
+	}
 	s.broadcast(mb)
 	s.mu.Unlock()
 }
@@ -191,7 +210,8 @@ func (w *worker) attempt(ctx context.Context, cfg *config.Config, mc *config.Mai
 	}
 	defer body.Close()
 	// Cut the connection if delivery is shutting down past its grace.
-	stop := context.AfterFunc(ctx, func() { w.conn.c.Close() })
+	c := w.conn.c // the callback may run after closeConn cleared w.conn
+	stop := context.AfterFunc(ctx, func() { c.Close() })
 	results, dataReply, err := w.conn.send(env.MailFrom, env.SMTPUTF8, size, pending, body)
 	stop()
 	out := outcome{rcpts: map[string]Verdict{}, dataReply: dataReply}
@@ -326,7 +346,7 @@ func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cf
 	switch kind {
 	case ConfigFault:
 		until := s.pause(mb, Verdict{Kind: ConfigFault, Reply: reply, Fix: fix}, cfg.Spool.MinRetryDelay.Duration, cfg.Spool.MaxRetryDelay.Duration)
-		s.log.Error("Microsoft 365 refused the relay's own credentials; mail stays queued and the mailbox pauses until fixed",
+		s.log.Error("Microsoft 365 refused the relay's own setup (credentials, permissions or TLS); mail stays queued and the mailbox pauses until fixed",
 			"mailbox", mc.Address, "app", mc.App, "reply", reply, "fix", fix, "retry_at", until.Format(time.RFC3339))
 	case Throttled:
 		until := s.pause(mb, Verdict{Kind: Throttled, Reply: reply}, cfg.Spool.MinRetryDelay.Duration, cfg.Spool.MaxRetryDelay.Duration)
@@ -337,10 +357,14 @@ func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cf
 	case Quota:
 		s.pause(mb, Verdict{Kind: Quota, Reply: reply, Fix: fix}, time.Hour, time.Hour)
 		s.log.Warn("Microsoft 365 daily recipient quota reached; mail waits about a day", "mailbox", mc.Address, "reply", reply, "fix", fix)
-	default:
-		s.unpause(mb)
 	}
 
+	if delivered > 0 {
+		// Only mail getting through proves the mailbox works again; a 451
+		// or a refused recipient on another connection says nothing about
+		// the pause this one is under.
+		s.unpause(mb)
+	}
 	if len(newlyFailed) > 0 {
 		s.notifyFailure(env, newlyFailed, cfg)
 	}

@@ -254,17 +254,7 @@ func (r *run) checkApp(ctx context.Context, app *config.App, mailboxes []*config
 	if err != nil {
 		var te *oauth.Error
 		if errors.As(err, &te) {
-			msg := "token: "
-			if te.AADSTS != 0 {
-				msg += fmt.Sprintf("AADSTS%d: ", te.AADSTS)
-			} else if te.ErrorCode != "" {
-				msg += te.ErrorCode + ": "
-			}
-			msg += te.Cause
-			if _, _, _, known := oauth.Explain(te.AADSTS); te.Description != "" && (!known || te.AADSTS == 0) {
-				msg += " (Entra ID says: " + te.Description + ")"
-			}
-			r.fail(in, msg, te.Fix+where)
+			r.fail(in, "token: "+te.Summary(), te.Fix+where)
 		} else {
 			r.fail(in, "token: "+err.Error(), "check the [[app]] "+app.Name+" settings"+where)
 		}
@@ -303,9 +293,9 @@ func (r *run) checkClaims(in string, app *config.App, c oauth.Claims) {
 		roles = strings.Join(c.Roles, ", ")
 	}
 	r.pass(in, "claims: audience %s, tenant %s, app %s, service principal %s, roles %s", dash(c.Aud), dash(c.Tid), dash(c.AppID), dash(c.Oid), roles)
-	if c.Aud != "" && !strings.Contains(c.Aud, "outlook.office365") && !strings.Contains(c.Aud, "outlook.cn") && !strings.Contains(c.Aud, "00000002-0000-0ff1-ce00-000000000000") {
+	if !c.ForExchange() {
 		r.fail(in, "claims: the token is not for Exchange Online (audience "+c.Aud+")",
-			"set scope for [[app]] "+app.Name+" to https://outlook.office365.com/.default (or leave it out)")
+			"leave scope out of [[app]] "+app.Name+" (its cloud preset sets it) or set it to https://outlook.office365.com/.default")
 	}
 	if c.AppID != "" && !strings.EqualFold(c.AppID, app.ClientID) {
 		r.warn(in, fmt.Sprintf("claims: the token is for app %s, not client_id %s", c.AppID, app.ClientID), "")

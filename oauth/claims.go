@@ -128,12 +128,30 @@ func DescribeToken(tok Token, claims Claims, now time.Time) string {
 		}
 		line("expires", exp.UTC().Format(time.RFC3339)+" ("+when+")")
 	}
-	if claims.Aud != "" && !strings.Contains(claims.Aud, "outlook.office365") && !strings.Contains(claims.Aud, "00000002-0000-0ff1-ce00-000000000000") {
-		b.WriteString("WARNING: the audience is not Exchange Online; set scope to https://outlook.office365.com/.default\n")
+	if !claims.ForExchange() {
+		b.WriteString("WARNING: the audience is not Exchange Online; leave scope out of the [[app]] (the cloud preset sets it) or set it to https://outlook.office365.com/.default\n")
 	}
 	if !claims.HasRole(RoleSendAsApp) {
 		b.WriteString("WARNING: the token has no " + RoleSendAsApp + " role: admin consent missing? grant admin consent for " +
 			RoleSendAsApp + " (reference §5 step 1); note under Exchange RBAC for Applications tokens carry no roles\n")
 	}
 	return b.String()
+}
+
+// exchangeResource is Office 365 Exchange Online's application id, which
+// some tokens carry as their audience instead of its URL.
+const exchangeResource = "00000002-0000-0ff1-ce00-000000000000"
+
+// ForExchange reports whether the token is for Exchange Online in any
+// cloud (global, US Government, China) — or carries no audience to judge.
+func (c Claims) ForExchange() bool {
+	if c.Aud == "" {
+		return true
+	}
+	for _, s := range []string{"outlook.office365", "outlook.cn", exchangeResource} {
+		if strings.Contains(c.Aud, s) {
+			return true
+		}
+	}
+	return false
 }

@@ -39,8 +39,18 @@ type Error struct {
 
 // Error renders `app "NAME": AADSTSnnn: cause — fix: what to do`.
 func (e *Error) Error() string {
+	s := fmt.Sprintf("app %q: %s", e.App, e.Summary())
+	if e.Fix != "" {
+		s += " — fix: " + e.Fix
+	}
+	return s
+}
+
+// Summary is the code and the cause, without the app and the fix, for
+// places that show those on their own (a log line's attributes, doctor's
+// per-app section).
+func (e *Error) Summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "app %q: ", e.App)
 	switch {
 	case e.AADSTS != 0:
 		fmt.Fprintf(&b, "AADSTS%d: ", e.AADSTS)
@@ -50,16 +60,20 @@ func (e *Error) Error() string {
 		fmt.Fprintf(&b, "HTTP %d: ", e.HTTPStatus)
 	}
 	b.WriteString(e.Cause)
-	if e.Description != "" {
-		if _, _, _, known := Explain(e.AADSTS); !known || e.AADSTS == 0 {
-			// Unknown codes: Microsoft's own sentence is the best clue.
-			fmt.Fprintf(&b, " (Entra ID says: %s)", e.Description)
-		}
-	}
-	if e.Fix != "" {
-		b.WriteString(" — fix: " + e.Fix)
+	if d := e.EntraSays(); d != "" {
+		fmt.Fprintf(&b, " (Entra ID says: %s)", d)
 	}
 	return b.String()
+}
+
+// EntraSays is Microsoft's own description of the error when the code is
+// not one we explain: then it is the best clue an admin has. Empty for
+// explained codes.
+func (e *Error) EntraSays() string {
+	if _, _, _, known := Explain(e.AADSTS); known {
+		return ""
+	}
+	return e.Description
 }
 
 // Unwrap returns the underlying network error, if any.

@@ -294,9 +294,6 @@ func (emptyCache) Replace(_ context.Context, c cache.Unmarshaler, _ cache.Replac
 
 func (emptyCache) Export(context.Context, cache.Marshaler, cache.ExportHints) error { return nil }
 
-// Name returns the app's config name.
-func (s *Source) Name() string { return s.name }
-
 // Token returns the cached token if it has at least MinTokenLifetime left;
 // otherwise it fetches a new one, sharing a single request among all
 // concurrent callers. While a failed request's backoff is running it
@@ -459,6 +456,16 @@ const maxSleep = time.Minute
 // minRefreshGap keeps the refresher from spinning on a server that issues
 // tokens with absurdly short lifetimes.
 const minRefreshGap = 5 * time.Second
+
+// ResetBackoff forgets earlier failures, so the next Token call asks the
+// endpoint at once. The relay calls it on reload: an admin who fixed the
+// cause in Entra (consent, an uploaded certificate) should not wait out a
+// backoff of up to 30 minutes.
+func (s *Source) ResetBackoff() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures, s.retryAt = 0, time.Time{}
+}
 
 // Start refreshes the token in the background until ctx is done: a token is
 // replaced when its remaining lifetime falls to MinTokenLifetime +

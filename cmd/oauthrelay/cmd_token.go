@@ -160,8 +160,8 @@ func printTokenError(w io.Writer, app *config.App, err error) {
 		fmt.Fprintf(w, "  error:  %s\n", strings.Join(what, ", "))
 	}
 	fmt.Fprintf(w, "  cause:  %s\n", oe.Cause)
-	if _, _, _, known := oauth.Explain(oe.AADSTS); oe.Description != "" && (!known || oe.AADSTS == 0) {
-		fmt.Fprintf(w, "  Entra:  %s\n", oe.Description)
+	if d := oe.EntraSays(); d != "" {
+		fmt.Fprintf(w, "  Entra:  %s\n", d)
 	}
 	if oe.Fix != "" {
 		fmt.Fprintf(w, "  fix:    %s\n", oe.Fix)
