@@ -49,7 +49,7 @@ func (v *validator) validate(getenv func(string) string) {
 }
 
 func (v *validator) listen() {
-	l := &v.v().Listen
+	l := &v.c.Listen
 	if l.Address == "" && l.TLSAddress == "" {
 		v.add(v.lineOf("listen", -1, "address"), "listen.address", "no listener is configured", `set address = "127.0.0.1:2525" (or tls_address)`)
 	}
@@ -95,12 +95,25 @@ func (v *validator) listen() {
 	if l.MaxRecipients <= 0 {
 		v.add(v.lineOf("listen", -1, "max_recipients"), "listen.max_recipients", "must be more than zero", "use 500, Exchange Online's limit per message")
 	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+		fix string
+	}{
+		{"idle_timeout", l.IdleTimeout, `use "5m"`},
+		{"data_timeout", l.DataTimeout, `use "10m"`},
+		{"auth_lockout", l.AuthLockout, `use "15m"`},
+	} {
+		// Zero does not mean "no limit": a zero timeout would cut every
+		// client off at once, a zero lockout would never lock out.
+		if d.v.Duration <= 0 {
+			v.add(v.lineOf("listen", -1, d.key), "listen."+d.key, "must be more than zero", d.fix)
+		}
+	}
 	if l.AuthMaxFailures <= 0 {
 		v.add(v.lineOf("listen", -1, "auth_max_failures"), "listen.auth_max_failures", "must be more than zero", "use 5")
 	}
 }
-
-func (v *validator) v() *Config { return v.c }
 
 func (v *validator) spool() {
 	s := &v.c.Spool
@@ -286,7 +299,7 @@ func (v *validator) secretFileMode(table string, idx int, key, path string) {
 func (v *validator) mailboxes(apps map[string]*App) {
 	c := v.c
 	c.senders = map[string]*Mailbox{}
-	seen := map[string]string{}
+	seen := map[string]int{} // address → index of the mailbox that sends it
 	for i, m := range c.Mailboxes {
 		key := fmt.Sprintf("mailbox[%d]", i)
 		if m.Address != "" {
@@ -302,8 +315,18 @@ func (v *validator) mailboxes(apps map[string]*App) {
 		if m.MaxRecipientsPerDay == 0 {
 			m.MaxRecipientsPerDay = DefaultRecipientsPerDay
 		}
-		if m.MaxPerMinute < 0 || m.MaxConnections < 0 || m.MaxRecipientsPerDay < 0 {
-			v.add(line("max_per_minute"), key+".max_per_minute", "limits cannot be negative", "use Exchange Online's limits: 30 per minute, 3 connections, 10000 recipients per day")
+		for _, lim := range []struct {
+			key string
+			n   int
+			fix string
+		}{
+			{"max_per_minute", m.MaxPerMinute, "use 30, Exchange Online's limit"},
+			{"max_connections", m.MaxConnections, "use 3, Exchange Online's limit"},
+			{"max_recipients_per_day", m.MaxRecipientsPerDay, "use 10000, Exchange Online's limit"},
+		} {
+			if lim.n < 0 {
+				v.add(line(lim.key), key+"."+lim.key, "cannot be negative", lim.fix)
+			}
 		}
 		if m.MaxConnections > 3 {
 			v.warn(line("max_connections"), key+".max_connections", fmt.Sprintf("%d is more than the 3 connections Exchange Online allows per mailbox", m.MaxConnections), "use 3 or less, or Exchange answers 432 4.3.2 and mail waits")
@@ -333,11 +356,17 @@ func (v *validator) mailboxes(apps map[string]*App) {
 				m.SendAs[j-1] = a
 			}
 			la := strings.ToLower(a)
-			if prev, dup := seen[la]; dup && prev != m.Address {
-				v.add(line("send_as"), key+".send_as", fmt.Sprintf("%s is also a sender of mailbox %s", a, prev), "list each From address under exactly one mailbox, so the relay knows which mailbox sends it")
+			// Compared by entry, not by address: a second [[mailbox]] with the
+			// same address is as ambiguous as a shared send_as.
+			if prev, dup := seen[la]; dup && prev != i {
+				k := key + ".send_as"
+				if j == 0 {
+					k = key + ".address"
+				}
+				v.add(line(k[strings.LastIndexByte(k, '.')+1:]), k, fmt.Sprintf("%s is also a sender of mailbox %s (entry %d)", a, c.Mailboxes[prev].Address, prev), "list each address under exactly one [[mailbox]], so the relay knows which mailbox sends it")
 				continue
 			}
-			seen[la] = m.Address
+			seen[la] = i
 			c.senders[la] = m
 		}
 	}

@@ -144,7 +144,7 @@ func (p *pipeRelay) session(tb testing.TB, input []byte) []byte {
 	tb.Helper()
 	client, server := net.Pipe()
 	l := &oneConnListener{c: server, done: make(chan struct{})}
-	srv := p.srv.newSMTPServer(p.cfg, nil)
+	srv := p.srv.newSMTPServer(nil)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 

@@ -117,6 +117,7 @@ senders = ["noreply@contoso.com"]
 type testRelay struct {
 	t       *testing.T
 	cfg     *config.Config
+	src     string // the configuration file's text
 	spool   *queue.Spool
 	srv     *Server
 	addr    string // plain SMTP (STARTTLS offered)
@@ -150,7 +151,7 @@ func startRelay(t *testing.T, listenExtra string, setup func(*testRelay)) *testR
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &testRelay{t: t, cfg: cfg, spool: sp, certPEM: certPEM, logs: logs}
+	r := &testRelay{t: t, cfg: cfg, src: src, spool: sp, certPEM: certPEM, logs: logs}
 	r.srv = NewServer(cfg, sp, ServerOptions{Logger: log})
 	r.srv.peerIP = func(c net.Conn) netip.Addr {
 		r.mu.Lock()

@@ -30,6 +30,8 @@ const maxHeaderBytes = 1 << 20
 type message struct {
 	client   *config.Client
 	cfg      *config.Config
+	mailbox  *config.Mailbox // the envelope sender's, as MAIL decided
+	maxSize  int64           // the size limit the listener enforces
 	id       string
 	now      time.Time
 	helo     string
@@ -118,7 +120,7 @@ func (m *message) copy(w io.Writer, r io.Reader) error {
 
 func (m *message) readErr(err error) error {
 	if errors.Is(err, smtp.ErrDataTooLarge) {
-		return reply(552, 5, 3, 4, "Message too big: this relay accepts at most %s (listen.max_message_size); nothing was accepted", humanSize(int64(m.cfg.Listen.MaxMessageSize)))
+		return reply(552, 5, 3, 4, "Message too big: this relay accepts at most %s (listen.max_message_size); nothing was accepted", humanSize(m.maxSize))
 	}
 	return err
 }
@@ -126,7 +128,7 @@ func (m *message) readErr(err error) error {
 // checkFrom enforces that From: (and Sender:) name addresses this client
 // may use, and that Microsoft 365 will accept from the envelope's mailbox.
 func (m *message) checkFrom(h mail.Header, extra *[]string) error {
-	mbx := m.cfg.MailboxFor(m.envFrom)
+	mbx := m.mailbox
 	for _, field := range []string{"From", "Sender"} {
 		if !h.Has(field) {
 			continue
@@ -138,11 +140,12 @@ func (m *message) checkFrom(h mail.Header, extra *[]string) error {
 		}
 		for _, a := range addrs {
 			m.headerFrom = a.Address
-			if !m.client.MaySend(a.Address) || m.cfg.MailboxFor(a.Address) == nil {
+			am := m.cfg.MailboxFor(a.Address)
+			if !m.client.MaySend(a.Address) || am == nil {
 				return reply(550, 5, 7, 1, "%s: <%s> is not allowed for client %q; use one of its senders or ask the relay's administrator to add it", field, sanitize(a.Address), m.client.Name)
 			}
-			if m.cfg.MailboxFor(a.Address) != mbx {
-				return reply(550, 5, 7, 1, "%s: <%s> belongs to mailbox %s but the envelope sender <%s> is sent through %s; Microsoft 365 would refuse it. Use matching addresses", field, sanitize(a.Address), m.cfg.MailboxFor(a.Address).Address, m.envFrom, mbx.Address)
+			if am != mbx {
+				return reply(550, 5, 7, 1, "%s: <%s> belongs to mailbox %s but the envelope sender <%s> is sent through %s; Microsoft 365 would refuse it. Use matching addresses", field, sanitize(a.Address), am.Address, m.envFrom, mbx.Address)
 			}
 		}
 	}

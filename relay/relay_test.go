@@ -17,6 +17,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
@@ -587,4 +588,33 @@ func TestLineTooLong(t *testing.T) {
 	c.cmd("250", "RCPT TO:<x@example.com>")
 	c.data("554 5.6.0", "From: noreply@contoso.com\r\n\r\n"+strings.Repeat("a", 3000)+"\r\n")
 	r.assertEmpty()
+}
+
+// TestReloadBetweenMailAndData: a reload that removes the envelope
+// sender's mailbox while a transaction is open must not crash the session;
+// the transaction is judged by the configuration MAIL was accepted under.
+func TestReloadBetweenMailAndData(t *testing.T) {
+	r := startRelay(t, "", nil)
+	c := login(t, r)
+	c.cmd("250", "MAIL FROM:<sales@contoso.com>")
+	c.cmd("250", "RCPT TO:<x@example.com>")
+
+	src := strings.Replace(r.src, "[[mailbox]]\naddress = \"sales@contoso.com\"\napp = \"contoso\"\n", "", 1)
+	src = strings.Replace(src, `, "sales@contoso.com"]`, `]`, 1)
+	cfg2, err := config.Parse("reloaded.toml", []byte(src), func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("reloaded configuration: %v", err)
+	}
+	if cfg2.Mailbox("sales@contoso.com") != nil {
+		t.Fatal("the test did not remove the mailbox")
+	}
+	r.srv.SetConfig(cfg2)
+
+	// From: belongs to another mailbox than the envelope's: refused by the
+	// rules in force at MAIL, with a reply, not a crash.
+	c.data("550 5.7.1", "From: <noreply@contoso.com>\r\nSubject: x\r\n\r\nbody\r\n")
+	c.cmd("250", "NOOP")
+	if strings.Contains(r.logs.String(), "panic") {
+		t.Fatalf("the session panicked:\n%s", r.logs.String())
+	}
 }

@@ -31,12 +31,16 @@ type Hooks struct {
 
 // Server is the listener side of the relay.
 type Server struct {
-	cfg   atomic.Pointer[config.Config]
-	spool *queue.Spool
-	log   *slog.Logger
-	hooks Hooks
-	now   func() time.Time
-	lim   *limiter
+	cfg atomic.Pointer[config.Config]
+	// listen is [listen] as it was at start: the listener's addresses,
+	// limits and timeouts are fixed then, and everything that reports
+	// them must quote what is enforced, not a reloaded value.
+	listen config.Listen
+	spool  *queue.Spool
+	log    *slog.Logger
+	hooks  Hooks
+	now    func() time.Time
+	lim    *limiter
 
 	mu      sync.Mutex
 	servers []*smtp.Server
@@ -65,6 +69,7 @@ func NewServer(cfg *config.Config, spool *queue.Spool, o ServerOptions) *Server 
 	}
 	s := &Server{spool: spool, log: o.Logger, hooks: o.Hooks, now: o.Now, peerIP: remoteIP}
 	s.cfg.Store(cfg)
+	s.listen = cfg.Listen
 	s.lim = newLimiter(cfg.Listen.AuthMaxFailures, cfg.Listen.AuthLockout.Duration, o.Now)
 	return s
 }
@@ -85,7 +90,7 @@ func (s *Server) refused(reason string) {
 // Listeners opens the configured listeners. They are returned so that
 // tests and the demo can learn the ports chosen for ":0".
 func (s *Server) Listeners() (plain, implicitTLS net.Listener, err error) {
-	l := s.Config().Listen
+	l := s.listen
 	if l.Address != "" {
 		plain, err = net.Listen("tcp", l.Address)
 		if err != nil {
@@ -106,10 +111,9 @@ func (s *Server) Listeners() (plain, implicitTLS net.Listener, err error) {
 
 // Serve accepts on the given listeners (either may be nil) until Shutdown.
 func (s *Server) Serve(plain, implicitTLS net.Listener) error {
-	cfg := s.Config()
 	var tlsConf *tls.Config
-	if cfg.Listen.TLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.Listen.TLSCertFile, cfg.Listen.TLSKeyFile)
+	if s.listen.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.listen.TLSCertFile, s.listen.TLSKeyFile)
 		if err != nil {
 			return fmt.Errorf("listen.tls_cert_file: %w", err)
 		}
@@ -118,10 +122,10 @@ func (s *Server) Serve(plain, implicitTLS net.Listener) error {
 	errc := make(chan error, 2)
 	n := 0
 	start := func(l net.Listener, implicit bool) {
-		srv := s.newSMTPServer(cfg, tlsConf)
+		srv := s.newSMTPServer(tlsConf)
 		// The limit wraps the raw listener so that TLS sits on top: go-smtp
 		// recognises TLS connections by their *tls.Conn type.
-		l = &limitListener{Listener: l, s: s, max: int64(cfg.Listen.MaxConnections)}
+		l = &limitListener{Listener: l, s: s, max: int64(s.listen.MaxConnections), implicit: implicit}
 		if implicit {
 			l = tls.NewListener(l, tlsConf)
 		}
@@ -149,17 +153,17 @@ func (s *Server) Serve(plain, implicitTLS net.Listener) error {
 	return first
 }
 
-func (s *Server) newSMTPServer(cfg *config.Config, tlsConf *tls.Config) *smtp.Server {
+func (s *Server) newSMTPServer(tlsConf *tls.Config) *smtp.Server {
 	srv := smtp.NewServer(&backend{s: s})
-	srv.Domain = cfg.Listen.Hostname
+	srv.Domain = s.listen.Hostname
 	srv.TLSConfig = tlsConf
-	srv.MaxMessageBytes = int64(cfg.Listen.MaxMessageSize)
+	srv.MaxMessageBytes = int64(s.listen.MaxMessageSize)
 	// We enforce recipients ourselves for a clearer reply, and decide per
 	// connection whether AUTH may go without TLS (loopback may).
 	srv.MaxRecipients = 0
 	srv.AllowInsecureAuth = true
 	srv.EnableSMTPUTF8 = true
-	srv.ReadTimeout = cfg.Listen.IdleTimeout.Duration
+	srv.ReadTimeout = s.listen.IdleTimeout.Duration
 	srv.WriteTimeout = time.Minute
 	srv.ErrorLog = slogLogger{s.log}
 	return srv
@@ -191,8 +195,9 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 // instead of letting them pile up.
 type limitListener struct {
 	net.Listener
-	s   *Server
-	max int64
+	s        *Server
+	max      int64
+	implicit bool
 }
 
 // Accept returns the next connection within the limit.
@@ -205,7 +210,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if l.max > 0 && l.s.conns.Load() >= l.max {
 			l.s.refused(ReasonConnLimit)
 			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			fmt.Fprintf(c, "421 4.7.0 %s Too many connections to the relay right now; try again shortly\r\n", l.s.Config().Listen.Hostname)
+			// On the implicit-TLS port a plain-text reply would only read
+			// as a broken handshake: just close.
+			if !l.implicit {
+				fmt.Fprintf(c, "421 4.7.0 %s Too many connections to the relay right now; try again shortly\r\n", l.s.listen.Hostname)
+			}
 			c.Close()
 			continue
 		}

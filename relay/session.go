@@ -25,7 +25,10 @@ type session struct {
 	helo   string
 	authed string // client name after a successful AUTH
 
-	// The current transaction.
+	// The current transaction. cfg is the configuration MAIL was judged
+	// by; RCPT and DATA use the same one, so a reload in between cannot
+	// pull the mailbox from under the transaction.
+	cfg      *config.Config
 	client   *config.Client
 	mailbox  *config.Mailbox
 	from     string // envelope sender as the app sent it
@@ -139,7 +142,10 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if cl == nil {
 		ss.s.refused(ReasonAuthRequired)
 		if ss.authed != "" {
-			return reply(530, 5, 7, 0, "Authentication required: client %q is no longer configured; log in again", ss.authed)
+			// go-smtp allows one AUTH per connection, so the client must
+			// reconnect to log in again.
+			ss.s.log.Warn("refused: the logged-in client was removed from the configuration", "client", ss.authed, "remote", ss.ip.String())
+			return reply(421, 4, 7, 0, "Client %q was removed from the relay's configuration; reconnect and log in again", ss.authed)
 		}
 		ss.s.log.Info("refused: unauthenticated peer outside every trusted network", "remote", ss.ip.String(), "from", sanitize(from))
 		return reply(530, 5, 7, 0, "Authentication required: %s is not a trusted network; log in with AUTH", ss.ip)
@@ -163,7 +169,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 			return reply(550, 5, 7, 1, "Sender <%s> is not allowed for client %q; the relay's administrator can add it to the client's senders", sanitize(from), cl.Name)
 		}
 	}
-	ss.client, ss.mailbox = cl, cfg.MailboxFor(sendFrom)
+	ss.cfg, ss.client, ss.mailbox = cfg, cl, cfg.MailboxFor(sendFrom)
 	ss.from, ss.sendFrom = from, sendFrom
 	ss.utf8 = opts != nil && opts.UTF8
 	return nil
@@ -174,7 +180,7 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if ss.client == nil {
 		return reply(503, 5, 5, 1, "Send MAIL FROM first")
 	}
-	max := ss.s.Config().Listen.MaxRecipients
+	max := ss.cfg.Listen.MaxRecipients
 	if len(ss.rcpts) >= max {
 		ss.s.refused(ReasonTooManyRcpts)
 		ss.s.log.Info("refused recipient: too many recipients", "client", ss.client.Name, "max", max, "remote", ss.ip.String())
@@ -227,7 +233,7 @@ func (ss *session) Data(r io.Reader) error {
 		return reply(503, 5, 5, 1, "Send MAIL FROM and RCPT TO first")
 	}
 	start := ss.s.now()
-	cfg := ss.s.Config()
+	cfg, l := ss.cfg, ss.s.listen
 	w, err := ss.s.spool.Create()
 	if err != nil {
 		ss.s.refused(ReasonSpoolError)
@@ -240,11 +246,11 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	// The read deadline grows with progress but never past data_timeout,
 	// so a slow 35 MB upload works and a stalled client is cut off.
-	dr := &deadlineReader{r: r, conn: ss.conn, idle: cfg.Listen.IdleTimeout.Duration, end: time.Now().Add(cfg.Listen.DataTimeout.Duration)}
+	dr := &deadlineReader{r: r, conn: ss.conn, idle: l.IdleTimeout.Duration, end: time.Now().Add(l.DataTimeout.Duration)}
 	msg := &message{
-		client: ss.client, cfg: cfg, id: w.ID(), now: start,
+		client: ss.client, cfg: cfg, mailbox: ss.mailbox, maxSize: int64(l.MaxMessageSize), id: w.ID(), now: start,
 		helo: ss.helo, ip: ss.ip, tls: ss.tls, authed: ss.authed != "",
-		hostname: cfg.Listen.Hostname, rcpts: ss.rcpts, envFrom: ss.sendFrom,
+		hostname: l.Hostname, rcpts: ss.rcpts, envFrom: ss.sendFrom,
 	}
 	if err := msg.copy(w, dr); err != nil {
 		w.Abort()
@@ -311,7 +317,7 @@ func (ss *session) refuseData(se *smtp.SMTPError, msg *message) {
 
 // Reset forgets the current transaction.
 func (ss *session) Reset() {
-	ss.client, ss.mailbox, ss.from, ss.sendFrom, ss.rcpts, ss.utf8 = nil, nil, "", "", nil, false
+	ss.cfg, ss.client, ss.mailbox, ss.from, ss.sendFrom, ss.rcpts, ss.utf8 = nil, nil, nil, "", "", nil, false
 }
 
 // Logout implements smtp.Session.

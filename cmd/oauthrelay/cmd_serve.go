@@ -212,15 +212,25 @@ func (r *running) reload(path string) bool {
 		r.log.Warn("configuration warning: " + w.String())
 	}
 	old := r.cfg
-	restart := func(key, was, now string) {
-		if was != now {
-			r.log.Warn("reload: "+key+" changed; it takes effect only after a restart", "in_force", was, "configured", now)
+	restart := func(key string, was, now any) {
+		if w, n := fmt.Sprint(was), fmt.Sprint(now); w != n {
+			r.log.Warn("reload: "+key+" changed; it takes effect only after a restart", "in_force", w, "configured", n)
 		}
 	}
 	restart("listen.address", old.Listen.Address, cfg.Listen.Address)
 	restart("listen.tls_address", old.Listen.TLSAddress, cfg.Listen.TLSAddress)
 	restart("listen.tls_cert_file", old.Listen.TLSCertFile, cfg.Listen.TLSCertFile)
 	restart("listen.tls_key_file", old.Listen.TLSKeyFile, cfg.Listen.TLSKeyFile)
+	// The listener's limits and timeouts are set when it starts.
+	restart("listen.hostname", old.Listen.Hostname, cfg.Listen.Hostname)
+	restart("listen.max_message_size", old.Listen.MaxMessageSize, cfg.Listen.MaxMessageSize)
+	restart("listen.idle_timeout", old.Listen.IdleTimeout, cfg.Listen.IdleTimeout)
+	restart("listen.data_timeout", old.Listen.DataTimeout, cfg.Listen.DataTimeout)
+	restart("listen.max_connections", old.Listen.MaxConnections, cfg.Listen.MaxConnections)
+	restart("listen.auth_max_failures", old.Listen.AuthMaxFailures, cfg.Listen.AuthMaxFailures)
+	restart("listen.auth_lockout", old.Listen.AuthLockout, cfg.Listen.AuthLockout)
+	restart("log.format", old.Log.Format, cfg.Log.Format)
+	restart("log.level", old.Log.Level, cfg.Log.Level)
 	restart("spool.dir", old.Spool.Dir, cfg.Spool.Dir)
 	restart("metrics.address", old.Metrics.Address, cfg.Metrics.Address)
 	restart("upstream.ca_file", old.Upstream.CAFile, cfg.Upstream.CAFile)
