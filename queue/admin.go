@@ -81,7 +81,7 @@ func (s *Spool) claim(id string, hint func(State) string, allowed ...State) (*En
 				}
 				return nil, err
 			}
-			if err := s.sync.dirs(filepath.Join(s.dir, string(Hold)), filepath.Join(s.dir, string(st))); err != nil {
+			if err := s.durable(filepath.Join(s.dir, string(Hold)), filepath.Join(s.dir, string(st))); err != nil {
 				return nil, err
 			}
 		}
@@ -95,20 +95,11 @@ func (s *Spool) claim(id string, hint func(State) string, allowed ...State) (*En
 	return nil, fmt.Errorf("message %s keeps changing state; try again in a moment", id)
 }
 
-// release writes env (which is in hold/) and renames it into to.
+// release writes env (which is in hold/, owned by this command) and moves
+// it into to: Move writes an owned envelope first and renames it second.
 func (s *Spool) release(env *Envelope, to State) error {
 	env.State = Hold
-	if err := s.Save(env); err != nil {
-		return err
-	}
-	if to == Hold {
-		return nil
-	}
-	if err := os.Rename(s.envPath(Hold, env.ID), s.envPath(to, env.ID)); err != nil {
-		return err
-	}
-	env.State = to
-	return s.sync.dirs(filepath.Join(s.dir, string(to)), filepath.Join(s.dir, string(Hold)))
+	return s.Move(env, to)
 }
 
 func hintFor(action string) func(State) string {
@@ -192,13 +183,7 @@ func (s *Spool) Delete(id string) (*Envelope, error) {
 	}
 	if st == Corrupt {
 		// serve never reads corrupt/: remove it directly.
-		if err := os.Remove(s.envPath(Corrupt, id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, err
-		}
-		if err := os.Remove(s.BodyPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, err
-		}
-		return nil, s.sync.dirs(filepath.Join(s.dir, string(Corrupt)), filepath.Join(s.dir, msgDir))
+		return nil, s.Remove(&Envelope{ID: id, State: Corrupt})
 	}
 	env, err := s.claim(id, hintFor("delete"), Incoming, Deferred, Hold, Failed)
 	if err != nil {

@@ -440,3 +440,62 @@ func TestDecodeRejects(t *testing.T) {
 		t.Error("ParseState(sent) succeeded")
 	}
 }
+
+// TestOpenExisting: a queue command opens serve's spool without creating
+// anything (run as root it would leave directories the relay cannot
+// write), works on a spool from before tmp/ had shards, and refuses a
+// directory that is not a spool.
+func TestOpenExisting(t *testing.T) {
+	if _, _, err := Open(t.TempDir(), Options{Existing: true, Logger: quietLog(&bytes.Buffer{})}); err == nil || !strings.Contains(err.Error(), "oauthrelay serve") {
+		t.Errorf("opening an empty directory as an existing spool: %v", err)
+	}
+	dir := t.TempDir()
+	s, _, err := Open(dir, Options{Logger: quietLog(&bytes.Buffer{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := commit(t, s, "Subject: x\r\n\r\nbody\r\n")
+	// An older spool: no shards under tmp/.
+	shards, _ := filepath.Glob(filepath.Join(dir, "tmp", "*"))
+	for _, d := range shards {
+		os.Remove(d)
+	}
+	s2, _, err := Open(dir, Options{Existing: true, Logger: quietLog(&bytes.Buffer{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "tmp", "*")); len(left) != 0 {
+		t.Errorf("Open(Existing) created %v", left)
+	}
+	if _, err := s2.Hold(env.ID); err != nil {
+		t.Fatalf("hold on an older spool: %v", err)
+	}
+	if _, err := s2.Release(env.ID); err != nil {
+		t.Fatalf("release on an older spool: %v", err)
+	}
+}
+
+// TestMoveUndoesRenameWhenSaveFails: an error from Move means nothing
+// changed, so a worker's idea of where the envelope is stays true.
+func TestMoveUndoesRenameWhenSaveFails(t *testing.T) {
+	dir := t.TempDir()
+	s, _, err := Open(dir, Options{Logger: quietLog(&bytes.Buffer{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := commit(t, s, "Subject: x\r\n\r\nbody\r\n")
+	// Writing the new content fails: its shard directories are gone.
+	for _, d := range s.tmpDirs {
+		os.Remove(d)
+		os.WriteFile(d, nil, 0o600) // a file where a directory should be
+	}
+	if err := s.Move(env, Active); err == nil {
+		t.Fatal("Move succeeded without anywhere to write")
+	}
+	if env.State != Incoming {
+		t.Errorf("env.State = %s after a failed Move, want incoming", env.State)
+	}
+	if _, err := s.Load(Incoming, env.ID); err != nil {
+		t.Errorf("the envelope left incoming/ after a failed Move: %v", err)
+	}
+}

@@ -29,6 +29,9 @@ type Options struct {
 	// Recover runs crash recovery in Open. Only the process that delivers
 	// (serve) may recover; queue commands open a live spool without it.
 	Recover bool
+	// Existing opens a spool that another process (serve) set up: Open
+	// creates no directory and fails if the layout is missing.
+	Existing bool
 	// FileSync makes Commit fsync the body and the envelope one by one
 	// (and then their directories) instead of sharing one filesystem sync
 	// among concurrent commits. Both keep the same guarantee; FileSync is
@@ -48,6 +51,8 @@ type Spool struct {
 	now    func() time.Time
 	notify chan string
 	sync   *syncer
+	// tmpDirs are the shards of tmp/, worked out once in Open.
+	tmpDirs []string
 	// fs, when not nil, makes every write to the spool's filesystem
 	// durable at once (syncfs(2)); commits share it (group commit, see
 	// Commit). fsFailed is set once it has reported an error: from then
@@ -74,9 +79,30 @@ func Open(dir string, o Options) (*Spool, *RecoveryReport, error) {
 	s := &Spool{dir: dir, log: o.Logger, now: o.Now, notify: make(chan string, 1024)}
 	s.sync = newSyncer()
 	for _, d := range append(append([]string{msgDir, tmpDir}, tmpShardNames()...), stateNames()...) {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+		p := filepath.Join(dir, d)
+		if o.Existing {
+			// Another process's spool: create nothing (a queue command run
+			// as root would leave directories the relay cannot write).
+			if _, err := os.Stat(p); err == nil {
+				if strings.HasPrefix(d, tmpDir+string(filepath.Separator)) {
+					s.tmpDirs = append(s.tmpDirs, p)
+				}
+				continue
+			}
+			if strings.HasPrefix(d, tmpDir+string(filepath.Separator)) {
+				continue // an older spool without shards: tmp/ itself serves
+			}
+			return nil, nil, fmt.Errorf("spool %s: %s/ is missing; start `oauthrelay serve` once (as the relay's user) to set the spool up", dir, d)
+		}
+		if err := os.MkdirAll(p, 0o700); err != nil {
 			return nil, nil, fmt.Errorf("spool %s: cannot create %s: %w", dir, d, err)
 		}
+		if strings.HasPrefix(d, tmpDir+string(filepath.Separator)) {
+			s.tmpDirs = append(s.tmpDirs, p)
+		}
+	}
+	if len(s.tmpDirs) == 0 {
+		s.tmpDirs = []string{filepath.Join(dir, tmpDir)}
 	}
 	if !o.FileSync && os.Getenv("OAUTHRELAY_SPOOL_SYNC") != "file" {
 		// The descriptor stays open for the life of the process: syncfs
@@ -116,17 +142,19 @@ func tmpShardNames() []string {
 	return out
 }
 
-func (s *Spool) tmpShardDirs() []string {
-	out := tmpShardNames()
-	for i := range out {
-		out[i] = filepath.Join(s.dir, out[i])
+// partialDirs are the directories files are written in: tmp/ (older
+// spools and crash leftovers) and its shards.
+func (s *Spool) partialDirs() []string {
+	tmp := filepath.Join(s.dir, tmpDir)
+	if s.tmpDirs[0] == tmp {
+		return s.tmpDirs
 	}
-	return out
+	return append([]string{tmp}, s.tmpDirs...)
 }
 
 // tmpPath names a file being written, in the next shard of tmp/.
 func (s *Spool) tmpPath(name string) string {
-	return filepath.Join(s.dir, tmpDir, fmt.Sprintf("%02d", tmpSeq.Add(1)%tmpShards), name)
+	return filepath.Join(s.tmpDirs[tmpSeq.Add(1)%uint32(len(s.tmpDirs))], name)
 }
 
 func stateNames() []string {
@@ -213,9 +241,6 @@ func (w *Writer) release() {
 
 // ID is the queue id the message will have.
 func (w *Writer) ID() string { return w.id }
-
-// Size is the number of body bytes written so far.
-func (w *Writer) Size() int64 { return w.n }
 
 // Write appends body bytes.
 func (w *Writer) Write(p []byte) (int, error) {
@@ -364,8 +389,6 @@ func (s *Spool) syncFS() error {
 	return err
 }
 
-func writeFileSync(path string, b []byte) error { return writeFile(path, b, true) }
-
 // writeFile writes b to a new file at path, fsyncing it when sync is set.
 func writeFile(path string, b []byte, sync bool) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -426,12 +449,12 @@ func (s *Spool) Find(id string) (*Envelope, error) {
 // ErrNotFound and changes nothing.
 func (s *Spool) Move(env *Envelope, to State) error {
 	from := env.State
-	if from != to && from == Active {
-		// Only the envelope's own worker touches active/: write the new
-		// content there first, then rename, so the envelope appears in a
-		// state that queue commands act on with its final content in one
-		// step (a rewrite after the rename could re-create a file that a
-		// queue command had just moved away).
+	if from != to && (from == Active || from == Hold) {
+		// An envelope in active/ (a delivery worker's) or hold/ (a queue
+		// command's) has one owner: write the new content there first,
+		// then rename, so the envelope appears in a state others act on
+		// with its final content in one step (a rewrite after the rename
+		// could re-create a file someone had just moved away).
 		if err := s.save(env, from); err != nil {
 			return err
 		}
@@ -453,7 +476,17 @@ func (s *Spool) Move(env *Envelope, to State) error {
 		}
 		env.State = to
 	}
-	return s.save(env, from)
+	if err := s.save(env, from); err != nil {
+		if from != to {
+			// Undo the rename, so that an error means nothing changed and
+			// the caller's idea of the state stays true.
+			if os.Rename(s.envPath(to, env.ID), s.envPath(from, env.ID)) == nil {
+				env.State = from
+			}
+		}
+		return err
+	}
+	return nil
 }
 
 // Save rewrites env in its current state.
@@ -569,7 +602,7 @@ func (s *Spool) List(states ...State) (envs []*Envelope, bad []string, err error
 // recover puts the spool back into a consistent state after a crash.
 func (s *Spool) recover(rep *RecoveryReport) error {
 	tmp := filepath.Join(s.dir, tmpDir)
-	for _, d := range append([]string{tmp}, s.tmpShardDirs()...) {
+	for _, d := range s.partialDirs() {
 		ents, err := os.ReadDir(d)
 		if err != nil {
 			return err
@@ -730,10 +763,7 @@ func (d *syncGroup) wait() error {
 			d.done = gen
 			d.err = err
 			d.cond.Broadcast()
-			if gen >= need {
-				return err
-			}
-			continue
+			return err // this run started after we came: it is ours
 		}
 		d.cond.Wait()
 	}
@@ -745,7 +775,7 @@ func (d *syncGroup) wait() error {
 // half-written file that recovery removes.
 func (s *Spool) PartialFiles() ([]string, error) {
 	var out []string
-	for _, d := range append([]string{filepath.Join(s.dir, tmpDir)}, s.tmpShardDirs()...) {
+	for _, d := range s.partialDirs() {
 		ents, err := os.ReadDir(d)
 		if err != nil {
 			return nil, err

@@ -214,7 +214,7 @@ func (q *queueFlags) openSpool(stderr io.Writer) (*queue.Spool, string, error) {
 		}
 	}
 	// Recover stays off: only serve recovers, and it may be running.
-	sp, _, err := queue.Open(dir, queue.Options{Recover: false, Logger: newLogger(config.Log{Level: "error"}, stderr)})
+	sp, _, err := queue.Open(dir, queue.Options{Existing: true, Logger: newLogger(config.Log{Level: "error"}, stderr)})
 	return sp, dir, err
 }
 
