@@ -15,6 +15,7 @@
 package metrics
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -228,7 +229,20 @@ func probeSpool(dir string) error {
 }
 
 // stateCollector computes the queue and token gauges at scrape time.
-type stateCollector struct{ m *Metrics }
+type stateCollector struct {
+	m *Metrics
+
+	// facts caches what never changes about a message (its mailbox and
+	// when it was received), so a scrape lists directories and reads only
+	// envelopes it has not seen before, however long failed/ grows.
+	mu    sync.Mutex
+	facts map[string]envFacts
+}
+
+type envFacts struct {
+	mailbox  string
+	received time.Time
+}
 
 var (
 	queueDesc = prometheus.NewDesc("oauthrelay_queue_messages",
@@ -259,23 +273,47 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	counts := map[key]int{}
 	var oldest time.Time
 	scrapeErr := 0.0
-	envs, bad, err := m.spool.List()
-	if err != nil {
-		scrapeErr = 1
+	c.mu.Lock()
+	if c.facts == nil {
+		c.facts = map[string]envFacts{}
 	}
-	for _, e := range envs {
-		counts[key{string(e.State), strings.ToLower(e.Mailbox)}]++
-		switch e.State {
-		case queue.Incoming, queue.Active, queue.Deferred:
-			if oldest.IsZero() || e.Received.Before(oldest) {
-				oldest = e.Received
+	seen := map[string]bool{}
+	for _, st := range queue.States {
+		ids, err := m.spool.IDs(st)
+		if err != nil {
+			scrapeErr = 1
+			continue
+		}
+		for _, id := range ids {
+			f, ok := c.facts[id]
+			if !ok {
+				e, err := m.spool.Load(st, id)
+				switch {
+				case errors.Is(err, queue.ErrNotFound):
+					continue // moved or delivered since the listing
+				case err != nil:
+					counts[key{string(st), "unknown"}]++
+					continue
+				}
+				f = envFacts{mailbox: strings.ToLower(e.Mailbox), received: e.Received}
+				c.facts[id] = f
+			}
+			seen[id] = true
+			counts[key{string(st), f.mailbox}]++
+			switch st {
+			case queue.Incoming, queue.Active, queue.Deferred:
+				if oldest.IsZero() || f.received.Before(oldest) {
+					oldest = f.received
+				}
 			}
 		}
 	}
-	for _, b := range bad {
-		st, _, _ := strings.Cut(b, "/")
-		counts[key{st, "unknown"}]++
+	for id := range c.facts {
+		if !seen[id] {
+			delete(c.facts, id)
+		}
 	}
+	c.mu.Unlock()
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(n), k.state, k.mailbox)
 	}
