@@ -52,6 +52,13 @@ PF_PORT=10025
 PIDS=()
 PF_CONF=$W/postfix-etc
 log() { printf '%s  %s\n' "$(date +%T)" "$*" >&2; }
+# forget PID: a process that was stopped and reaped leaves the cleanup list,
+# or cleanup could signal whatever process reuses its number.
+forget() {
+	local keep=() p
+	for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	PIDS=("${keep[@]}")
+}
 
 cleanup() {
 	set +e
@@ -153,10 +160,14 @@ emu_start() { # name
 	for _ in $(seq 1 100); do grep -q '^smtp' "$W/$1.out" 2>/dev/null && break; sleep 0.05; done
 	EMU_AUTH=$(awk '$1=="authority"{print $2}' "$W/$1.out")
 	EMU_SMTP=$(awk '$1=="smtp"{print $2}' "$W/$1.out")
+	if [ -z "$EMU_SMTP" ]; then
+		log "the emulator did not start; see $W/$1.err:"; cat "$W/$1.err" >&2; exit 1
+	fi
 }
 emu_stop() {
 	kill -TERM "$EMU_PID"
 	wait "$EMU_PID" 2>/dev/null || true
+	forget "$EMU_PID"
 }
 emu_stats() { # name → "tokens conns delivered"
 	sed -n 's/^stopped: \([0-9]*\) token requests, \([0-9]*\) SMTP connections, \([0-9]*\) messages delivered.*/\1 \2 \3/p' "$W/$1.out"
@@ -211,6 +222,7 @@ EOF
 relay_stop() {
 	kill -TERM "$RELAY_PID" 2>/dev/null || true
 	wait "$RELAY_PID" 2>/dev/null || true
+	forget "$RELAY_PID"
 }
 
 emu_start emu

@@ -89,6 +89,13 @@ func TestCheckDefaultPathAndFlags(t *testing.T) {
 		t.Errorf("bad flag: exit %d", code)
 	}
 	errb.Reset()
+	// -h is asking for help, not an error, in every command.
+	for _, cmd := range []string{"check", "serve", "demo", "hash-password", "token", "doctor", "queue", "cert", "emulator"} {
+		if code := run([]string{cmd, "-h"}, &out, &errb); code != 0 {
+			t.Errorf("%s -h: exit %d, want 0", cmd, code)
+		}
+	}
+	errb.Reset()
 	run([]string{"check", "-h"}, &out, &errb)
 	if !strings.Contains(errb.String(), "/etc/oauthrelay/config.toml") {
 		t.Errorf("-config does not default to /etc/oauthrelay/config.toml:\n%s", errb.String())

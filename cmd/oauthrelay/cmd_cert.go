@@ -54,11 +54,8 @@ func runCertNew(args []string, stdout, stderr io.Writer) int {
 	subject := fs.String("subject", "CN=oauthrelay", `certificate subject, e.g. "CN=oauthrelay,O=Contoso"`)
 	days := fs.Int("days", 730, "validity in days")
 	out := fs.String("out", ".", "directory to write oauthrelay.pem and oauthrelay.cer into")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "oauthrelay cert new: unexpected argument %q\n", fs.Arg(0))
@@ -96,11 +93,8 @@ func runCertShow(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		file, args = args[0], args[1:]
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if file == "" && fs.NArg() > 0 {
 		file = fs.Arg(0)

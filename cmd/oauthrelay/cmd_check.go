@@ -25,6 +25,18 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// parseFlags parses a command's flags the same way for every command:
+// -h prints the flags and exits 0, a wrong flag exits 2.
+func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	return 0, true
+}
+
 // loadConfig loads a configuration and prints its problems and warnings the
 // same way for every command.
 func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
@@ -55,8 +67,8 @@ func reportConfig(path string, stderr io.Writer, cfg *config.Config, err error) 
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check", stderr)
 	path := fs.String("config", defaultConfig, "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	cfg, err := config.LoadForCheck(*path)
 	cfg, ok := reportConfig(*path, stderr, cfg, err)
@@ -71,8 +83,8 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 func runHashPassword(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("hash-password", stderr)
 	cost := fs.Int("cost", 12, "bcrypt cost")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	var pw []byte
 	var err error

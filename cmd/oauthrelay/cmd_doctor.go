@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,11 +19,8 @@ func runDoctor(args []string, stdout, stderr io.Writer) int {
 	path := fs.String("config", defaultConfig, "configuration file")
 	mailbox := fs.String("mailbox", "", "check only this mailbox (and its app)")
 	sendTest := fs.String("send-test", "", "also send a test message to this `address` from each mailbox checked")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "oauthrelay doctor: unexpected argument %q\n", fs.Arg(0))

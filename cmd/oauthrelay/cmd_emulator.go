@@ -49,11 +49,8 @@ func runEmulator(args []string, stdout, stderr io.Writer) int {
 	verbose := fs.Bool("v", false, "log every token request and SMTP event")
 	var prov provisionFlags
 	fs.Var(&prov, "provision", "grant an app `tenant,client,secret,mailbox[,mailbox...]` (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "oauthrelay emulator: unexpected argument %q\n", fs.Arg(0))

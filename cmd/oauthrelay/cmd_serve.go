@@ -28,8 +28,8 @@ func init() {
 func runServe(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("serve", stderr)
 	path := fs.String("config", defaultConfig, "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -57,7 +57,7 @@ func serve(ctx context.Context, path string, stderr io.Writer, reload <-chan str
 		return 1
 	}
 	log := newLogger(cfg.Log, stderr)
-	r, err := startRelay(ctx, cfg, log)
+	r, err := startRelay(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "error", err.Error())
 		return 1
@@ -103,14 +103,17 @@ type running struct {
 	cancel    context.CancelFunc
 }
 
-func startRelay(ctx context.Context, cfg *config.Config, log *slog.Logger) (*running, error) {
-	spool, _, err := queue.Open(cfg.Spool.Dir, queue.Options{Logger: log, Recover: true})
-	if err != nil {
-		return nil, fmt.Errorf("spool.dir: %w", err)
-	}
+// startRelay starts the listener, the metrics server and delivery; they run
+// until shutdown, not until a context ends, so that in-flight mail gets its
+// grace period.
+func startRelay(cfg *config.Config, log *slog.Logger) (*running, error) {
 	roots, err := delivery.UpstreamRoots(cfg)
 	if err != nil {
 		return nil, err
+	}
+	spool, _, err := queue.Open(cfg.Spool.Dir, queue.Options{Logger: log, Recover: true})
+	if err != nil {
+		return nil, fmt.Errorf("spool.dir: %w", err)
 	}
 	m := metrics.New(spool, nil)
 	dctx, cancel := context.WithCancel(context.Background())

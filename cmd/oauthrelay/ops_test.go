@@ -130,7 +130,7 @@ func (e *opsEnv) start() (*running, *lockedBuffer) {
 		e.t.Fatal(err)
 	}
 	logs := &lockedBuffer{}
-	r, err := startRelay(context.Background(), cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	r, err := startRelay(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		e.t.Fatal(err)
 	}
