@@ -480,3 +480,16 @@ func parseSubject(s string) (pkix.Name, error) {
 	}
 	return n, nil
 }
+
+// ExpiryWarning is the admin's warning for a certificate that has expired
+// or expires within 30 days at now, and "" otherwise. Every command that
+// shows a certificate says it the same way.
+func (c CertInfo) ExpiryWarning(now time.Time) string {
+	switch left := c.NotAfter.Sub(now); {
+	case left <= 0:
+		return fmt.Sprintf("this certificate EXPIRED on %s; Entra ID refuses it (AADSTS700027). Create a new one with 'oauthrelay cert new', upload it, then switch certificate_file.", c.NotAfter.Format("2006-01-02"))
+	case left < 30*24*time.Hour:
+		return fmt.Sprintf("this certificate expires in %d day(s), on %s. Create a new one with 'oauthrelay cert new', upload it, then switch certificate_file.", int(left.Hours()/24), c.NotAfter.Format("2006-01-02"))
+	}
+	return ""
+}

@@ -135,6 +135,30 @@ type Source struct {
 	requests  int64
 	changed   chan struct{} // closed and replaced whenever state changes; wakes Start
 	jitter    func() float64
+
+	// cert is the certificate credential (nil for a secret), so that a
+	// relay running for months still warns as its expiry nears.
+	cert       *CertInfo
+	certFile   string
+	certWarned time.Time
+}
+
+// warnCertExpiry logs the certificate's expiry warning, at most once a day.
+func (s *Source) warnCertExpiry() {
+	if s.cert == nil {
+		return
+	}
+	now := s.now()
+	w := s.cert.ExpiryWarning(now)
+	if w == "" || (!s.certWarned.IsZero() && now.Sub(s.certWarned) < 24*time.Hour) {
+		return
+	}
+	s.certWarned = now
+	if now.After(s.cert.NotAfter) {
+		s.log.Error("certificate: "+w, "certificate_file", s.certFile, "not_after", s.cert.NotAfter)
+		return
+	}
+	s.log.Warn("certificate: "+w, "certificate_file", s.certFile, "not_after", s.cert.NotAfter)
 }
 
 // NewSource validates s, loads its credential and builds the MSAL client.
@@ -174,7 +198,7 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 	}
 
 	var cred confidential.Credential
-	var certNotAfter time.Time
+	var cert *CertInfo
 	var msalOpts []confidential.Option
 	switch {
 	case s.ClientSecret != "" && s.CertificateFile != "":
@@ -189,7 +213,8 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 		if err != nil {
 			return nil, bad("%v", err)
 		}
-		certNotAfter = certs[0].NotAfter
+		info := Describe(certs[0])
+		cert = &info
 		cred, err = confidential.NewCredFromCert(certs, key)
 		if err != nil {
 			// LoadCertificate already checked the key type and match; keep
@@ -244,15 +269,8 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 		src.log = slog.Default()
 	}
 	src.log = src.log.With("app", name)
-	if !certNotAfter.IsZero() {
-		if left := certNotAfter.Sub(src.now()); left <= 0 {
-			src.log.Error("certificate has expired; Entra ID will refuse it (AADSTS700027): create a new one with 'oauthrelay cert new' and upload it",
-				"certificate_file", s.CertificateFile, "not_after", certNotAfter)
-		} else if left < 30*24*time.Hour {
-			src.log.Warn("certificate expires soon; create a new one with 'oauthrelay cert new' and upload it",
-				"certificate_file", s.CertificateFile, "not_after", certNotAfter)
-		}
-	}
+	src.cert, src.certFile = cert, s.CertificateFile
+	src.warnCertExpiry()
 	return src, nil
 }
 
@@ -368,6 +386,7 @@ func (s *Source) fetch(c *call) {
 	if err == nil {
 		s.tok = &cached{tok: tok, issued: got, lifetime: lifetime}
 		s.lastErr, s.failures, s.retryAt = nil, 0, time.Time{}
+		s.warnCertExpiry()
 	} else {
 		s.failures++
 		s.lastErr, s.lastErrAt = err, got

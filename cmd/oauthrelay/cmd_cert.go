@@ -127,11 +127,8 @@ func runCertShow(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "Chain:       %d more certificate(s) in the file\n", len(certs)-1)
 	}
 	now := time.Now()
-	switch left := info.NotAfter.Sub(now); {
-	case left <= 0:
-		fmt.Fprintf(stdout, "\nWARNING: this certificate EXPIRED on %s; Entra ID refuses it (AADSTS700027). Create a new one with 'oauthrelay cert new' and upload it.\n", info.NotAfter.Format("2006-01-02"))
-	case left < 30*24*time.Hour:
-		fmt.Fprintf(stdout, "\nWARNING: this certificate expires in %d day(s), on %s. Create a new one with 'oauthrelay cert new', upload it, then switch certificate_file.\n", int(left.Hours()/24), info.NotAfter.Format("2006-01-02"))
+	if w := info.ExpiryWarning(now); w != "" {
+		fmt.Fprintln(stdout, "\nWARNING: "+w)
 	}
 	if now.Before(info.NotBefore) {
 		fmt.Fprintf(stdout, "\nWARNING: this certificate is not valid before %s; check this host's clock.\n", info.NotBefore.Format(time.RFC3339))

@@ -32,7 +32,7 @@ var (
 	confirmIsTerminal           = func() bool { return term.IsTerminal(int(os.Stdin.Fd())) }
 )
 
-const queueUsage = `Usage: oauthrelay queue <action> [flags] [ID...]
+var queueUsage = `Usage: oauthrelay queue <action> [flags] [ID...]
 
 Actions:
   list                    list queued mail (filters: -state, -mailbox, -client, -older-than; -json)

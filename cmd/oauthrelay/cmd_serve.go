@@ -52,11 +52,14 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 // re-reading the configuration whenever reload fires. It returns the exit
 // code. The Windows service runs the relay through it too.
 func serve(ctx context.Context, path string, stderr io.Writer, reload <-chan struct{}) int {
-	cfg, ok := loadConfig(path, stderr)
-	if !ok {
+	cfg, err := config.Load(path)
+	if err != nil {
+		// No configuration, no log format: say it plainly.
+		reportConfig(path, stderr, nil, err)
 		return 1
 	}
 	log := newLogger(cfg.Log, stderr)
+	logWarnings(log, cfg)
 	r, err := startRelay(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "error", err.Error())
@@ -211,9 +214,7 @@ func (r *running) reload(path string) bool {
 		r.log.Error("reload refused: an app's credential cannot be loaded; the old configuration stays in force", "file", path, "error", err.Error())
 		return false
 	}
-	for _, w := range cfg.Warnings {
-		r.log.Warn("configuration warning: " + w.String())
-	}
+	logWarnings(r.log, cfg)
 	old := r.cfg
 	restart := func(key string, was, now any) {
 		if w, n := fmt.Sprint(was), fmt.Sprint(now); w != n {
@@ -242,4 +243,12 @@ func (r *running) reload(path string) bool {
 	r.sched.SetConfig(cfg)
 	r.log.Info("configuration reloaded", "file", path, "clients", len(cfg.Clients), "mailboxes", len(cfg.Mailboxes), "apps", len(cfg.Apps))
 	return true
+}
+
+// logWarnings logs a configuration's warnings in the log's own format, at
+// start and at every reload alike.
+func logWarnings(log *slog.Logger, cfg *config.Config) {
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration warning: " + w.String())
+	}
 }

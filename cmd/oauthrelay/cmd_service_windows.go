@@ -34,13 +34,6 @@ Actions (run from an elevated prompt):
 Reload the configuration without a restart: sc control oauthrelay paramchange
 `
 
-func programData() string {
-	if d := os.Getenv("ProgramData"); d != "" {
-		return filepath.Join(d, "oauthrelay")
-	}
-	return `C:\ProgramData\oauthrelay`
-}
-
 func runService(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, serviceUsage)
@@ -52,7 +45,7 @@ func runService(args []string, stdout, stderr io.Writer) int {
 	action := args[0]
 	fs := newFlags("service "+action, stderr)
 	name := fs.String("name", "oauthrelay", "service name")
-	cfgPath := fs.String("config", filepath.Join(programData(), "config.toml"), "configuration file")
+	cfgPath := fs.String("config", defaultConfig, "configuration file")
 	logPath := fs.String("log", filepath.Join(programData(), "oauthrelay.log"), "log file (the service has no console)")
 	account := fs.String("account", `NT AUTHORITY\LocalService`, "account the service runs as (install)")
 	if err := fs.Parse(args[1:]); err != nil {

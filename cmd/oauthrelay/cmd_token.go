@@ -124,11 +124,8 @@ func describeCredentialCert(app *config.App, stdout, stderr io.Writer) bool {
 	info := oauth.Describe(certs[0])
 	fmt.Fprintf(stdout, "certificate: %s\n", app.CertificateFile)
 	fmt.Fprintf(stdout, "  subject %s, SHA-1 thumbprint %s, expires %s\n", info.Subject, info.SHA1, info.NotAfter.UTC().Format(time.RFC3339))
-	switch left := time.Until(info.NotAfter); {
-	case left <= 0:
-		fmt.Fprintln(stderr, "WARNING: the certificate has expired; Entra ID refuses it (AADSTS700027): create a new one with 'oauthrelay cert new' and upload it")
-	case left < 30*24*time.Hour:
-		fmt.Fprintf(stderr, "WARNING: the certificate expires in %d days: create a new one with 'oauthrelay cert new' and upload it\n", int(left.Hours()/24))
+	if w := info.ExpiryWarning(time.Now()); w != "" {
+		fmt.Fprintln(stderr, "WARNING: "+w)
 	}
 	return true
 }

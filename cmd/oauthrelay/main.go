@@ -32,9 +32,6 @@ func register(name string, c command) {
 	commands[name] = c
 }
 
-// defaultConfig is where admins put the file when they install a package.
-const defaultConfig = "/etc/oauthrelay/config.toml"
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
