@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"net"
 	"time"
 
@@ -31,7 +30,8 @@ func defaultDialer(d Dialer) Dialer {
 func ProbeTLS(ctx context.Context, d Dialer, addr, helo string, roots *x509.CertPool, timeout time.Duration) (tls.ConnectionState, error) {
 	c, err := startTLS(ctx, defaultDialer(d), addr, helo, roots, timeout)
 	if err != nil {
-		return tls.ConnectionState{}, unstage(err)
+		_, err = splitStage(err, StageConnect)
+		return tls.ConnectionState{}, err
 	}
 	st, _ := c.TLSConnectionState()
 	u := &conn{c: c}
@@ -48,11 +48,8 @@ type Session struct{ u *conn }
 func Open(ctx context.Context, d Dialer, addr, helo string, roots *x509.CertPool, timeout time.Duration, mailbox string, tok oauth.Token) (*Session, Stage, error) {
 	u, err := dial(ctx, defaultDialer(d), addr, helo, roots, timeout, mailbox, tok)
 	if err != nil {
-		var se *stageError
-		if errors.As(err, &se) {
-			return nil, se.stage, se.err
-		}
-		return nil, StageConnect, err
+		stage, err := splitStage(err, StageConnect)
+		return nil, stage, err
 	}
 	return &Session{u: u}, "", nil
 }
@@ -63,11 +60,8 @@ func Open(ctx context.Context, d Dialer, addr, helo string, roots *x509.CertPool
 func (s *Session) Send(from string, rcpts []string, body []byte) (string, Stage, error) {
 	results, reply, err := s.u.send(from, false, int64(len(body)), rcpts, bytes.NewReader(body))
 	if err != nil {
-		var se *stageError
-		if errors.As(err, &se) {
-			return "", se.stage, se.err
-		}
-		return "", StageData, err
+		stage, err := splitStage(err, StageData)
+		return "", stage, err
 	}
 	for _, r := range results {
 		if r.err != nil {
@@ -79,12 +73,3 @@ func (s *Session) Send(from string, rcpts []string, body []byte) (string, Stage,
 
 // Close quits the session.
 func (s *Session) Close() { s.u.close() }
-
-// unstage returns the error inside a stageError.
-func unstage(err error) error {
-	var se *stageError
-	if errors.As(err, &se) {
-		return se.err
-	}
-	return err
-}

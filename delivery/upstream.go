@@ -77,6 +77,16 @@ type stageError struct {
 func (e *stageError) Error() string { return fmt.Sprintf("%s: %v", e.stage, e.err) }
 func (e *stageError) Unwrap() error { return e.err }
 
+// splitStage returns where err happened and the error itself; an error
+// that carries no stage is taken to have happened at def.
+func splitStage(err error, def Stage) (Stage, error) {
+	var se *stageError
+	if errors.As(err, &se) {
+		return se.stage, se.err
+	}
+	return def, err
+}
+
 // Dialer opens the TCP connection to the upstream; tests replace it.
 type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 

@@ -215,9 +215,9 @@ func (w *worker) attempt(ctx context.Context, cfg *config.Config, mc *config.Mai
 	results, dataReply, err := w.conn.send(env.MailFrom, env.SMTPUTF8, size, pending, body)
 	stop()
 	out := outcome{rcpts: map[string]Verdict{}, dataReply: dataReply}
-	var stErr *stageError
-	if err != nil && errors.As(err, &stErr) {
-		v := Classify(stErr.stage, stErr.err, mc.Address)
+	if err != nil {
+		stage, err := splitStage(err, StageData)
+		v := Classify(stage, err, mc.Address)
 		out.msg = &v
 		// After DATA failed the recipients accepted at RCPT share its
 		// verdict; those refused at RCPT keep their own.
@@ -227,7 +227,7 @@ func (w *worker) attempt(ctx context.Context, cfg *config.Config, mc *config.Mai
 			}
 		}
 		var se *smtp.SMTPError
-		if !errors.As(stErr.err, &se) || v.Kind == Throttled || se.Code == 421 {
+		if !errors.As(err, &se) || v.Kind == Throttled || se.Code == 421 {
 			// The connection's state is unknown (or the server is
 			// closing it): start afresh next time.
 			w.closeConn()
@@ -268,12 +268,7 @@ func (w *worker) open(ctx context.Context, cfg *config.Config, mc *config.Mailbo
 	}
 	c, err := dial(ctx, s.o.Dial, app.UpstreamAddress, cfg.Listen.Hostname, s.o.RootCAs, cfg.Upstream.Timeout.Duration, mc.Address, tok)
 	if err != nil {
-		var stErr *stageError
-		stage := StageConnect
-		if errors.As(err, &stErr) {
-			stage = stErr.stage
-			err = stErr.err
-		}
+		stage, err := splitStage(err, StageConnect)
 		v := Classify(stage, err, mc.Address)
 		if v.RetryToken && first {
 			src.Invalidate(tok.AccessToken)
