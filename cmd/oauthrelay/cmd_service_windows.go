@@ -94,7 +94,8 @@ func runService(args []string, stdout, stderr io.Writer) int {
 }
 
 func isAccessDenied(err error) bool {
-	return err != nil && (errors.Is(err, os.ErrPermission) || err.Error() == "Access is denied.")
+	// ERROR_ACCESS_DENIED matches os.ErrPermission on Windows.
+	return errors.Is(err, os.ErrPermission)
 }
 
 func withService(name string, f func(*mgr.Service) error) error {
@@ -187,10 +188,14 @@ func runAsService(name, cfgPath, logPath string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "oauthrelay service run: this is what the service manager starts; to run the relay in a console use `oauthrelay serve -config FILE`")
 		return 2
 	}
-	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
-		return 1
-	}
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	// Without its log file the service has nowhere to explain itself but
+	// the event log.
+	logf, err := func() (*os.File, error) {
+		if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
+			return nil, err
+		}
+		return os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	}()
 	if err != nil {
 		if el, eerr := eventlog.Open(name); eerr == nil {
 			el.Error(1, fmt.Sprintf("oauthrelay cannot open its log file %s: %v", logPath, err))
