@@ -46,11 +46,11 @@ go test -count=1 -timeout 20m ./...
 # spurious "context deadline exceeded" when a -fuzztime duration runs out
 # (go.dev/issue/75804). FUZZTIME overrides every budget; FUZZTIME=0 skips.
 if [ "${FUZZTIME:-}" != 0 ]; then
-  for target in "FuzzListener ./relay 10000x" "FuzzDecode ./queue 500000x" "FuzzParse ./config 50000x" "FuzzParseAddress ./config 300000x"; do
+  for target in "FuzzListener ./relay 5000x" "FuzzDecode ./queue 500000x" "FuzzParse ./config 50000x" "FuzzParseAddress ./config 300000x"; do
     read -r name pkg budget <<<"$target"
     budget="${FUZZTIME:-$budget}"
     echo "== fuzz $name ($budget)"
-    go test -run='^$' -fuzz="^$name\$" -fuzztime="$budget" -timeout 5m "$pkg"
+    go test -run='^$' -fuzz="^$name\$" -fuzztime="$budget" -fuzzminimizetime=200x -timeout 5m "$pkg"
   done
 fi
 
