@@ -12,7 +12,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/oauthrelay/oauthrelay/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu"
 	"github.com/oauthrelay/oauthrelay/oauth"
 )
 

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oauthrelay/oauthrelay/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oauthrelay/oauthrelay/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
 )

@@ -21,7 +21,7 @@ import (
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/delivery"
 	"github.com/oauthrelay/oauthrelay/internal/testutil"
-	"github.com/oauthrelay/oauthrelay/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
 	"github.com/oauthrelay/oauthrelay/relay"

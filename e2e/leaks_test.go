@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/oauthrelay/oauthrelay/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
 )

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oauthrelay/oauthrelay/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu"
 )
 
 // TestNoAuthWithLessThanMinLifetime: with 10.5-minute tokens and the

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/oauthrelay/oauthrelay/delivery"
-	"github.com/oauthrelay/oauthrelay/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu"
 	"github.com/oauthrelay/oauthrelay/oauth"
 )
 

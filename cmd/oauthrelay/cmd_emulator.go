@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/oauthrelay/oauthrelay/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu"
 )
 
 func init() {

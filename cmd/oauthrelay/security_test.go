@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/oauthrelay/oauthrelay/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu"
 )
 
 const (
