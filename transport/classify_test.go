@@ -1,4 +1,4 @@
-package delivery
+package transport
 
 import (
 	"crypto/x509"

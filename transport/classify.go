@@ -1,4 +1,4 @@
-package delivery
+package transport
 
 import (
 	"crypto/tls"
@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -51,6 +52,11 @@ type Verdict struct {
 	// RetryToken says the token should be dropped and AUTH tried once more
 	// with a fresh one.
 	RetryToken bool
+	// Wait is the least time to wait before the next attempt, when the
+	// upstream said (Graph's Retry-After).
+	Wait time.Duration
+	// AppWide says a throttle concerns the whole app, not one mailbox.
+	AppWide bool
 }
 
 // ReplyClass is "2xx", "4xx", "5xx" or "none" for the attempts metric.
