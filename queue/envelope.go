@@ -10,6 +10,7 @@
 //	failed/<id>.json     envelopes that failed permanently (body kept for requeue)
 //	corrupt/<id>.json    envelopes that could not be read, kept for a person
 //	tmp/                 files being written; never acknowledged
+//	state/<name>         small files the relay keeps beside the mail (SaveState)
 //
 // The directory an envelope lives in is its state, and every state change is
 // a rename, so a crash leaves each envelope in exactly one state. A message is

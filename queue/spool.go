@@ -498,26 +498,33 @@ func (s *Spool) save(env *Envelope, from State) error {
 		return err
 	}
 	tmp := s.tmpPath(env.ID + ".json." + string(env.State))
+	dirs := []string{filepath.Join(s.dir, string(env.State))}
+	if from != env.State {
+		dirs = append(dirs, filepath.Join(s.dir, string(from)))
+	}
+	return s.replace(env.ID, "envelope", tmp, s.envPath(env.State, env.ID), b, dirs...)
+}
+
+// replace writes b to tmp, makes it durable and renames it over dst, then
+// makes the rename durable in dirs. what names the file in errors, id the
+// message (or state file) it belongs to.
+func (s *Spool) replace(id, what, tmp, dst string, b []byte, dirs ...string) error {
 	grouped := s.grouped()
 	if err := writeFile(tmp, b, !grouped); err != nil {
 		os.Remove(tmp)
-		return &WriteError{ID: env.ID, Op: "write envelope", Err: err}
+		return &WriteError{ID: id, Op: "write " + what, Err: err}
 	}
 	if grouped {
 		// The new content must be on disk before the rename that replaces
 		// the old one is.
 		if err := s.syncFS(); err != nil {
 			os.Remove(tmp)
-			return &WriteError{ID: env.ID, Op: "sync spool (envelope)", Err: err}
+			return &WriteError{ID: id, Op: "sync spool (" + what + ")", Err: err}
 		}
 	}
-	if err := os.Rename(tmp, s.envPath(env.State, env.ID)); err != nil {
+	if err := os.Rename(tmp, dst); err != nil {
 		os.Remove(tmp)
-		return &WriteError{ID: env.ID, Op: "rename envelope", Err: err}
-	}
-	dirs := []string{filepath.Join(s.dir, string(env.State))}
-	if from != env.State {
-		dirs = append(dirs, filepath.Join(s.dir, string(from)))
+		return &WriteError{ID: id, Op: "rename " + what, Err: err}
 	}
 	return s.durable(dirs...)
 }
