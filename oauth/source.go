@@ -15,6 +15,8 @@ import (
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
+
+	"github.com/oauthrelay/oauthrelay/internal/backoff"
 )
 
 // Defaults applied by NewSource.
@@ -421,22 +423,15 @@ func (s *Source) backoff(permanent bool, n int) time.Duration {
 	return backoffDelay(permanent, n, s.jitter())
 }
 
-// backoffDelay is the pure backoff rule; r in [0,1) shortens by up to 20%.
+// backoffDelay is the pure backoff rule: doubling from 1s to 5m after
+// transient failures, from 1m to 30m after permanent ones; r in [0,1)
+// shortens it by up to 20% so that the cap is never exceeded.
 func backoffDelay(permanent bool, n int, r float64) time.Duration {
 	base, max := time.Second, 5*time.Minute
 	if permanent {
 		base, max = time.Minute, 30*time.Minute
 	}
-	d := max
-	if n < 1 {
-		n = 1
-	}
-	if n <= 30 {
-		if e := base << (n - 1); e < max {
-			d = e
-		}
-	}
-	return d - time.Duration(float64(d)*0.2*r)
+	return backoff.Shorten(backoff.Doubling(base, max, n), 0.2, r)
 }
 
 // notifyLocked wakes the Start loop to recompute its schedule.

@@ -1,6 +1,10 @@
 package queue
 
-import "time"
+import (
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/backoff"
+)
 
 // RetryPolicy is how long a message waits between attempts and how long it
 // may stay in the queue.
@@ -15,20 +19,7 @@ type RetryPolicy struct {
 // does not retry in lockstep; 0.5 means no jitter. The result can exceed Max
 // by the jitter, never more.
 func (p RetryPolicy) Delay(n int, jitter float64) time.Duration {
-	if n < 1 {
-		n = 1
-	}
-	d := p.Min
-	for i := 1; i < n && d < p.Max; i++ {
-		d *= 2
-	}
-	if d > p.Max {
-		d = p.Max
-	}
-	// Multiply in floating point and only then truncate: maddy once
-	// truncated its multiplier to an integer first.
-	f := 0.9 + 0.2*jitter
-	return time.Duration(float64(d) * f)
+	return backoff.Jitter(backoff.Doubling(p.Min, p.Max, n), 0.1, jitter)
 }
 
 // Next returns when to try again after the n-th failed attempt of a message
