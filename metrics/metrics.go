@@ -18,8 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -175,7 +173,7 @@ func (m *Metrics) Handler() http.Handler {
 // ready.
 func (m *Metrics) Ready() []string {
 	var problems []string
-	if err := probeSpool(m.spool.Dir()); err != nil {
+	if err := m.spool.Probe(); err != nil {
 		problems = append(problems, fmt.Sprintf("spool %s is not writable: %v\n  fix: free disk space and check that the relay's user owns %s (mode 0700)", m.spool.Dir(), err, m.spool.Dir()))
 	}
 	tokens, mailboxes := m.sources()
@@ -207,25 +205,6 @@ func (m *Metrics) Ready() []string {
 		}
 	}
 	return problems
-}
-
-// probeSpool creates and removes a file in the spool's tmp/.
-func probeSpool(dir string) error {
-	f, err := os.CreateTemp(filepath.Join(dir, "tmp"), "readyz-*.probe")
-	if err != nil {
-		return err
-	}
-	name := f.Name()
-	if _, err := f.Write([]byte("ok\n")); err != nil {
-		f.Close()
-		os.Remove(name)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(name)
-		return err
-	}
-	return os.Remove(name)
 }
 
 // stateCollector computes the queue and token gauges at scrape time.

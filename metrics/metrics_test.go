@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -150,13 +151,18 @@ func TestHealthAndReadiness(t *testing.T) {
 func TestReadinessNeedsWritableSpool(t *testing.T) {
 	s := testSpool(t)
 	m := New(s, nil)
-	if err := probeSpool(s.Dir()); err != nil {
+	if err := s.Probe(); err != nil {
 		t.Fatal(err)
-	}
-	if err := probeSpool(t.TempDir() + "/missing"); err == nil {
-		t.Fatal("probeSpool succeeded on a spool without tmp/")
 	}
 	if p := m.Ready(); len(p) != 0 {
 		t.Fatalf("Ready() = %v on a writable spool", p)
+	}
+	// The spool's directories are gone: not ready, and the problem says
+	// which spool and what to do.
+	if err := os.RemoveAll(s.Dir()); err != nil {
+		t.Fatal(err)
+	}
+	if p := m.Ready(); len(p) != 1 || !strings.Contains(p[0], "spool "+s.Dir()+" is not writable") || !strings.Contains(p[0], "fix:") {
+		t.Fatalf("Ready() = %q on a spool that cannot be written", p)
 	}
 }

@@ -499,3 +499,25 @@ func TestMoveUndoesRenameWhenSaveFails(t *testing.T) {
 		t.Errorf("the envelope left incoming/ after a failed Move: %v", err)
 	}
 }
+
+// TestProbe: the probe succeeds on a spool that takes mail, leaves nothing
+// behind, and fails once tmp/ cannot be written.
+func TestProbe(t *testing.T) {
+	dir := t.TempDir()
+	s, _, err := Open(dir, Options{Logger: quietLog(&bytes.Buffer{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Probe(); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := s.PartialFiles(); err != nil || len(left) != 0 {
+		t.Errorf("the probe left %v %v", left, err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Probe(); err == nil {
+		t.Fatal("Probe succeeded on a spool without tmp/")
+	}
+}

@@ -144,6 +144,27 @@ func stateNames() []string {
 // Dir returns the spool's directory.
 func (s *Spool) Dir() string { return s.dir }
 
+// Probe creates, writes and removes a file where messages are written
+// (tmp/), to show that the spool takes mail right now; readiness checks
+// call it. A probe file a crash leaves behind is removed by recovery.
+func (s *Spool) Probe() error {
+	f, err := os.CreateTemp(filepath.Join(s.dir, tmpDir), "readyz-*.probe")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	if _, err := f.Write([]byte("ok\n")); err != nil {
+		f.Close()
+		os.Remove(name)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(name)
+		return err
+	}
+	return os.Remove(name)
+}
+
 // Notify delivers the id of each newly committed message, so the scheduler
 // can attempt it at once without polling.
 func (s *Spool) Notify() <-chan string { return s.notify }
