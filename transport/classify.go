@@ -96,6 +96,10 @@ func Classify(stage Stage, err error, mailbox string) Verdict {
 		}
 		return v
 	}
+	var ge *GraphError
+	if errors.As(err, &ge) {
+		return classifyGraph(ge, mailbox)
+	}
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		return classifyReply(stage, se, mailbox)
