@@ -20,7 +20,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/delivery"
-	"github.com/oauthrelay/oauthrelay/internal/testutil"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
@@ -70,7 +70,7 @@ func (c *clock) Advance(d time.Duration) {
 }
 
 // syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer = testutil.SyncBuffer
+type syncBuffer = testkit.SyncBuffer
 
 // startEmulator starts an emulator for the test.
 func startEmulator(t *testing.T, o msemu.Options) *msemu.Emulator {

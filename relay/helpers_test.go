@@ -28,7 +28,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/oauthrelay/oauthrelay/config"
-	"github.com/oauthrelay/oauthrelay/internal/testutil"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
@@ -130,7 +130,7 @@ type testRelay struct {
 }
 
 // syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer = testutil.SyncBuffer
+type syncBuffer = testkit.SyncBuffer
 
 // startRelay starts a relay; listenExtra is added to [listen], and setup
 // (if not nil) may adjust the server before it serves.

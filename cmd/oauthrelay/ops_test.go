@@ -22,7 +22,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/oauthrelay/oauthrelay/config"
-	"github.com/oauthrelay/oauthrelay/internal/testutil"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
 )
 
@@ -37,7 +37,7 @@ const (
 const opsWait = 30 * time.Second
 
 // lockedBuffer is a log sink safe for concurrent writers.
-type lockedBuffer = testutil.SyncBuffer
+type lockedBuffer = testkit.SyncBuffer
 
 // opsEnv is an emulator provisioned for one app and mailbox, and a
 // configuration directory for the relay.
