@@ -3,8 +3,6 @@ package main
 import (
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,23 +62,29 @@ func fill(args []string) error {
 	return nil
 }
 
-// spoolWait waits until messages/ in the spool is empty: everything was
-// delivered (or failed, which the script checks separately).
+// spoolWait waits until no message awaits delivery (incoming, active or
+// deferred): everything was delivered (or failed, which the script checks
+// separately).
 func spoolWait(args []string) error {
 	fs := flag.NewFlagSet("spoolwait", flag.ExitOnError)
 	dir := fs.String("spool", "", "spool directory")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after")
 	fs.Parse(args)
+	// serve owns the spool: open it as the queue commands do, without
+	// recovery and without creating anything.
+	sp, _, err := queue.Open(*dir, queue.Options{Existing: true})
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	for {
-		ents, err := os.ReadDir(filepath.Join(*dir, "incoming"))
-		if err != nil {
-			return err
-		}
-		left := len(ents)
-		for _, st := range []string{"active", "deferred"} {
-			e, _ := os.ReadDir(filepath.Join(*dir, st))
-			left += len(e)
+		left := 0
+		for _, st := range []queue.State{queue.Incoming, queue.Active, queue.Deferred} {
+			ids, err := sp.IDs(st)
+			if err != nil {
+				return err
+			}
+			left += len(ids)
 		}
 		if left == 0 {
 			fmt.Printf("elapsed=%.3f\n", time.Since(start).Seconds())
