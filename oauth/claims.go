@@ -133,7 +133,8 @@ func DescribeToken(tok Token, claims Claims, now time.Time) string {
 	}
 	if !claims.HasRole(RoleSendAsApp) {
 		b.WriteString("WARNING: the token has no " + RoleSendAsApp + " role: admin consent missing? grant admin consent for " +
-			RoleSendAsApp + " (reference §5 step 1); note under Exchange RBAC for Applications tokens carry no roles\n")
+			RoleSendAsApp + " (app registration → API permissions → Office 365 Exchange Online → Application permissions → " +
+			RoleSendAsApp + ", then Grant admin consent); note under Exchange RBAC for Applications tokens carry no roles\n")
 	}
 	return b.String()
 }

@@ -91,7 +91,8 @@ type explanation struct {
 	permanent  bool
 }
 
-// explanations covers the codes of reference §1.
+// explanations covers the AADSTS codes a failed client-credentials token
+// request commonly returns, with the administrator's fix for each.
 var explanations = map[int]explanation{
 	7000215: {"the client secret is wrong",
 		"copy the secret's Value, not its Secret ID (create a new client secret in the app registration if needed)", true},

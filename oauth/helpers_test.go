@@ -88,7 +88,7 @@ func fakeJWT(n int64) string {
 	return fmt.Sprintf("eyJhbGciOiJSUzI1NiJ9.eyJ0ZXN0IjoxfQ.c2lnbmF0dXJlLXNlY3JldC10b2tlbi0%04d", n)
 }
 
-// entraError builds an Entra error body like reference §1.
+// entraError builds an error body as Entra's token endpoint sends it.
 func entraError(errCode string, aadsts int, desc string) string {
 	b, _ := json.Marshal(map[string]any{
 		"error":             errCode,

@@ -89,7 +89,7 @@ func TestDescribeToken(t *testing.T) {
 	without := with
 	without.Roles = nil
 	out = DescribeToken(tok, without, now.Add(2*time.Hour))
-	for _, w := range []string{"admin consent missing?", "SMTP.SendAsApp (reference §5 step 1)", "RBAC for Applications", "EXPIRED"} {
+	for _, w := range []string{"admin consent missing?", "grant admin consent for SMTP.SendAsApp (app registration → API permissions → Office 365 Exchange Online → Application permissions → SMTP.SendAsApp, then Grant admin consent)", "RBAC for Applications", "EXPIRED"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("missing %q in:\n%s", w, out)
 		}
