@@ -31,6 +31,8 @@ import (
 	"time"
 
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/oauthrelay/oauthrelay/internal/guid"
 )
 
 // CertInfo describes a certificate the way an Entra administrator needs it.
@@ -55,7 +57,7 @@ func Describe(cert *x509.Certificate) CertInfo {
 		KeyCredentials []map[string]string `json:"keyCredentials"`
 	}{[]map[string]string{{
 		"customKeyIdentifier": base64.StdEncoding.EncodeToString(s1[:]),
-		"keyId":               newGUID(),
+		"keyId":               guid.New(),
 		"type":                "AsymmetricX509Cert",
 		"usage":               "Verify",
 		"value":               base64.StdEncoding.EncodeToString(cert.Raw),
@@ -81,15 +83,6 @@ func dedent(s string) string {
 		lines[i] = strings.TrimPrefix(l, "  ")
 	}
 	return strings.Join(lines, "\n")
-}
-
-func newGUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40 // version 4
-	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 // LoadCertificate reads a certificate and its private key from a PEM file

@@ -2,8 +2,6 @@ package oauth
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -13,63 +11,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/cache"
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 
 	"github.com/oauthrelay/oauthrelay/internal/backoff"
 )
-
-// Defaults applied by NewSource.
-const (
-	DefaultAuthority        = "https://login.microsoftonline.com/"
-	DefaultScope            = "https://outlook.office365.com/.default"
-	DefaultMinTokenLifetime = 10 * time.Minute
-)
-
-// fetchTimeout bounds one token request (discovery + token POST).
-const fetchTimeout = 60 * time.Second
-
-// AppSettings is one [[app]] with secrets already resolved by the config loader.
-type AppSettings struct {
-	Name                 string         // config name, used in logs/errors
-	TenantID             string         // Directory (tenant) ID
-	ClientID             string         // Application (client) ID
-	Authority            string         // base like "https://login.microsoftonline.com/"; token URL = Authority + TenantID + "/oauth2/v2.0/token"
-	Scope                string         // default DefaultScope
-	ClientSecret         string         // set for a secret credential
-	CertificateFile      string         // PEM (cert+key) or .pfx/.p12
-	CertificatePassword  string         // for encrypted PEM / PFX
-	SendCertificateChain bool           // send x5c
-	MinTokenLifetime     time.Duration  // default DefaultMinTokenLifetime when 0
-	ProxyURL             string         // optional explicit proxy; otherwise HTTPS_PROXY/NO_PROXY
-	RootCAs              *x509.CertPool // nil = system roots
-}
-
-// Token is an access token and when it expires. Its String, GoString,
-// Format and LogValue methods never show the token itself.
-type Token struct {
-	AccessToken string
-	ExpiresOn   time.Time
-}
-
-// String redacts the token.
-func (t Token) String() string {
-	if t.AccessToken == "" {
-		return "Token(none)"
-	}
-	return "Token(redacted, expires " + t.ExpiresOn.UTC().Format(time.RFC3339) + ")"
-}
-
-// GoString redacts the token for %#v.
-func (t Token) GoString() string { return t.String() }
-
-// Format redacts the token for every fmt verb (%v, %+v, %s, %q, %x ...).
-func (t Token) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(t.String())) }
-
-// LogValue redacts the token in slog output.
-func (t Token) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("access_token", "[redacted]"), slog.Time("expires_on", t.ExpiresOn))
-}
 
 // Options are the runtime hooks of a Source.
 type Options struct {
@@ -173,11 +118,12 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("app %q: "+format, append([]any{name}, a...)...)
 	}
-	if s.TenantID == "" || strings.ContainsAny(s.TenantID, "/?# ") {
-		return nil, bad("tenant_id %q is missing or invalid: use the Directory (tenant) ID from the app registration's Overview page", s.TenantID)
-	}
-	if s.ClientID == "" {
-		return nil, bad("client_id is missing: use the Application (client) ID from the app registration's Overview page")
+	if ps := CheckApp(s); len(ps) > 0 {
+		msgs := make([]string, len(ps))
+		for i, p := range ps {
+			msgs[i] = p.String()
+		}
+		return nil, bad("%s", strings.Join(msgs, "; "))
 	}
 	authority := s.Authority
 	if authority == "" {
@@ -187,8 +133,8 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 		authority += "/"
 	}
 	au, err := url.Parse(authority)
-	if err != nil || au.Scheme != "https" || au.Host == "" {
-		return nil, bad("authority %q must be an https URL such as %s", s.Authority, DefaultAuthority)
+	if err != nil {
+		return nil, bad("authority: %v", err) // CheckApp parsed it already
 	}
 	scope := s.Scope
 	if scope == "" {
@@ -275,44 +221,6 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 	src.warnCertExpiry()
 	return src, nil
 }
-
-// newHTTPClient builds the client for the token endpoint: TLS 1.2+, the
-// given roots, and an explicit proxy or the environment's.
-func newHTTPClient(proxyURL string, roots *x509.CertPool) (*http.Client, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
-	tr.Proxy = http.ProxyFromEnvironment
-	if proxyURL != "" {
-		pu, err := url.Parse(proxyURL)
-		if err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https" && pu.Scheme != "socks5") {
-			return nil, fmt.Errorf("proxy %q must be a URL like http://proxy.example:3128", redactURL(proxyURL))
-		}
-		tr.Proxy = http.ProxyURL(pu)
-	}
-	return &http.Client{Transport: tr, Timeout: fetchTimeout}, nil
-}
-
-// redactURL hides a password in a proxy URL.
-func redactURL(s string) string {
-	if u, err := url.Parse(s); err == nil && u.User != nil {
-		return u.Redacted()
-	}
-	if i := strings.LastIndex(s, "@"); i >= 0 {
-		return "[redacted]" + s[i:]
-	}
-	return s
-}
-
-// emptyCache makes MSAL start every call from an empty token cache, so each
-// AcquireTokenByCredential really asks the endpoint and Source alone decides
-// what is cached.
-type emptyCache struct{}
-
-func (emptyCache) Replace(_ context.Context, c cache.Unmarshaler, _ cache.ReplaceHints) error {
-	return c.Unmarshal([]byte("{}"))
-}
-
-func (emptyCache) Export(context.Context, cache.Marshaler, cache.ExportHints) error { return nil }
 
 // Token returns the cached token if it has at least MinTokenLifetime left;
 // otherwise it fetches a new one, sharing a single request among all
@@ -461,82 +369,4 @@ func (s *Source) Status() Status {
 		st.ExpiresOn = s.tok.tok.ExpiresOn
 	}
 	return st
-}
-
-// maxSleep caps one wait of the refresher so that clock jumps (suspend,
-// NTP steps) are noticed.
-const maxSleep = time.Minute
-
-// minRefreshGap keeps the refresher from spinning on a server that issues
-// tokens with absurdly short lifetimes.
-const minRefreshGap = 5 * time.Second
-
-// ResetBackoff forgets earlier failures, so the next Token call asks the
-// endpoint at once. The relay calls it on reload: an admin who fixed the
-// cause in Entra (consent, an uploaded certificate) should not wait out a
-// backoff of up to 30 minutes.
-func (s *Source) ResetBackoff() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failures, s.retryAt = 0, time.Time{}
-}
-
-// Start refreshes the token in the background until ctx is done: a token is
-// replaced when its remaining lifetime falls to MinTokenLifetime +
-// max(1m, 10% of its lifetime), so callers rarely wait for a request. After
-// failures it follows the backoff rule of the package doc.
-func (s *Source) Start(ctx context.Context) {
-	go s.refresher(ctx)
-}
-
-func (s *Source) refresher(ctx context.Context) {
-	for {
-		s.mu.Lock()
-		wait := s.nextRefreshLocked()
-		changed := s.changed
-		if s.inflight != nil || wait <= 0 {
-			c := s.startLocked()
-			s.mu.Unlock()
-			select {
-			case <-c.done:
-			case <-ctx.Done():
-				return
-			}
-			continue
-		}
-		s.mu.Unlock()
-		if wait > maxSleep {
-			wait = maxSleep
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-		case <-s.after(wait):
-		}
-	}
-}
-
-// nextRefreshLocked is how long until the refresher should fetch; <= 0
-// means now.
-func (s *Source) nextRefreshLocked() time.Duration {
-	now := s.now()
-	if s.lastErr != nil && now.Before(s.retryAt) {
-		return s.retryAt.Sub(now)
-	}
-	if s.tok == nil {
-		return 0
-	}
-	min := s.tok.minLeft(s.minLife)
-	margin := max(time.Minute, s.tok.lifetime/10)
-	// A short-lived token cannot afford the full margin: refresh halfway
-	// between issue and the point where it stops being handed out.
-	if spare := s.tok.lifetime - min; margin > spare/2 {
-		margin = spare / 2
-	}
-	refreshAt := s.tok.tok.ExpiresOn.Add(-min - margin)
-	if earliest := s.tok.issued.Add(minRefreshGap); refreshAt.Before(earliest) {
-		refreshAt = earliest
-	}
-	return refreshAt.Sub(now)
 }

@@ -288,7 +288,7 @@ func TestNetworkErrors(t *testing.T) {
 		}
 		addr := ln.Addr().String()
 		ln.Close()
-		s := AppSettings{Name: "contoso", TenantID: "t1", ClientID: "c1", Authority: "https://" + addr + "/", ClientSecret: testSecret}
+		s := AppSettings{Name: "contoso", TenantID: "t1", ClientID: "c1c1c1c1-0000-4000-8000-000000000001", Authority: "https://" + addr + "/", ClientSecret: testSecret}
 		src, err := NewSource(s, Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -340,7 +340,7 @@ func TestCustomAuthorityRootCAs(t *testing.T) {
 }
 
 func TestNewSourceValidation(t *testing.T) {
-	ok := AppSettings{Name: "a", TenantID: "t", ClientID: "c", ClientSecret: "s"}
+	ok := AppSettings{Name: "a", TenantID: "t", ClientID: "cccccccc-0000-4000-8000-000000000001", ClientSecret: "s"}
 	tests := []struct {
 		name string
 		mod  func(*AppSettings)
@@ -349,6 +349,9 @@ func TestNewSourceValidation(t *testing.T) {
 		{"no tenant", func(s *AppSettings) { s.TenantID = "" }, "tenant_id"},
 		{"bad tenant", func(s *AppSettings) { s.TenantID = "a/b" }, "tenant_id"},
 		{"no client", func(s *AppSettings) { s.ClientID = "" }, "client_id"},
+		{"client not a GUID", func(s *AppSettings) { s.ClientID = "contoso-relay" }, "client_id: is not a GUID"},
+		{"scope without .default", func(s *AppSettings) { s.Scope = "https://outlook.office365.com/SMTP.Send" }, "/.default"},
+		{"socks4 proxy", func(s *AppSettings) { s.ProxyURL = "socks4://user:pw@proxy:1080" }, "socks5h"},
 		{"http authority", func(s *AppSettings) { s.Authority = "http://login.example/" }, "https"},
 		{"no credential", func(s *AppSettings) { s.ClientSecret = "" }, "no credential"},
 		{"both credentials", func(s *AppSettings) { s.CertificateFile = "x.pem" }, "not both"},
