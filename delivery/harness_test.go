@@ -13,10 +13,13 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/config"
-	"github.com/oauthrelay/oauthrelay/internal/testutil"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
+	"github.com/oauthrelay/oauthrelay/tokens"
+	"github.com/oauthrelay/oauthrelay/transport"
+	"github.com/oauthrelay/oauthrelay/transport/submit"
 )
 
 // The tenant, app and mailbox every test uses.
@@ -47,7 +50,7 @@ type hopts struct {
 	grace        time.Duration
 	// rootCAs replaces the scheduler's (not the token endpoint's) pool.
 	rootCAs *x509.CertPool
-	dial    Dialer
+	dial    transport.Dialer
 	// noStart leaves the scheduler stopped; call h.start.
 	noStart bool
 }
@@ -63,7 +66,7 @@ type harness struct {
 	cfg    *config.Config
 	spool  *queue.Spool
 	roots  *x509.CertPool
-	tokens *TokenSet
+	tokens *tokens.Set
 	sched  *Scheduler
 	logs   *syncBuffer
 
@@ -100,7 +103,7 @@ func newHarness(t *testing.T, o hopts) *harness {
 		t.Fatal(err)
 	}
 	h.cfg = h.config(o.secret)
-	h.roots, err = UpstreamRoots(h.cfg)
+	h.roots, err = tokens.Roots(h.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +114,7 @@ func newHarness(t *testing.T, o hopts) *harness {
 	}
 	tctx, tcancel := context.WithCancel(context.Background())
 	t.Cleanup(tcancel)
-	h.tokens, err = NewTokenSet(tctx, h.cfg, h.roots, oauth.Options{Logger: log})
+	h.tokens, err = tokens.New(tctx, h.cfg, h.roots, oauth.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,13 +201,13 @@ func (h *harness) newScheduler() *Scheduler {
 	if h.o.rootCAs != nil {
 		roots = h.o.rootCAs
 	}
+	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	deps := transport.Deps{Tokens: h.tokens.Get, RootCAs: roots, Dial: h.o.dial, Logger: log}
 	return New(Options{
 		Spool:         h.spool,
 		Config:        h.cfg,
-		Tokens:        h.tokens.Get,
-		RootCAs:       roots,
-		Dial:          h.o.dial,
-		Logger:        slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Transports:    map[string]transport.Transport{"smtp": submit.New(deps), "hve": submit.NewHVE(deps)},
+		Logger:        log,
 		PollInterval:  100 * time.Millisecond,
 		RateWindow:    h.o.rateWindow,
 		ShutdownGrace: h.o.grace,
@@ -352,4 +355,4 @@ func testMessage(from, subject string) []byte {
 }
 
 // syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer = testutil.SyncBuffer
+type syncBuffer = testkit.SyncBuffer

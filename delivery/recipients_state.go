@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -13,10 +11,7 @@ import (
 // The recipients each mailbox sent in the last 24 hours are kept in the
 // spool, so that a restart does not forget how much of Exchange Online's
 // 10,000 a day is used and run into SubmissionQuotaExceeded.
-const (
-	stateDir       = "state"
-	recipientsFile = "recipients-24h.json"
-)
+const recipientsFile = "recipients-24h.json"
 
 // recipientBucket is one minute of a mailbox's recipients. Times are
 // rounded up to the minute, so a restored window frees capacity slightly
@@ -26,13 +21,9 @@ type recipientBucket struct {
 	N  int       `json:"n"`
 }
 
-func (s *Scheduler) recipientsPath() string {
-	return filepath.Join(s.spool.Dir(), stateDir, recipientsFile)
-}
-
 // loadRecipients restores the 24-hour windows saved by an earlier run.
 func (s *Scheduler) loadRecipients() {
-	b, err := os.ReadFile(s.recipientsPath())
+	b, err := s.spool.LoadState(recipientsFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return
 	}
@@ -42,7 +33,7 @@ func (s *Scheduler) loadRecipients() {
 	}
 	if err != nil {
 		// Only a count for pacing: start afresh rather than refuse to run.
-		s.log.Warn("cannot read the saved daily recipient counts; counting from zero", "file", s.recipientsPath(), "error", err.Error())
+		s.log.Warn("cannot read the saved daily recipient counts; counting from zero", "file", recipientsFile, "error", err.Error())
 		return
 	}
 	now := s.o.Now()
@@ -84,15 +75,9 @@ func (s *Scheduler) saveRecipients() {
 	s.mu.Unlock()
 	b, err := json.MarshalIndent(out, "", "  ")
 	if err == nil {
-		err = os.MkdirAll(filepath.Dir(s.recipientsPath()), 0o700)
-	}
-	if err == nil {
-		tmp := s.recipientsPath() + ".tmp"
-		if err = os.WriteFile(tmp, append(b, '\n'), 0o600); err == nil {
-			err = os.Rename(tmp, s.recipientsPath())
-		}
+		err = s.spool.SaveState(recipientsFile, append(b, '\n'))
 	}
 	if err != nil {
-		s.log.Warn("cannot save the daily recipient counts", "file", s.recipientsPath(), "error", err.Error())
+		s.log.Warn("cannot save the daily recipient counts", "file", recipientsFile, "error", err.Error())
 	}
 }

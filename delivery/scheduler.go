@@ -1,24 +1,24 @@
 // Package delivery drains the spool into Microsoft 365: a scheduler per
 // mailbox that keeps within Exchange Online's limits (connections, messages
-// per minute, recipients per day), an upstream client that insists on
-// STARTTLS and signs in with XOAUTH2, one function that classifies every
-// reply, retries, and delivery status notifications.
+// per minute, recipients per day), pauses a mailbox whose setup Microsoft
+// refuses, retries, and queues delivery status notifications. It talks to
+// Microsoft only through the transport interface, so SMTP AUTH, HVE and
+// Graph mailboxes are paced, retried and reported the same way.
 package delivery
 
 import (
 	"container/heap"
 	"context"
-	"crypto/x509"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/queue"
+	"github.com/oauthrelay/oauthrelay/transport"
 )
 
 // Hooks let the caller count what delivery does (metrics).
@@ -39,12 +39,11 @@ type Hooks struct {
 type Options struct {
 	Spool  *queue.Spool
 	Config *config.Config
-	// Tokens returns the token source of an app by name.
-	Tokens  func(app string) (TokenSource, error)
-	RootCAs *x509.CertPool
-	Dial    Dialer
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Transports deliver, by [[mailbox]] transport ("smtp", "graph",
+	// "hve").
+	Transports map[string]transport.Transport
+	Logger     *slog.Logger
+	Now        func() time.Time
 	// Jitter returns a number in [0,1) for retry jitter.
 	Jitter func() float64
 	Hooks  Hooks
@@ -89,7 +88,7 @@ type item struct {
 	ready    bool // in mb.fresh or mb.retry
 	inflight bool
 	seq      int // bumped whenever the item leaves the heap logically
-	lastKind Kind
+	lastKind transport.Kind
 }
 
 // mbox is the scheduling state of one mailbox.
@@ -102,7 +101,7 @@ type mbox struct {
 	idle         int
 	wake         chan struct{}
 	pausedUntil  time.Time
-	pauseKind    Kind
+	pauseKind    transport.Kind
 	pauseReason  string
 	pauseFix     string
 	configFault  bool
@@ -127,10 +126,6 @@ func New(o Options) *Scheduler {
 	}
 	if o.Jitter == nil {
 		o.Jitter = rand.Float64
-	}
-	if o.Dial == nil {
-		d := &net.Dialer{}
-		o.Dial = d.DialContext
 	}
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = 30 * time.Second
@@ -164,7 +159,7 @@ func (s *Scheduler) SetConfig(cfg *config.Config) {
 		// Only a configuration fault is lifted: a reload does not make
 		// Exchange's throttling or daily quota go away.
 		if mb.configFault {
-			mb.pausedUntil, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix, mb.faults = time.Time{}, false, Delivered, "", "", 0
+			mb.pausedUntil, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix, mb.faults = time.Time{}, false, transport.Delivered, "", "", 0
 			// Mail held back by the fault is due now; mail deferred for
 			// other reasons (a 451, the daily quota) keeps its time.
 			var keep itemHeap
@@ -172,7 +167,7 @@ func (s *Scheduler) SetConfig(cfg *config.Config) {
 				e := heap.Pop(&mb.later).(*heapEntry)
 				switch {
 				case e.seq != e.it.seq:
-				case e.it.lastKind == ConfigFault:
+				case e.it.lastKind == transport.ConfigFault:
 					s.makeReady(mb, e.it, now)
 				default:
 					keep = append(keep, e)
@@ -507,7 +502,7 @@ func (s *Scheduler) forget(it *item) {
 }
 
 // reschedule puts an item back after an attempt.
-func (s *Scheduler) reschedule(it *item, st queue.State, due time.Time, kind Kind) {
+func (s *Scheduler) reschedule(it *item, st queue.State, due time.Time, kind transport.Kind) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	it.inflight = false
@@ -515,7 +510,7 @@ func (s *Scheduler) reschedule(it *item, st queue.State, due time.Time, kind Kin
 	it.state = st
 	it.lastKind = kind
 	mb := s.mailbox(it.mailbox)
-	if kind == ConfigFault && !mb.configFault {
+	if kind == transport.ConfigFault && !mb.configFault {
 		// The pause this attempt caused was lifted while the envelope
 		// was being written back (a reload with the fix, or another
 		// connection got through): do not sit out the old pause.
@@ -525,48 +520,6 @@ func (s *Scheduler) reschedule(it *item, st queue.State, due time.Time, kind Kin
 	it.due = due
 	heap.Push(&mb.later, &heapEntry{it: it, seq: it.seq, due: it.due})
 	s.poke()
-}
-
-// pause stops a mailbox's deliveries until the backoff ends.
-func (s *Scheduler) pause(mb *mbox, v Verdict, base, maxDelay time.Duration) time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.o.Now()
-	if now.Before(mb.pausedUntil) && mb.pauseKind == v.Kind {
-		// Another worker's attempt, started before the pause, hit the same
-		// kind of fault (Exchange's replies differ by server name, so the
-		// text cannot tell): one fault, not a reason to back off further.
-		return mb.pausedUntil
-	}
-	mb.faults++
-	d := base
-	for i := 1; i < mb.faults && d < maxDelay; i++ {
-		d *= 2
-	}
-	d = min(d, maxDelay)
-	// A shorter pause never cuts a longer one (a throttle after the
-	// daily quota).
-	if until := now.Add(d); until.After(mb.pausedUntil) {
-		mb.pausedUntil = until
-	}
-	mb.pauseKind = v.Kind
-	mb.pauseReason = v.Reply
-	mb.pauseFix = v.Fix
-	mb.configFault = v.Kind == ConfigFault
-	s.broadcast(mb)
-	return mb.pausedUntil
-}
-
-func (s *Scheduler) unpause(mb *mbox) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if mb.faults > 0 || mb.configFault {
-		if mb.configFault {
-			s.log.Info("mailbox works again", "mailbox", mb.addr)
-		}
-		mb.faults, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix = 0, false, Delivered, "", ""
-		mb.pausedUntil = time.Time{}
-	}
 }
 
 // heapEntry is an item's place in the retry heap. It keeps the due time

@@ -4,27 +4,28 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/queue"
+	"github.com/oauthrelay/oauthrelay/transport"
 )
 
 // worker is one upstream connection's worth of a mailbox's deliveries.
 type worker struct {
 	s    *Scheduler
 	mb   *mbox
-	conn *conn
+	conn transport.Conn
+	// kind is the transport conn belongs to ("smtp", "graph", "hve").
+	kind string
 }
 
 func (w *worker) closeConn() {
 	if w.conn != nil {
-		w.conn.close()
+		w.conn.Close()
 		w.conn = nil
-		w.s.connDelta(w.mb, -1)
 	}
 }
 
@@ -37,14 +38,21 @@ func (s *Scheduler) connDelta(mb *mbox, d int) {
 	}
 }
 
-// outcome is the result of one attempt, before it is written down.
-type outcome struct {
-	// msg is the verdict for the whole message when the attempt failed
-	// before per-recipient results (connect, token, AUTH, MAIL, DATA).
-	msg   *Verdict
-	rcpts map[string]Verdict
-	// dataReply is the upstream's 250 text (it carries Microsoft's id).
-	dataReply string
+// conn returns the worker's connection for the mailbox's transport, a new
+// one when a reload changed the transport.
+func (w *worker) connFor(mc *config.Mailbox) (transport.Conn, bool) {
+	kind := mc.Transport
+	if w.conn != nil && w.kind == kind {
+		return w.conn, true
+	}
+	w.closeConn()
+	t := w.s.o.Transports[kind]
+	if t == nil {
+		return nil, false
+	}
+	mb := w.mb
+	w.conn, w.kind = t.NewConn(mb.addr, func(d int) { w.s.connDelta(mb, d) }), kind
+	return w.conn, true
 }
 
 func (w *worker) process(ctx context.Context, it *item) {
@@ -74,7 +82,7 @@ func (w *worker) process(ctx context.Context, it *item) {
 	}
 	mc := cfg.Mailbox(env.Mailbox)
 	if mc == nil || mc.AppRef == nil {
-		s.reschedule(it, env.State, s.o.Now().Add(cfg.Spool.MaxRetryDelay.Duration), Transient)
+		s.reschedule(it, env.State, s.o.Now().Add(cfg.Spool.MaxRetryDelay.Duration), transport.Transient)
 		return
 	}
 	pol := s.policy(cfg)
@@ -85,7 +93,7 @@ func (w *worker) process(ctx context.Context, it *item) {
 	if err := s.spool.Move(env, queue.Active); err != nil {
 		if !errors.Is(err, queue.ErrNotFound) {
 			s.log.Error("cannot mark message active", "id", env.ID, "error", err.Error())
-			s.reschedule(it, env.State, start.Add(pol.Min), Transient)
+			s.reschedule(it, env.State, start.Add(pol.Min), transport.Transient)
 			return
 		}
 		s.forget(it)
@@ -102,7 +110,7 @@ func (w *worker) process(ctx context.Context, it *item) {
 	if wait, ok := s.reserve(ctx, w.mb, mc, len(pending)); !ok {
 		// Over the daily recipient quota (or shutting down): wait without
 		// an attempt, which would only earn a SubmissionQuotaExceeded.
-		s.finishDeferred(it, env, wait, Quota, "")
+		s.finishDeferred(it, env, wait, transport.Quota, "")
 		return
 	}
 	out := w.attempt(sendCtx, cfg, mc, env, pending)
@@ -110,299 +118,61 @@ func (w *worker) process(ctx context.Context, it *item) {
 	s.record(it, env, mc, cfg, out, start)
 }
 
-// reserve waits for a slot in the mailbox's per-minute window and checks
-// the daily recipient quota. It returns false with the time to retry when
-// the quota is used up or delivery is shutting down.
-func (s *Scheduler) reserve(ctx context.Context, mb *mbox, mc *config.Mailbox, rcpts int) (time.Time, bool) {
-	for {
-		s.mu.Lock()
-		now := s.o.Now()
-		if mc.MaxRecipientsPerDay > 0 {
-			// Recipients of attempts still in flight count as if accepted.
-			if at := mb.rcpts.freeAt(now, mc.MaxRecipientsPerDay-mb.rcptsInflight, rcpts); at.After(now) {
-				s.mu.Unlock()
-				// Pause the whole mailbox, so its other mail waits too
-				// instead of each message finding out on its own.
-				d := at.Sub(now)
-				s.pause(mb, Verdict{Kind: Quota, Reply: "the relay's count of this mailbox's recipients in the last 24 hours reached max_recipients_per_day",
-					Fix: "mail waits for the 24-hour window to roll; spread the load over more mailboxes if this repeats"}, d, d)
-				s.log.Warn("mailbox reached its daily recipient limit; mail waits for the 24-hour window to roll", "mailbox", mb.addr, "until", at.Format(time.RFC3339))
-				return at, false
-			}
-		}
-		var wait time.Time
-		if mb.inflight < mc.MaxPerMinute {
-			// In-flight sends count too: their upstream time is not known
-			// until they finish.
-			at := mb.sent.freeAt(now, mc.MaxPerMinute-mb.inflight-1, 0)
-			if !at.After(now) {
-				mb.inflight++
-				mb.rcptsInflight += rcpts
-				s.mu.Unlock()
-				return time.Time{}, true
-			}
-			wait = at
-		} else {
-			wait = now.Add(time.Second)
-		}
-		wake := mb.wake
-		s.mu.Unlock()
-		t := time.NewTimer(max(wait.Sub(now), time.Millisecond))
-		select {
-		case <-t.C:
-		case <-wake:
-		case <-ctx.Done():
-			t.Stop()
-			return s.o.Now(), false
-		}
-		t.Stop()
+// attempt hands one message to the mailbox's transport.
+func (w *worker) attempt(ctx context.Context, cfg *config.Config, mc *config.Mailbox, env *queue.Envelope, pending []string) transport.Result {
+	conn, ok := w.connFor(mc)
+	if !ok {
+		v := transport.Verdict{Kind: transport.ConfigFault, Reply: fmt.Sprintf("no transport %q is available", mc.Transport),
+			Fix: fmt.Sprintf(`set transport = "smtp", "graph" or "hve" for mailbox %s`, mc.Address)}
+		return transport.Result{Msg: &v}
 	}
-}
-
-// release ends an in-flight send: it now counts in the per-minute window
-// at the time it finished, which is never earlier than when the upstream
-// counted it, and only the recipients the upstream took count toward the
-// daily limit (a failed attempt used none of Exchange's quota).
-func (s *Scheduler) release(mb *mbox, out outcome, rcpts int) {
-	taken := 0
-	for _, v := range out.rcpts {
-		if v.Kind == Delivered {
-			taken++
-		}
-	}
-	s.mu.Lock()
-	now := s.o.Now()
-	mb.inflight--
-	mb.rcptsInflight -= rcpts
-	mb.sent.add(now, 1)
-	if taken > 0 {
-		mb.rcpts.add(now, taken)
-	}
-	s.broadcast(mb)
-	s.mu.Unlock()
-}
-
-// attempt makes one delivery attempt on this worker's connection, opening
-// (and, when a stale token is refused, reopening) it as needed.
-func (w *worker) attempt(ctx context.Context, cfg *config.Config, mc *config.Mailbox, env *queue.Envelope, pending []string) outcome {
-	s := w.s
-	app := mc.AppRef
-	if w.conn != nil && w.conn.token.ExpiresOn.Sub(s.o.Now()) < app.MinTokenLifetime.Duration {
-		// Never present, or keep using, a token under the minimum.
-		w.closeConn()
-	}
-	retried := false
-	for w.conn == nil {
-		v, ok := w.open(ctx, cfg, mc, !retried)
-		if ok {
-			break
-		}
-		if v.RetryToken && !retried {
-			retried = true
-			continue
-		}
-		return outcome{msg: &v}
-	}
-	body, size, err := s.spool.Body(env.ID)
-	if err != nil {
-		v := Verdict{Kind: Transient, Reply: "cannot read the message body from the spool: " + err.Error()}
-		return outcome{msg: &v}
-	}
-	defer body.Close()
-	// Cut the connection if delivery is shutting down past its grace.
-	c := w.conn.c // the callback may run after closeConn cleared w.conn
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	results, dataReply, err := w.conn.send(env.MailFrom, env.SMTPUTF8, size, pending, body)
-	stop()
-	out := outcome{rcpts: map[string]Verdict{}, dataReply: dataReply}
-	if err != nil {
-		stage, err := splitStage(err, StageData)
-		v := Classify(stage, err, mc.Address)
-		out.msg = &v
-		// After DATA failed the recipients accepted at RCPT share its
-		// verdict; those refused at RCPT keep their own.
-		for _, r := range results {
-			if r.err != nil {
-				out.rcpts[r.addr] = Classify(StageRcpt, r.err, mc.Address)
-			}
-		}
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) || v.Kind == Throttled || se.Code == 421 {
-			// The connection's state is unknown (or the server is
-			// closing it): start afresh next time.
-			w.closeConn()
-		} else if w.conn.reset() != nil {
-			w.closeConn()
-		}
-		return out
-	}
-	for _, r := range results {
-		if r.err != nil {
-			out.rcpts[r.addr] = Classify(StageRcpt, r.err, mc.Address)
-		} else {
-			out.rcpts[r.addr] = Verdict{Kind: Delivered, Reply: "250 " + dataReply}
-		}
-	}
-	if w.conn.reset() != nil {
-		w.closeConn()
-	}
-	return out
-}
-
-// open dials and authenticates. On failure it returns the verdict; when
-// first is set, a refused token is invalidated so the retry gets a fresh
-// one. A token refused on the retry stays cached: dropping it too would
-// only cost another token request for a fault a new token does not fix.
-func (w *worker) open(ctx context.Context, cfg *config.Config, mc *config.Mailbox, first bool) (Verdict, bool) {
-	s := w.s
-	app := mc.AppRef
-	src, err := s.o.Tokens(app.Name)
-	if err != nil {
-		return Verdict{Kind: ConfigFault, Reply: "token source: " + err.Error(), Fix: "check the [[app]] " + app.Name + " credential settings"}, false
-	}
-	tctx, cancel := context.WithTimeout(ctx, cfg.Upstream.Timeout.Duration)
-	tok, err := src.Token(tctx)
-	cancel()
-	if err != nil {
-		return Classify(StageToken, err, mc.Address), false
-	}
-	c, err := dial(ctx, s.o.Dial, app.UpstreamAddress, cfg.Listen.Hostname, s.o.RootCAs, cfg.Upstream.Timeout.Duration, mc.Address, tok)
-	if err != nil {
-		stage, err := splitStage(err, StageConnect)
-		v := Classify(stage, err, mc.Address)
-		if v.RetryToken && first {
-			src.Invalidate(tok.AccessToken)
-		}
-		return v, false
-	}
-	w.conn = c
-	s.connDelta(w.mb, 1)
-	return Verdict{}, true
+	spool := w.s.spool
+	return conn.Deliver(ctx, &transport.Attempt{
+		Config: cfg, Mailbox: mc, ID: env.ID, From: env.MailFrom, SMTPUTF8: env.SMTPUTF8, Recipients: pending,
+		Body: func() (io.ReadCloser, int64, error) { return spool.Body(env.ID) },
+	})
 }
 
 // record writes the attempt into the envelope and moves it on: removed when
 // done, to failed/ with a DSN when recipients failed for good, or back to
 // deferred/ with its next attempt.
-func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cfg *config.Config, out outcome, start time.Time) {
+func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cfg *config.Config, res transport.Result, start time.Time) {
 	now := s.o.Now()
 	pending := env.PendingAddresses()
-	kind := Delivered
-	reply := "250 " + out.dataReply
-	var fix string
-	if out.msg != nil {
-		kind, reply, fix = out.msg.Kind, out.msg.Reply, out.msg.Fix
-	}
-	var newlyFailed []*queue.Recipient
-	delivered := 0
-	worst := Delivered
-	for _, r := range env.Recipients {
-		if r.State != queue.RcptPending {
-			continue
-		}
-		v, ok := out.rcpts[r.Address]
-		if !ok && out.msg != nil {
-			v = *out.msg
-		}
-		r.Reply, r.Updated = v.Reply, now
-		switch v.Kind {
-		case Delivered:
-			r.State = queue.RcptDelivered
-			delivered++
-		case Permanent:
-			r.State = queue.RcptFailed
-			newlyFailed = append(newlyFailed, r)
-		}
-		if v.Kind > worst {
-			worst = v.Kind
-		}
-	}
-	if out.msg == nil {
-		kind = worst
-		if kind != Delivered {
-			// Per-recipient trouble only: report the first such reply.
-			for _, r := range env.Recipients {
-				if v, ok := out.rcpts[r.Address]; ok && v.Kind != Delivered {
-					reply, fix = v.Reply, v.Fix
-					break
-				}
-			}
-		}
-	}
-	result := kind.String()
-	if delivered > 0 && delivered < len(pending) {
-		// Some recipients of this attempt made it, others did not (yet).
-		result = "partial"
-	}
-	env.Attempts = append(env.Attempts, queue.Attempt{At: start, Duration: queue.Millis(now.Sub(start).Milliseconds()), Result: result, Reply: reply, Recipients: pending})
+	a := applyResult(env, res, now)
+	env.Attempts = append(env.Attempts, queue.Attempt{At: start, Duration: queue.Millis(now.Sub(start).Milliseconds()), Result: a.Result, Reply: a.Reply, Recipients: pending})
 	if s.o.Hooks.Attempt != nil {
-		s.o.Hooks.Attempt(mc.Address, result, (&Verdict{Reply: reply}).ReplyClass())
+		s.o.Hooks.Attempt(mc.Address, a.Result, (&transport.Verdict{Reply: a.Reply}).ReplyClass())
+	}
+	if res.Note != "" {
+		s.log.Info("recipients adjusted for the upstream", "id", env.ID, "mailbox", mc.Address, "change", res.Note)
 	}
 	mb := s.mailboxFor(mc.Address)
-	switch kind {
-	case ConfigFault:
-		until := s.pause(mb, Verdict{Kind: ConfigFault, Reply: reply, Fix: fix}, cfg.Spool.MinRetryDelay.Duration, cfg.Spool.MaxRetryDelay.Duration)
-		s.log.Error("Microsoft 365 refused the relay's own setup (credentials, permissions or TLS); mail stays queued and the mailbox pauses until fixed",
-			"mailbox", mc.Address, "app", mc.App, "reply", reply, "fix", fix, "retry_at", until.Format(time.RFC3339))
-	case Throttled:
-		until := s.pause(mb, Verdict{Kind: Throttled, Reply: reply}, cfg.Spool.MinRetryDelay.Duration, cfg.Spool.MaxRetryDelay.Duration)
-		if s.o.Hooks.Throttled != nil {
-			s.o.Hooks.Throttled(mc.Address)
-		}
-		s.log.Warn("Microsoft 365 throttled the mailbox; backing off", "mailbox", mc.Address, "reply", reply, "until", until.Format(time.RFC3339))
-	case Quota:
-		s.pause(mb, Verdict{Kind: Quota, Reply: reply, Fix: fix}, time.Hour, time.Hour)
-		s.log.Warn("Microsoft 365 daily recipient quota reached; mail waits about a day", "mailbox", mc.Address, "reply", reply, "fix", fix)
-	}
-
-	if delivered > 0 {
+	s.pauseFor(mb, mc, cfg, a)
+	if a.Delivered > 0 {
 		// Only mail getting through proves the mailbox works again; a 451
 		// or a refused recipient on another connection says nothing about
 		// the pause this one is under.
 		s.unpause(mb)
 	}
-	if len(newlyFailed) > 0 {
-		s.notifyFailure(env, newlyFailed, cfg)
+	if len(a.NewlyFailed) > 0 {
+		s.notifyFailure(env, a.NewlyFailed, cfg)
 	}
 	if len(env.Pending()) == 0 {
 		s.complete(it, env, start)
 		return
 	}
-	var next time.Time
-	expired := false
-	switch kind {
-	case ConfigFault, Throttled:
-		s.mu.Lock()
-		next = mb.pausedUntil
-		s.mu.Unlock()
-		// Our own configuration never bounces mail; throttling counts
-		// toward max_age like any other temporary failure.
-		if kind == Throttled {
-			_, expired = s.policy(cfg).Next(env.Received, now, len(env.Attempts), s.o.Jitter())
-		}
-	case Quota:
-		next = now.Add(24 * time.Hour)
-		if d := env.Received.Add(cfg.Spool.MaxAge.Duration); next.After(d) {
-			next = d
-		}
-		_, expired = s.policy(cfg).Next(env.Received, now, len(env.Attempts), s.o.Jitter())
-	default:
-		next, expired = s.policy(cfg).Next(env.Received, now, len(env.Attempts), s.o.Jitter())
-	}
+	s.mu.Lock()
+	pausedUntil := mb.pausedUntil
+	s.mu.Unlock()
+	next, expired := nextAttempt(a.Kind, env, s.policy(cfg), now, pausedUntil, s.o.Jitter())
 	if expired {
-		var gaveUp []*queue.Recipient
-		for _, r := range env.Recipients {
-			if r.State == queue.RcptPending {
-				r.State = queue.RcptFailed
-				r.Reply = fmt.Sprintf("gave up after %s in the queue; last reply: %s", cfg.Spool.MaxAge.Duration, r.Reply)
-				gaveUp = append(gaveUp, r)
-			}
-		}
-		s.notifyFailure(env, gaveUp, cfg)
+		s.notifyFailure(env, giveUp(env, cfg.Spool.MaxAge.Duration), cfg)
 		s.complete(it, env, start)
 		return
 	}
-	env.LastError = reply
-	s.finishDeferred(it, env, next, kind, reply)
+	env.LastError = a.Reply
+	s.finishDeferred(it, env, next, a.Kind, a.Reply)
 }
 
 func (s *Scheduler) mailboxFor(addr string) *mbox {
@@ -412,7 +182,7 @@ func (s *Scheduler) mailboxFor(addr string) *mbox {
 }
 
 // finishDeferred moves an envelope to deferred/ with its next attempt.
-func (s *Scheduler) finishDeferred(it *item, env *queue.Envelope, next time.Time, kind Kind, reply string) {
+func (s *Scheduler) finishDeferred(it *item, env *queue.Envelope, next time.Time, kind transport.Kind, reply string) {
 	env.NextAttempt = next
 	if err := s.spool.Move(env, queue.Deferred); err != nil {
 		if errors.Is(err, queue.ErrNotFound) {

@@ -15,7 +15,7 @@
 //  6. Optionally, a test message is sent from each mailbox.
 //
 // The explanations are not kept here: Microsoft's SMTP replies are
-// explained by delivery.Classify and token errors by oauth.Error, exactly
+// explained by transport.Classify and token errors by oauth.Error, exactly
 // as the relay's log explains them.
 package doctor
 
@@ -33,8 +33,10 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/config"
-	"github.com/oauthrelay/oauthrelay/delivery"
 	"github.com/oauthrelay/oauthrelay/oauth"
+	"github.com/oauthrelay/oauthrelay/tokens"
+	"github.com/oauthrelay/oauthrelay/transport"
+	"github.com/oauthrelay/oauthrelay/transport/submit"
 )
 
 // Options configure a doctor run.
@@ -48,7 +50,7 @@ type Options struct {
 	// Out receives the report.
 	Out io.Writer
 	// Dial opens TCP connections to the upstream; nil uses net.Dialer.
-	Dial delivery.Dialer
+	Dial transport.Dialer
 	// Resolver looks up the upstream's name; nil uses net.DefaultResolver.
 	Resolver *net.Resolver
 	// Timeout bounds each network step; 0 means [upstream] timeout, at
@@ -139,7 +141,7 @@ func Run(ctx context.Context, o Options) Result {
 		return r.res
 	}
 
-	roots, err := delivery.UpstreamRoots(cfg)
+	roots, err := tokens.Roots(cfg)
 	if err != nil {
 		r.fail("", "trusted CAs: "+err.Error(), "fix [upstream] ca_file (a PEM file of CA certificates)")
 		return r.res
@@ -216,9 +218,9 @@ func (r *run) checkUpstream(ctx context.Context, addr string) bool {
 	c.Close()
 	r.pass(in, "TCP: connected to %s (%s)", addr, r.o.Now().Sub(start).Round(time.Millisecond))
 
-	st, err := delivery.ProbeTLS(ctx, r.o.Dial, addr, r.cfg.Listen.Hostname, r.roots, r.o.Timeout)
+	st, err := submit.ProbeTLS(ctx, r.o.Dial, addr, r.cfg.Listen.Hostname, r.roots, r.o.Timeout)
 	if err != nil {
-		v := delivery.Classify(delivery.StageConnect, err, "")
+		v := transport.Classify(transport.StageConnect, err, "")
 		fix := v.Fix
 		if fix == "" {
 			fix = "check that " + addr + " is Microsoft 365's submission server (smtp.office365.com:587) and that nothing between blocks STARTTLS"
@@ -242,7 +244,7 @@ func (r *run) checkApp(ctx context.Context, app *config.App, mailboxes []*config
 	const in = "  "
 	fmt.Fprintf(r.o.Out, "app %s (tenant %s, client %s, %s)\n", app.Name, app.TenantID, app.ClientID, app.CredentialKind())
 	where := fmt.Sprintf(" [app registration %s in tenant %s]", app.ClientID, app.TenantID)
-	src, err := oauth.NewSource(delivery.TokenSettings(app, r.roots), oauth.Options{Logger: slog.New(slog.DiscardHandler), Now: r.o.Now})
+	src, err := oauth.NewSource(tokens.Settings(app, transport.Exchange, r.roots), oauth.Options{Logger: slog.New(slog.DiscardHandler), Now: r.o.Now})
 	if err != nil {
 		r.fail(in, "token: "+err.Error(), "fix the [[app]] "+app.Name+" settings in "+r.cfg.Path)
 		r.skipMailboxes(mailboxes)
@@ -310,11 +312,11 @@ func (r *run) checkClaims(in string, app *config.App, c oauth.Claims) {
 func (r *run) checkMailbox(ctx context.Context, app *config.App, mb *config.Mailbox, tok oauth.Token, c oauth.Claims) {
 	const in = "    "
 	fmt.Fprintf(r.o.Out, "  mailbox %s\n", mb.Address)
-	s, stage, err := delivery.Open(ctx, r.o.Dial, app.UpstreamAddress, r.cfg.Listen.Hostname, r.roots, r.o.Timeout, mb.Address, tok)
+	s, stage, err := submit.Open(ctx, r.o.Dial, app.UpstreamAddress, r.cfg.Listen.Hostname, r.roots, r.o.Timeout, mb.Address, tok)
 	if err != nil {
-		v := delivery.Classify(stage, err, mb.Address)
+		v := transport.Classify(stage, err, mb.Address)
 		fix := personalize(v.Fix, app, c)
-		if fix != "" && (v.Kind == delivery.ConfigFault) && !c.HasRole(oauth.RoleSendAsApp) && strings.Contains(fix, "New-ServicePrincipal") {
+		if fix != "" && (v.Kind == transport.ConfigFault) && !c.HasRole(oauth.RoleSendAsApp) && strings.Contains(fix, "New-ServicePrincipal") {
 			fix = "the token carries no " + oauth.RoleSendAsApp + " role, so first check admin consent; " + fix
 		}
 		r.fail(in, fmt.Sprintf("AUTH XOAUTH2 as %s (%s): %s", mb.Address, stage, v.Reply), fix)
@@ -332,7 +334,7 @@ func (r *run) checkMailbox(ctx context.Context, app *config.App, mb *config.Mail
 		mb.Address, r.o.SendTest, mb.Address, now.Format(time.RFC1123Z), now.UnixNano(), host, host, mb.Address, app.Name)
 	reply, stage, err := s.Send(mb.Address, []string{r.o.SendTest}, []byte(body))
 	if err != nil {
-		v := delivery.Classify(stage, err, mb.Address)
+		v := transport.Classify(stage, err, mb.Address)
 		r.fail(in, fmt.Sprintf("test message to %s (%s): %s", r.o.SendTest, stage, v.Reply), personalize(v.Fix, app, c))
 		return
 	}

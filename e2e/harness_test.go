@@ -131,9 +131,9 @@ type testRelay struct {
 	log    *slog.Logger
 	logs   *syncBuffer
 	spool  *queue.Spool
-	roots  *x509.CertPool
 	addr   string
-	tokens *delivery.TokenSet
+	svc    *service.Relay
+	tokens *tokens.Set
 	rec    *tokenRecorder
 	// sched is the running scheduler (nil while delivery is stopped).
 	sched *delivery.Scheduler
@@ -144,8 +144,6 @@ type testRelay struct {
 	// transcripts holds every byte the relay's listener sent to the test
 	// clients (its replies, including errors).
 	transcripts *syncBuffer
-
-	stopDelivery func()
 }
 
 // startRelay writes a configuration for o, loads it with the real loader
@@ -213,46 +211,23 @@ level = "debug"
 
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	now := o.Now
-	if now == nil {
-		now = time.Now
-	}
-	spool, _, err := queue.Open(cfg.Spool.Dir, queue.Options{Logger: log, Now: now, Recover: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots, err := delivery.UpstreamRoots(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &testRelay{t: t, emu: emu, o: o, dir: dir, cfg: cfg, log: log, logs: logs, spool: spool, roots: roots,
+	r := &testRelay{t: t, emu: emu, o: o, dir: dir, cfg: cfg, log: log, logs: logs,
 		rec: &tokenRecorder{}, transcripts: &syncBuffer{}}
-
-	srv := relay.NewServer(cfg, spool, relay.ServerOptions{Logger: log, Now: now})
-	plain, _, err := srv.Listeners()
+	svc, err := service.Start(cfg, service.Options{
+		Logger: log, Now: o.Now, HTTPClient: o.HTTPClient, NoDelivery: true,
+		WrapTokens: func(get transport.Tokens) transport.Tokens { r.rec.get = get; return r.rec.Get },
+		Delivery:   delivery.Options{PollInterval: 100 * time.Millisecond, ShutdownGrace: 5 * time.Second},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.addr = plain.Addr().String()
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(plain, nil)
-	}()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		plain.Close()
-		<-served
-	})
+	r.svc, r.spool, r.addr = svc, svc.Spool(), svc.SMTPAddr().String()
 	if !o.NoDelivery {
 		r.startDelivery()
 	}
 	t.Cleanup(func() {
-		if r.stopDelivery != nil {
-			r.stopDelivery()
-		}
+		svc.Shutdown(10 * time.Second)
+		r.sched, r.tokens = nil, nil
 		if t.Failed() || os.Getenv("E2E_DUMP_LOGS") != "" {
 			t.Logf("relay log:\n%s", logs.String())
 		}
@@ -260,42 +235,20 @@ level = "debug"
 	return r
 }
 
-// startDelivery starts the token sources and the scheduler.
+// startDelivery starts the token sources and the scheduler, verifying the
+// upstream against r.smtpRoots when set.
 func (r *testRelay) startDelivery() {
-	t := r.t
-	now := r.o.Now
-	if now == nil {
-		now = time.Now
+	r.svc.SetUpstreamRoots(r.smtpRoots)
+	if err := r.svc.StartDelivery(); err != nil {
+		r.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	tokens, err := delivery.NewTokenSet(ctx, r.cfg, r.roots, oauth.Options{Logger: r.log, Now: now, HTTPClient: r.o.HTTPClient})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	r.tokens = tokens
-	r.rec.get = tokens.Get
-	smtpRoots := r.roots
-	if r.smtpRoots != nil {
-		smtpRoots = r.smtpRoots
-	}
-	sched := delivery.New(delivery.Options{
-		Spool: r.spool, Config: r.cfg, Tokens: r.rec.Get, RootCAs: smtpRoots, Logger: r.log, Now: now,
-		PollInterval: 100 * time.Millisecond, ShutdownGrace: 5 * time.Second,
-	})
-	r.sched = sched
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := sched.Run(ctx); err != nil {
-			t.Errorf("scheduler: %v", err)
-		}
-	}()
-	r.stopDelivery = func() {
-		cancel()
-		<-done
-		r.sched, r.stopDelivery = nil, nil
-	}
+	r.sched, r.tokens = r.svc.Scheduler(), r.svc.Tokens()
+}
+
+// stopDelivery stops them; mail in flight stays spooled.
+func (r *testRelay) stopDelivery() {
+	r.svc.StopDelivery()
+	r.sched, r.tokens = nil, nil
 }
 
 // send submits one message through the relay's listener and returns the
@@ -387,7 +340,7 @@ func (c *recordingConn) Read(p []byte) (int, error) {
 // they hand to the delivery code, so that tests can look for them where
 // they must not be. It also counts callers waiting inside Token.
 type tokenRecorder struct {
-	get func(app string) (delivery.TokenSource, error)
+	get transport.Tokens
 
 	mu      sync.Mutex
 	tokens  map[string]bool
@@ -396,9 +349,9 @@ type tokenRecorder struct {
 	changed chan struct{}
 }
 
-// Get is the Tokens hook of delivery.Options.
-func (r *tokenRecorder) Get(app string) (delivery.TokenSource, error) {
-	src, err := r.get(app)
+// Get is the token lookup the transports use.
+func (r *tokenRecorder) Get(app string, res transport.Resource) (transport.TokenSource, error) {
+	src, err := r.get(app, res)
 	if err != nil {
 		return nil, err
 	}
@@ -448,7 +401,7 @@ func (r *tokenRecorder) add(d int) {
 }
 
 type recordingSource struct {
-	src delivery.TokenSource
+	src transport.TokenSource
 	rec *tokenRecorder
 }
 

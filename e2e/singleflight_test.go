@@ -122,8 +122,8 @@ func TestConcurrentSourceCallsOneTokenRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Count the callers inside Token to open the gate only when all wait.
-	rec := &tokenRecorder{get: func(string) (delivery.TokenSource, error) { return src, nil }}
-	counted, _ := rec.Get("contoso")
+	rec := &tokenRecorder{get: func(string, transport.Resource) (transport.TokenSource, error) { return src, nil }}
+	counted, _ := rec.Get("contoso", transport.Exchange)
 	const callers = 100
 	type result struct {
 		tok oauth.Token

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/service"
 )
 
 func init() {
@@ -95,7 +96,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "  relay spool              %s\n", cfg.Spool.Dir)
 	fmt.Fprintf(stdout, "  delivered mail           %s\n\n", delivered)
 
-	r, err := startRelay(cfg, log)
+	r, err := service.Start(cfg, service.Options{Logger: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "oauthrelay demo: cannot start the relay: %v\n", err)
 		var oe *net.OpError
@@ -104,12 +105,12 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	defer r.shutdown(5 * time.Second)
+	defer r.Shutdown(5 * time.Second)
 
 	// 3. One sample message, as a legacy application would send it.
 	fmt.Fprintf(stdout, "Sending a sample message to the relay as client %q (AUTH PLAIN, password %q)...\n", demoUser, demoPassword)
 	// The address actually bound (the flag may say port 0).
-	addr := r.smtpAddr.String()
+	addr := r.SMTPAddr().String()
 	if err := sendDemoMessage(addr); err != nil {
 		fmt.Fprintf(stderr, "oauthrelay demo: the relay refused the sample message: %v\n", err)
 		return 1

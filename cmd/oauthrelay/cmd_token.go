@@ -11,8 +11,9 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/config"
-	"github.com/oauthrelay/oauthrelay/delivery"
 	"github.com/oauthrelay/oauthrelay/oauth"
+	"github.com/oauthrelay/oauthrelay/tokens"
+	"github.com/oauthrelay/oauthrelay/transport"
 )
 
 func init() {
@@ -49,7 +50,7 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 	if app == nil {
 		return code
 	}
-	roots, err := delivery.UpstreamRoots(cfg)
+	roots, err := tokens.Roots(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "oauthrelay token: %v\n", err)
 		return 1
@@ -59,7 +60,7 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 	}
 	// The command prints every finding itself; the Source's own log lines
 	// would only repeat them.
-	src, err := oauth.NewSource(delivery.TokenSettings(app, roots), oauth.Options{
+	src, err := oauth.NewSource(tokens.Settings(app, transport.Exchange, roots), oauth.Options{
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {

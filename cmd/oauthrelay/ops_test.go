@@ -22,6 +22,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/service"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
 )
@@ -123,19 +124,19 @@ app = "contoso"
 }
 
 // start runs the relay as serve does and stops it when the test ends.
-func (e *opsEnv) start() (*running, *lockedBuffer) {
+func (e *opsEnv) start() (*service.Relay, *lockedBuffer) {
 	e.t.Helper()
 	cfg, err := config.Load(e.path)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	logs := &lockedBuffer{}
-	r, err := startRelay(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	r, err := service.Start(cfg, service.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() {
-		r.shutdown(10 * time.Second)
+		r.Shutdown(10 * time.Second)
 		if e.t.Failed() {
 			e.t.Logf("relay log:\n%s", logs.String())
 		}
@@ -251,8 +252,8 @@ func TestQueueRetryAllAfterOutage(t *testing.T) {
 	e.write("127.0.0.1:0", opsClientConf{"erp", "127.0.0.1/32"})
 	e.emu.FailNextData(1_000_000, msemu.ReplyTempError)
 	r, _ := e.start()
-	addr := r.smtpAddr.String()
-	metricsURL := "http://" + r.metricsAddr.String()
+	addr := r.SMTPAddr().String()
+	metricsURL := "http://" + r.MetricsAddr().String()
 
 	for i := range 3 {
 		if err := send(t, addr, fmt.Sprintf("outage %d", i)); err != nil {
@@ -332,7 +333,7 @@ func TestQueueHoldReleaseDelete(t *testing.T) {
 	e.emu.FailNextData(1_000_000, msemu.ReplyTempError)
 	r, _ := e.start()
 	for i := range 2 {
-		if err := send(t, r.smtpAddr.String(), fmt.Sprintf("held %d", i)); err != nil {
+		if err := send(t, r.SMTPAddr().String(), fmt.Sprintf("held %d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -399,7 +400,7 @@ func TestQueueRequeueFailed(t *testing.T) {
 	e.write("127.0.0.1:0", opsClientConf{"erp", "127.0.0.1/32"})
 	e.emu.FailRcptAddress("customer@example.org", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup")
 	r, _ := e.start()
-	if err := send(t, r.smtpAddr.String(), "will fail"); err != nil {
+	if err := send(t, r.SMTPAddr().String(), "will fail"); err != nil {
 		t.Fatal(err)
 	}
 	var rows []listedRow
@@ -462,10 +463,10 @@ func TestReadyzNamesConfigFault(t *testing.T) {
 	e.write("127.0.0.1:0", opsClientConf{"erp", "127.0.0.1/32"})
 	e.emu.AddMailbox(msemu.Mailbox{Address: opsMailbox, FullAccess: []string{opsClient}, SMTPAuthDisabled: true})
 	r, _ := e.start()
-	if err := send(t, r.smtpAddr.String(), "paused"); err != nil {
+	if err := send(t, r.SMTPAddr().String(), "paused"); err != nil {
 		t.Fatal(err)
 	}
-	url := "http://" + r.metricsAddr.String() + "/readyz"
+	url := "http://" + r.MetricsAddr().String() + "/readyz"
 	var body string
 	eventually(t, "/readyz to report the paused mailbox", func() bool {
 		var code int
@@ -477,7 +478,7 @@ func TestReadyzNamesConfigFault(t *testing.T) {
 			t.Errorf("/readyz body lacks %q:\n%s", want, body)
 		}
 	}
-	if code, _ := httpGet(t, "http://"+r.metricsAddr.String()+"/healthz"); code != 200 {
+	if code, _ := httpGet(t, "http://"+r.MetricsAddr().String()+"/healthz"); code != 200 {
 		t.Errorf("/healthz = %d while not ready; the process is alive", code)
 	}
 }

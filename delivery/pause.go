@@ -1,0 +1,96 @@
+package delivery
+
+import (
+	"strings"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/backoff"
+	"github.com/oauthrelay/oauthrelay/transport"
+)
+
+// pause stops a mailbox's deliveries until the backoff ends.
+func (s *Scheduler) pause(mb *mbox, v transport.Verdict, base, maxDelay time.Duration) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.o.Now()
+	if now.Before(mb.pausedUntil) && mb.pauseKind == v.Kind {
+		// Another worker's attempt, started before the pause, hit the same
+		// kind of fault (Exchange's replies differ by server name, so the
+		// text cannot tell): one fault, not a reason to back off further.
+		return mb.pausedUntil
+	}
+	mb.faults++
+	d := backoff.Doubling(base, maxDelay, mb.faults)
+	// A shorter pause never cuts a longer one (a throttle after the
+	// daily quota).
+	if until := now.Add(d); until.After(mb.pausedUntil) {
+		mb.pausedUntil = until
+	}
+	mb.pauseKind = v.Kind
+	mb.pauseReason = v.Reply
+	mb.pauseFix = v.Fix
+	mb.configFault = v.Kind == transport.ConfigFault
+	s.broadcast(mb)
+	return mb.pausedUntil
+}
+
+func (s *Scheduler) unpause(mb *mbox) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if mb.faults > 0 || mb.configFault {
+		if mb.configFault {
+			s.log.Info("mailbox works again", "mailbox", mb.addr)
+		}
+		mb.faults, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix = 0, false, transport.Delivered, "", ""
+		mb.pausedUntil = time.Time{}
+	}
+}
+
+// pauseFor pauses a mailbox after an attempt whose kind concerns the whole
+// mailbox (a refused setup, a throttle, the daily quota) and says so in the
+// log with the fix.
+func (s *Scheduler) pauseFor(mb *mbox, mc *config.Mailbox, cfg *config.Config, a applied) {
+	minDelay, maxDelay := cfg.Spool.MinRetryDelay.Duration, cfg.Spool.MaxRetryDelay.Duration
+	switch a.Kind {
+	case transport.ConfigFault:
+		until := s.pause(mb, transport.Verdict{Kind: transport.ConfigFault, Reply: a.Reply, Fix: a.Fix}, minDelay, maxDelay)
+		s.log.Error("Microsoft 365 refused the relay's own setup (credentials, permissions or TLS); mail stays queued and the mailbox pauses until fixed",
+			"mailbox", mc.Address, "app", mc.App, "transport", mc.Transport, "reply", a.Reply, "fix", a.Fix, "retry_at", until.Format(time.RFC3339))
+	case transport.Throttled:
+		// Microsoft's Retry-After is the least wait; repeats double it.
+		base := minDelay
+		if a.Wait > 0 {
+			base = a.Wait
+		}
+		boxes := []*mbox{mb}
+		if a.AppWide {
+			boxes = s.mailboxesOfApp(mc, cfg)
+		}
+		for _, b := range boxes {
+			until := s.pause(b, transport.Verdict{Kind: transport.Throttled, Reply: a.Reply}, base, max(maxDelay, a.Wait))
+			if s.o.Hooks.Throttled != nil {
+				s.o.Hooks.Throttled(b.addr)
+			}
+			s.log.Warn("Microsoft 365 throttled the mailbox; backing off", "mailbox", b.addr, "app_wide", a.AppWide, "reply", a.Reply, "until", until.Format(time.RFC3339))
+		}
+	case transport.Quota:
+		s.pause(mb, transport.Verdict{Kind: transport.Quota, Reply: a.Reply, Fix: a.Fix}, time.Hour, time.Hour)
+		s.log.Warn("Microsoft 365 daily recipient quota reached; mail waits about a day", "mailbox", mc.Address, "reply", a.Reply, "fix", a.Fix)
+	}
+}
+
+// mailboxesOfApp are the mailboxes that reach Microsoft through the same
+// app and transport as mc, mc's own first: an app-wide throttle holds them
+// all.
+func (s *Scheduler) mailboxesOfApp(mc *config.Mailbox, cfg *config.Config) []*mbox {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []*mbox{s.mailbox(strings.ToLower(mc.Address))}
+	for _, other := range cfg.Mailboxes {
+		if other.App == mc.App && other.Transport == mc.Transport && !strings.EqualFold(other.Address, mc.Address) {
+			out = append(out, s.mailbox(strings.ToLower(other.Address)))
+		}
+	}
+	return out
+}
