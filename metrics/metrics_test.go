@@ -3,7 +3,6 @@ package metrics
 import (
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,13 +11,15 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/delivery"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
 func testSpool(t *testing.T) *queue.Spool {
 	t.Helper()
-	s, _, err := queue.Open(t.TempDir(), queue.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	logger, _ := testkit.DebugLogger(t)
+	s, _, err := queue.Open(t.TempDir(), queue.Options{Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +61,7 @@ func TestMetricsFromSpoolAndHooks(t *testing.T) {
 	// Held and failed mail waits for a person: not in the oldest age.
 	enqueue(t, s, "sales@contoso.com", now.Add(-48*time.Hour), queue.Hold)
 
-	m := New(s, func() time.Time { return now })
+	m := New(s, testkit.NewClock(now).Now)
 	m.SetTokens(func() []oauth.Status {
 		return []oauth.Status{{App: "contoso", ExpiresOn: now.Add(50 * time.Minute)}}
 	})

@@ -3,18 +3,22 @@ package queue
 import (
 	"errors"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
-func openTestSpool(t *testing.T) *Spool {
+func openTestSpool(t *testing.T) *Spool { return openTestSpoolAt(t, nil) }
+
+// openTestSpoolAt opens a spool whose clock is now (time.Now when nil).
+func openTestSpoolAt(t *testing.T, now func() time.Time) *Spool {
 	t.Helper()
-	s, _, err := Open(t.TempDir(), Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, _, err := Open(t.TempDir(), Options{Logger: testLog(t), Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,8 +42,8 @@ func put(t *testing.T, s *Spool, st State, rcpts ...*Recipient) *Envelope {
 		t.Fatal(err)
 	}
 	if st != Incoming {
-		env.Attempts = []Attempt{{At: time.Now(), Result: "deferred", Reply: "451 4.7.0 Temporary server error"}}
-		env.NextAttempt = time.Now().Add(time.Hour)
+		env.Attempts = []Attempt{{At: s.now(), Result: "deferred", Reply: "451 4.7.0 Temporary server error"}}
+		env.NextAttempt = s.now().Add(time.Hour)
 		if err := s.Move(env, st); err != nil {
 			t.Fatal(err)
 		}
@@ -92,9 +96,10 @@ func TestAdminTransitions(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := openTestSpool(t)
+			clk := testkit.NewClock(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
+			s := openTestSpoolAt(t, clk.Now)
 			env := put(t, s, tc.from)
-			before := time.Now()
+			clk.Advance(time.Minute) // so "now" differs from every time put wrote
 			got, err := tc.op(s, env.ID)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -119,8 +124,8 @@ func TestAdminTransitions(t *testing.T) {
 				if lerr != nil {
 					t.Fatal(lerr)
 				}
-				if back.NextAttempt.Before(before.Add(-time.Second)) || back.NextAttempt.After(time.Now().Add(time.Second)) {
-					t.Fatalf("next_attempt = %v, want about now", back.NextAttempt)
+				if !back.NextAttempt.Equal(clk.Now()) {
+					t.Fatalf("next_attempt = %v, want now (%v)", back.NextAttempt, clk.Now())
 				}
 				if got == nil || got.State != Incoming {
 					t.Fatalf("returned envelope %+v, want state incoming", got)

@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bytes"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -12,10 +11,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
-func quietLog(buf *bytes.Buffer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(buf, nil))
+// testLog is a debug logger whose output the test prints if it fails.
+func testLog(t testing.TB) *slog.Logger {
+	l, _ := testkit.DebugLogger(t)
+	return l
 }
 
 func commit(t *testing.T, s *Spool, body string) *Envelope {
@@ -37,7 +40,7 @@ func commit(t *testing.T, s *Spool, body string) *Envelope {
 
 func TestCommitAndLoad(t *testing.T) {
 	dir := t.TempDir()
-	s, _, err := Open(dir, Options{Logger: quietLog(&bytes.Buffer{})})
+	s, _, err := Open(dir, Options{Logger: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +126,7 @@ func Find(s *Spool, id string) (*Envelope, error) { return s.Find(id) }
 
 func TestFileModes(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "spool")
-	s, _, err := Open(dir, Options{Logger: quietLog(&bytes.Buffer{})})
+	s, _, err := Open(dir, Options{Logger: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,8 +265,8 @@ func TestRecovery(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			var logs bytes.Buffer
-			_, rep, err := Open(dir, Options{Logger: quietLog(&logs), Recover: true})
+			logger, logs := testkit.DebugLogger(t)
+			_, rep, err := Open(dir, Options{Logger: logger, Recover: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -286,7 +289,7 @@ func TestRecovery(t *testing.T) {
 				t.Errorf("log does not say %q:\n%s", tt.logLine, logs.String())
 			}
 			if strings.HasPrefix(tt.name, "interrupted") {
-				s, _, _ := Open(dir, Options{Logger: quietLog(&logs)})
+				s, _, _ := Open(dir, Options{Logger: logger})
 				if e, err := s.Load(Incoming, id1); err != nil || e.State != Incoming {
 					t.Errorf("requeued envelope: %v %v", e, err)
 				}
@@ -297,12 +300,12 @@ func TestRecovery(t *testing.T) {
 
 func TestOpenWithoutRecoverLeavesActive(t *testing.T) {
 	dir := t.TempDir()
-	s, _, _ := Open(dir, Options{Logger: quietLog(&bytes.Buffer{})})
+	s, _, _ := Open(dir, Options{Logger: testLog(t)})
 	env := commit(t, s, "x")
 	if err := s.Move(env, Active); err != nil {
 		t.Fatal(err)
 	}
-	if _, rep, err := Open(dir, Options{Logger: quietLog(&bytes.Buffer{})}); err != nil || len(rep.Requeued) != 0 {
+	if _, rep, err := Open(dir, Options{Logger: testLog(t)}); err != nil || len(rep.Requeued) != 0 {
 		t.Fatalf("Open without Recover: %v %v", rep, err)
 	}
 	if _, err := s.Load(Active, env.ID); err != nil {
@@ -364,7 +367,7 @@ func TestRetryPolicy(t *testing.T) {
 // whole.
 func TestConcurrentCommits(t *testing.T) {
 	dir := t.TempDir()
-	s, _, err := Open(dir, Options{Logger: quietLog(&bytes.Buffer{})})
+	s, _, err := Open(dir, Options{Logger: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,11 +449,11 @@ func TestDecodeRejects(t *testing.T) {
 // write), works on a spool from before tmp/ had shards, and refuses a
 // directory that is not a spool.
 func TestOpenExisting(t *testing.T) {
-	if _, _, err := Open(t.TempDir(), Options{Existing: true, Logger: quietLog(&bytes.Buffer{})}); err == nil || !strings.Contains(err.Error(), "oauthrelay serve") {
+	if _, _, err := Open(t.TempDir(), Options{Existing: true, Logger: testLog(t)}); err == nil || !strings.Contains(err.Error(), "oauthrelay serve") {
 		t.Errorf("opening an empty directory as an existing spool: %v", err)
 	}
 	dir := t.TempDir()
-	s, _, err := Open(dir, Options{Logger: quietLog(&bytes.Buffer{})})
+	s, _, err := Open(dir, Options{Logger: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,7 +463,7 @@ func TestOpenExisting(t *testing.T) {
 	for _, d := range shards {
 		os.Remove(d)
 	}
-	s2, _, err := Open(dir, Options{Existing: true, Logger: quietLog(&bytes.Buffer{})})
+	s2, _, err := Open(dir, Options{Existing: true, Logger: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +482,7 @@ func TestOpenExisting(t *testing.T) {
 // changed, so a worker's idea of where the envelope is stays true.
 func TestMoveUndoesRenameWhenSaveFails(t *testing.T) {
 	dir := t.TempDir()
-	s, _, err := Open(dir, Options{Logger: quietLog(&bytes.Buffer{})})
+	s, _, err := Open(dir, Options{Logger: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,7 +507,7 @@ func TestMoveUndoesRenameWhenSaveFails(t *testing.T) {
 // behind, and fails once tmp/ cannot be written.
 func TestProbe(t *testing.T) {
 	dir := t.TempDir()
-	s, _, err := Open(dir, Options{Logger: quietLog(&bytes.Buffer{})})
+	s, _, err := Open(dir, Options{Logger: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bytes"
 	"errors"
 	"io/fs"
 	"os"
@@ -15,7 +14,7 @@ import (
 func TestStateFiles(t *testing.T) {
 	for _, fileSync := range []bool{false, true} {
 		dir := t.TempDir()
-		s, _, err := Open(dir, Options{Logger: quietLog(&bytes.Buffer{}), FileSync: fileSync})
+		s, _, err := Open(dir, Options{Logger: testLog(t), FileSync: fileSync})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +48,7 @@ func TestStateFiles(t *testing.T) {
 // content in place.
 func TestStateFileIsSynced(t *testing.T) {
 	dir := t.TempDir()
-	s, _, err := Open(dir, Options{Logger: quietLog(&bytes.Buffer{}), FileSync: true})
+	s, _, err := Open(dir, Options{Logger: testLog(t), FileSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +83,7 @@ func TestStateFileIsSynced(t *testing.T) {
 // TestStateFileNames: a name can never reach outside state/.
 func TestStateFileNames(t *testing.T) {
 	dir := t.TempDir()
-	s, _, err := Open(filepath.Join(dir, "spool"), Options{Logger: quietLog(&bytes.Buffer{})})
+	s, _, err := Open(filepath.Join(dir, "spool"), Options{Logger: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
