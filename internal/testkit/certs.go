@@ -138,6 +138,30 @@ func SelfSigned(t testing.TB, key crypto.Signer, cn string) *x509.Certificate {
 	return create(t, tmpl, tmpl, key.Public(), key)
 }
 
+// ReadCertificate parses the first PEM certificate in file, such as the
+// .cer an administrator uploads to Entra ID.
+func ReadCertificate(t testing.TB, file string) *x509.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			t.Fatalf("%s holds no PEM certificate", file)
+		}
+		if blk.Type == "CERTIFICATE" {
+			cert, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			return cert
+		}
+	}
+}
+
 // WriteFile writes b to name in a new t.TempDir() (mode 0600) and returns
 // the path.
 func WriteFile(t testing.TB, name string, b []byte) string {
