@@ -1,22 +1,14 @@
 package msemu
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
-	"math/big"
-	"net"
-	"net/textproto"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
+
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
 const (
@@ -65,131 +57,52 @@ func msalSecretToken(t *testing.T, e *Emulator) string {
 	return res.AccessToken
 }
 
-func newCert(t *testing.T) (*x509.Certificate, *rsa.PrivateKey) {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(42),
-		Subject:      pkix.Name{CommonName: "oauthrelay test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
-}
-
-// rawClient speaks SMTP line by line so tests can assert exact replies.
+// rawClient is the kit's raw SMTP client with the emulator's trust and
+// the exact replies of Exchange Online checked.
 type rawClient struct {
-	t        *testing.T
-	e        *Emulator
-	c        net.Conn
-	tp       *textproto.Conn
-	greeting string
+	*testkit.SMTPClient
+	t *testing.T
+	e *Emulator
 }
 
 func dialRaw(t *testing.T, e *Emulator) *rawClient {
 	t.Helper()
-	c, err := net.Dial("tcp", e.SMTPAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	t.Cleanup(func() { c.Close() })
-	r := &rawClient{t: t, e: e, c: c, tp: textproto.NewConn(c)}
-	r.greeting = r.read()
-	return r
+	return &rawClient{SMTPClient: testkit.DialSMTP(t, e.SMTPAddr()), t: t, e: e}
 }
 
-// read returns one reply, its lines joined with "\n"; "" on EOF.
-func (r *rawClient) read() string {
-	var lines []string
-	for {
-		l, err := r.tp.ReadLine()
-		if err != nil {
-			return strings.Join(lines, "\n")
-		}
-		lines = append(lines, l)
-		if len(l) < 4 || l[3] != '-' {
-			return strings.Join(lines, "\n")
-		}
-	}
-}
-
-func (r *rawClient) cmd(line string) string {
-	r.t.Helper()
-	if err := r.tp.PrintfLine("%s", line); err != nil {
-		return ""
-	}
-	return r.read()
-}
-
+// startTLS sends EHLO and STARTTLS and does the handshake with cfg, by
+// default trusting the emulator's CA.
 func (r *rawClient) startTLS(cfg *tls.Config) {
 	r.t.Helper()
 	if cfg == nil {
 		cfg = &tls.Config{RootCAs: r.e.CertPool(), ServerName: "127.0.0.1"}
 	}
-	r.expect("EHLO relay.example", "250")
-	r.expect("STARTTLS", "220 2.0.0 SMTP server ready")
-	tc := tls.Client(r.c, cfg)
-	if err := tc.Handshake(); err != nil {
-		r.t.Fatal(err)
+	r.Expect("EHLO relay.example", "250")
+	if got := r.StartTLS(cfg); !strings.HasPrefix(got, "220 2.0.0 SMTP server ready") {
+		r.t.Fatalf("STARTTLS: got %q", got)
 	}
-	r.c = tc
-	r.tp = textproto.NewConn(tc)
-}
-
-// expect sends line and checks the reply starts with want.
-func (r *rawClient) expect(line, want string) string {
-	r.t.Helper()
-	got := r.cmd(line)
-	if !strings.HasPrefix(got, want) {
-		r.t.Fatalf("%s: got %q, want %q", line, got, want)
-	}
-	return got
-}
-
-func xoauth2(user, token string) string {
-	return base64.StdEncoding.EncodeToString([]byte("user=" + user + "\x01auth=Bearer " + token + "\x01\x01"))
 }
 
 // login does STARTTLS, EHLO and AUTH XOAUTH2, returning the AUTH reply.
 func (r *rawClient) login(user, token string) string {
 	r.t.Helper()
 	r.startTLS(nil)
-	r.expect("EHLO relay.example", "250")
-	return r.cmd("AUTH XOAUTH2 " + xoauth2(user, token))
+	r.Expect("EHLO relay.example", "250")
+	return r.AuthXOAUTH2(user, token)
 }
 
 // send runs one transaction and returns the reply after the final dot.
 func (r *rawClient) send(from string, to []string, data string) string {
 	r.t.Helper()
-	r.expect("MAIL FROM:<"+from+">", ReplySenderOK)
+	r.Expect("MAIL FROM:<"+from+">", ReplySenderOK)
 	for _, rc := range to {
-		r.expect("RCPT TO:<"+rc+">", ReplyRcptOK)
+		r.Expect("RCPT TO:<"+rc+">", ReplyRcptOK)
 	}
-	r.expect("DATA", ReplyStartData)
-	w := bufio.NewWriter(r.c)
-	w.WriteString(dotStuff(data))
-	w.WriteString(".\r\n")
-	w.Flush()
-	return r.read()
+	r.Expect("DATA", ReplyStartData)
+	return r.SendData(data)
 }
 
 func message(from, subject string) string {
 	return "From: Help Desk <" + from + ">\r\nTo: someone@example.org\r\nSubject: " + subject +
 		"\r\nMessage-ID: <" + subject + "@app.example>\r\n\r\nHello.\r\n.leading dot line\r\n"
-}
-
-func dotStuff(data string) string {
-	return strings.ReplaceAll("\r\n"+data, "\r\n.", "\r\n..")[2:]
 }

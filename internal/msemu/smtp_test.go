@@ -15,13 +15,15 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
 // xoauth2Client is the XOAUTH2 SASL client go-sasl no longer has.
 type xoauth2Client struct{ user, token string }
 
 func (c xoauth2Client) Start() (string, []byte, error) {
-	return "XOAUTH2", []byte("user=" + c.user + "\x01auth=Bearer " + c.token + "\x01\x01"), nil
+	return "XOAUTH2", testkit.XOAUTH2(c.user, c.token), nil
 }
 
 func (c xoauth2Client) Next([]byte) ([]byte, error) { return nil, errors.New("unexpected challenge") }
@@ -100,16 +102,18 @@ func TestSMTPExactTranscript(t *testing.T) {
 	e := provisioned(t, Options{})
 	tok := msalSecretToken(t, e)
 	r := dialRaw(t, e)
-	if !regexp.MustCompile(`^220 \S+\.outlook\.office365\.com Microsoft ESMTP MAIL Service ready at \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000 \[[0-9A-F]{16}\]$`).MatchString(r.greeting) {
-		t.Errorf("greeting %q", r.greeting)
+	if !regexp.MustCompile(`^220 \S+\.outlook\.office365\.com Microsoft ESMTP MAIL Service ready at \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000 \[[0-9A-F]{16}\]$`).MatchString(r.Greeting) {
+		t.Errorf("greeting %q", r.Greeting)
 	}
-	ehlo := r.cmd("EHLO relay.example")
+	ehlo := r.Cmd("EHLO relay.example")
 	want := "Hello [127.0.0.1]\n250-SIZE 157286400\n250-PIPELINING\n250-DSN\n250-ENHANCEDSTATUSCODES\n250-STARTTLS\n250-8BITMIME\n250-BINARYMIME\n250-CHUNKING\n250 SMTPUTF8"
 	if !strings.HasSuffix(ehlo, want) {
 		t.Errorf("EHLO:\n%s", ehlo)
 	}
-	r.expect("MAIL FROM:<"+testMbx+">", ReplyNotAuthenticated)
-	r.expect("AUTH XOAUTH2 "+xoauth2(testMbx, tok), "504 5.7.4")
+	r.Expect("MAIL FROM:<"+testMbx+">", ReplyNotAuthenticated)
+	if got := r.AuthXOAUTH2(testMbx, tok); !strings.HasPrefix(got, "504 5.7.4") {
+		t.Fatalf("AUTH XOAUTH2 before STARTTLS: %q", got)
+	}
 	if got := r.login(testMbx, tok); got != ReplyAuthOK {
 		t.Fatalf("auth %q", got)
 	}
@@ -117,7 +121,7 @@ func TestSMTPExactTranscript(t *testing.T) {
 	if got != "250 2.0.0 OK <x1@app.example> [Hostname=SYBP282MB2635.AUSP282.PROD.OUTLOOK.COM]" {
 		t.Errorf("after DATA %q", got)
 	}
-	r.expect("QUIT", "221 2.0.0")
+	r.Expect("QUIT", "221 2.0.0")
 }
 
 func TestSMTPAuthFailures(t *testing.T) {
@@ -192,7 +196,7 @@ func TestSMTPSendAs(t *testing.T) {
 	e.AddMailbox(Mailbox{Address: testMbx, FullAccess: []string{testClient}, SendAs: []string{"alerts@contoso.com"}})
 	r := dialRaw(t, e)
 	r.login(testMbx, msalSecretToken(t, e))
-	r.expect("MAIL FROM:<ceo@contoso.com>", ReplySendAsDenied)
+	r.Expect("MAIL FROM:<ceo@contoso.com>", ReplySendAsDenied)
 	if got := r.send("alerts@contoso.com", []string{"a@example.org"}, message("alerts@contoso.com", "ok")); !strings.HasPrefix(got, "250 2.0.0 OK") {
 		t.Errorf("SendAs address: %q", got)
 	}
@@ -220,12 +224,12 @@ func TestSMTPConnectionLimit(t *testing.T) {
 	if got := r.login(testMbx, tok); got != ReplyTooManyConns {
 		t.Fatalf("4th: %q", got)
 	}
-	if got := r.read(); got != "" {
+	if got := r.Read(); got != "" {
 		t.Errorf("4th connection not closed: %q", got)
 	}
 	// Closing one frees a slot.
-	open[0].expect("QUIT", "221")
-	open[0].read()
+	open[0].Expect("QUIT", "221")
+	open[0].Read()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		r := dialRaw(t, e)
@@ -259,11 +263,11 @@ func TestSMTPFaults(t *testing.T) {
 
 	e.FailRcptAddress("nobody@example.org", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup")
 	e.FailNextRcpt(1, "452 4.5.3 Too many recipients")
-	r.expect("MAIL FROM:<"+testMbx+">", ReplySenderOK)
-	r.expect("RCPT TO:<a@example.org>", "452 4.5.3")
-	r.expect("RCPT TO:<nobody@example.org>", "550 5.1.10 RESOLVER.ADR.RecipientNotFound")
-	r.expect("RCPT TO:<a@example.org>", ReplyRcptOK)
-	r.expect("RSET", "250 2.0.0")
+	r.Expect("MAIL FROM:<"+testMbx+">", ReplySenderOK)
+	r.Expect("RCPT TO:<a@example.org>", "452 4.5.3")
+	r.Expect("RCPT TO:<nobody@example.org>", "550 5.1.10 RESOLVER.ADR.RecipientNotFound")
+	r.Expect("RCPT TO:<a@example.org>", ReplyRcptOK)
+	r.Expect("RSET", "250 2.0.0")
 
 	e.DropAfterData(1)
 	if got := r.send(testMbx, []string{"a@example.org"}, message(testMbx, "m3")); got != "" {
@@ -275,8 +279,8 @@ func TestSMTPFaults(t *testing.T) {
 
 	e.FailNextConnect(1, "421 4.3.2 Service not available, closing transmission channel")
 	r2 := dialRaw(t, e)
-	if !strings.HasPrefix(r2.greeting, "421 4.3.2") || r2.read() != "" {
-		t.Errorf("FailNextConnect: %q", r2.greeting)
+	if !strings.HasPrefix(r2.Greeting, "421 4.3.2") || r2.Read() != "" {
+		t.Errorf("FailNextConnect: %q", r2.Greeting)
 	}
 }
 
@@ -288,7 +292,7 @@ func TestSMTPReuseConnectionWithRSET(t *testing.T) {
 		if got := r.send(testMbx, []string{"a@example.org"}, message(testMbx, s)); !strings.HasPrefix(got, "250 2.0.0 OK") {
 			t.Fatalf("%s: %q", s, got)
 		}
-		r.expect("RSET", "250 2.0.0")
+		r.Expect("RSET", "250 2.0.0")
 	}
 	got := e.Delivered()
 	if len(got) != 2 || got[0].ConnID != got[1].ConnID || string(got[1].Data) != message(testMbx, "two") {
@@ -301,7 +305,7 @@ func TestSMTPLimits(t *testing.T) {
 	tok := msalSecretToken(t, e)
 	r := dialRaw(t, e)
 	r.login(testMbx, tok)
-	r.expect("MAIL FROM:<"+testMbx+"> SIZE=1000", ReplyTooBig)
+	r.Expect("MAIL FROM:<"+testMbx+"> SIZE=1000", ReplyTooBig)
 	big := message(testMbx, "big") + strings.Repeat("x", 300) + "\r\n"
 	if got := r.send(testMbx, []string{"a@example.org"}, big); got != ReplyTooBig {
 		t.Errorf("size: %q", got)
@@ -318,7 +322,7 @@ func TestSMTPLimits(t *testing.T) {
 	if got := r.send(testMbx, []string{"c@example.org"}, message(testMbx, "q4")); got != ReplyRateLimited {
 		t.Errorf("rate: %q", got)
 	}
-	if got := r.read(); got != "" {
+	if got := r.Read(); got != "" {
 		t.Errorf("not closed after 421: %q", got)
 	}
 }
@@ -327,11 +331,11 @@ func TestSMTPTooManyRecipients(t *testing.T) {
 	e := provisioned(t, Options{})
 	r := dialRaw(t, e)
 	r.login(testMbx, msalSecretToken(t, e))
-	r.expect("MAIL FROM:<"+testMbx+">", ReplySenderOK)
+	r.Expect("MAIL FROM:<"+testMbx+">", ReplySenderOK)
 	for i := 0; i < MaxRecipientsPerMessage; i++ {
-		r.expect("RCPT TO:<r"+strings.Repeat("x", i%5)+"@example.org>", ReplyRcptOK)
+		r.Expect("RCPT TO:<r"+strings.Repeat("x", i%5)+"@example.org>", ReplyRcptOK)
 	}
-	r.expect("RCPT TO:<one-too-many@example.org>", ReplyTooManyRcpts)
+	r.Expect("RCPT TO:<one-too-many@example.org>", ReplyTooManyRcpts)
 }
 
 func TestSMTPOldTLS(t *testing.T) {
@@ -341,26 +345,26 @@ func TestSMTPOldTLS(t *testing.T) {
 	e.SetAcceptedTLSMin(tls.VersionTLS13)
 	r2 := dialRaw(t, e)
 	r2.startTLS(&tls.Config{RootCAs: e.CertPool(), ServerName: "127.0.0.1", MaxVersion: tls.VersionTLS12})
-	r2.expect("EHLO relay.example", ReplyOldTLS)
+	r2.Expect("EHLO relay.example", ReplyOldTLS)
 }
 
 func TestAuthLoginRefused(t *testing.T) {
 	e := provisioned(t, Options{})
 	r := dialRaw(t, e)
 	r.startTLS(nil)
-	r.expect("EHLO relay.example", "250")
-	r.expect("AUTH LOGIN", "334 VXNlcm5hbWU6")
-	r.expect("dXNlcg==", "334 UGFzc3dvcmQ6")
-	r.expect("cGFzcw==", ReplyBasicAuth)
-	r.expect("AUTH PLAIN AHUAcA==", "504 5.7.4")
+	r.Expect("EHLO relay.example", "250")
+	r.Expect("AUTH LOGIN", "334 VXNlcm5hbWU6")
+	r.Expect("dXNlcg==", "334 UGFzc3dvcmQ6")
+	r.Expect("cGFzcw==", ReplyBasicAuth)
+	r.Expect("AUTH PLAIN AHUAcA==", "504 5.7.4")
 }
 
 func TestSMTPTLS11Refused(t *testing.T) {
 	e := provisioned(t, Options{})
 	r := dialRaw(t, e)
 	r.startTLS(&tls.Config{RootCAs: e.CertPool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
-	r.expect("EHLO relay.example", ReplyOldTLS)
-	if got := r.read(); got != "" {
+	r.Expect("EHLO relay.example", ReplyOldTLS)
+	if got := r.Read(); got != "" {
 		t.Errorf("not closed: %q", got)
 	}
 }

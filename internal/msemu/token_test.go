@@ -19,6 +19,8 @@ import (
 
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
 func TestMSALSecret(t *testing.T) {
@@ -43,7 +45,7 @@ func TestMSALSecret(t *testing.T) {
 
 func TestMSALCert(t *testing.T) {
 	e := startEmu(t, Options{})
-	cert, key := newCert(t)
+	cert, key := testkit.ClientCert(t, "oauthrelay test")
 	e.AddApp(App{TenantID: testTenant, ClientID: testClient, Certificates: []*x509.Certificate{cert}, Consent: true, ServicePrincipal: true})
 	cred, err := confidential.NewCredFromCert([]*x509.Certificate{cert}, key)
 	if err != nil {
@@ -122,7 +124,7 @@ func assertionForm(a string) url.Values {
 
 func TestHandBuiltAssertions(t *testing.T) {
 	e := startEmu(t, Options{})
-	cert, key := newCert(t)
+	cert, key := testkit.ClientCert(t, "oauthrelay test")
 	e.AddApp(App{TenantID: testTenant, ClientID: testClient, Certificates: []*x509.Certificate{cert}, Consent: true, ServicePrincipal: true})
 	s256 := sha256.Sum256(cert.Raw)
 	cases := map[string]struct {
@@ -164,8 +166,8 @@ var descRE = regexp.MustCompile(`^AADSTS(\d+): .+\r\nTrace ID: [0-9a-f-]{36}\r\n
 
 func TestTokenErrors(t *testing.T) {
 	e := startEmu(t, Options{})
-	cert, key := newCert(t)
-	other, otherKey := newCert(t)
+	cert, key := testkit.ClientCert(t, "oauthrelay test")
+	other, otherKey := testkit.ClientCert(t, "oauthrelay test")
 	e.AddApp(App{TenantID: testTenant, ClientID: testClient, Secrets: []string{testSecret}, ExpiredSecrets: []string{"old-secret"},
 		Certificates: []*x509.Certificate{cert}, Consent: true, ServicePrincipal: true})
 	secretForm := func(mod func(url.Values)) url.Values {
