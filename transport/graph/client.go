@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -32,15 +33,26 @@ func newHTTPClient(deps transport.Deps) *http.Client {
 		TLSHandshakeTimeout:   30 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
+	tr.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	if deps.Dial != nil {
-		// The relay's dialer already knows the way out (proxy included).
+		// The relay's dialer already knows the way out.
 		tr.DialContext = deps.Dial
-	} else {
-		tr.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-		tr.Proxy = http.ProxyFromEnvironment
+	}
+	tr.Proxy = func(req *http.Request) (*url.URL, error) {
+		if u, ok := req.Context().Value(proxyKey{}).(*url.URL); ok {
+			return u, nil
+		}
+		if deps.Dial != nil {
+			return nil, nil
+		}
+		return http.ProxyFromEnvironment(req)
 	}
 	return &http.Client{Transport: tr}
 }
+
+// proxyKey carries an app's proxy_url to the shared client's Proxy, so
+// that apps with different proxies share one pool.
+type proxyKey struct{}
 
 // call is one Graph request. body makes the request body afresh, so that a
 // refused token can be replaced and the request sent again.
@@ -69,6 +81,8 @@ type session struct {
 	from    string
 	timeout time.Duration
 	now     func() time.Time
+	// proxy is the app's proxy_url, if any.
+	proxy *url.URL
 }
 
 // maxErrorBody bounds what is read of an answer.
@@ -115,6 +129,9 @@ func (s *session) send(ctx context.Context, c call, tok string, out any) (string
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.timeout)
 		defer cancel()
+	}
+	if s.proxy != nil {
+		ctx = context.WithValue(ctx, proxyKey{}, s.proxy)
 	}
 	req, err := http.NewRequestWithContext(ctx, c.method, c.url, nil)
 	if err != nil {

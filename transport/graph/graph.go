@@ -103,6 +103,12 @@ func (t *Transport) session(cfg *config.Config, mc *config.Mailbox) (*session, e
 	if cfg != nil {
 		s.timeout = cfg.Upstream.Timeout.Duration
 	}
+	if app.ProxyURL != "" {
+		if s.proxy, err = url.Parse(app.ProxyURL); err != nil {
+			// The parse error would quote the URL and any password in it.
+			return nil, fmt.Errorf("app %s: proxy_url is not a URL", app.Name)
+		}
+	}
 	return s, nil
 }
 
