@@ -9,23 +9,26 @@ import (
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
+// queueAction is one acting command: the states -all looks in, the spool
+// operation, and what it says when the operation worked.
+type queueAction struct {
+	states []queue.State
+	do     func(*queue.Spool, string) (*queue.Envelope, error)
+	done   string
+}
+
+var queueActions = map[string]queueAction{
+	"retry":          {[]queue.State{queue.Deferred}, (*queue.Spool).Retry, "due now; serve tries it within a second or two"},
+	"hold":           {[]queue.State{queue.Incoming, queue.Deferred}, (*queue.Spool).Hold, "on hold until `oauthrelay queue release`"},
+	"release":        {[]queue.State{queue.Hold}, (*queue.Spool).Release, "released, due now"},
+	"requeue-failed": {[]queue.State{queue.Failed}, (*queue.Spool).Requeue, "back in the queue, due now"},
+	"delete":         {[]queue.State{queue.Incoming, queue.Deferred, queue.Hold, queue.Failed}, (*queue.Spool).Delete, "deleted"},
+}
+
 // selectIDs lists the messages -all acts on: those matching the filters in
 // the states the action applies to.
 func selectIDs(spool *queue.Spool, action string, f filter) ([]string, error) {
-	var states []queue.State
-	switch action {
-	case "retry":
-		states = []queue.State{queue.Deferred}
-	case "hold":
-		states = []queue.State{queue.Incoming, queue.Deferred}
-	case "release":
-		states = []queue.State{queue.Hold}
-	case "requeue-failed":
-		states = []queue.State{queue.Failed}
-	case "delete":
-		states = []queue.State{queue.Incoming, queue.Deferred, queue.Hold, queue.Failed}
-	}
-	envs, _, err := spool.List(states...)
+	envs, _, err := spool.List(queueActions[action].states...)
 	if err != nil {
 		return nil, err
 	}
@@ -46,29 +49,13 @@ func selectIDs(spool *queue.Spool, action string, f filter) ([]string, error) {
 	return ids, nil
 }
 
+// queueAct applies action to each of ids, reporting each one; it returns
+// 1 when any was not changed.
 func queueAct(spool *queue.Spool, action string, ids []string, stdout, stderr io.Writer) int {
+	a := queueActions[action]
 	failed := 0
 	for _, id := range ids {
-		var err error
-		var done string
-		switch action {
-		case "retry":
-			_, err = spool.Retry(id)
-			done = "due now; serve tries it within a second or two"
-		case "hold":
-			_, err = spool.Hold(id)
-			done = "on hold until `oauthrelay queue release`"
-		case "release":
-			_, err = spool.Release(id)
-			done = "released, due now"
-		case "requeue-failed":
-			_, err = spool.Requeue(id)
-			done = "back in the queue, due now"
-		case "delete":
-			_, err = spool.Delete(id)
-			done = "deleted"
-		}
-		if err != nil {
+		if _, err := a.do(spool, id); err != nil {
 			failed++
 			if errors.Is(err, queue.ErrNotFound) {
 				err = fmt.Errorf("no message %s in the queue (delivered meanwhile? see `oauthrelay queue list`)", id)
@@ -76,7 +63,7 @@ func queueAct(spool *queue.Spool, action string, ids []string, stdout, stderr io
 			fmt.Fprintf(stderr, "%s: not changed: %v\n", id, err)
 			continue
 		}
-		fmt.Fprintf(stdout, "%s: %s\n", id, done)
+		fmt.Fprintf(stdout, "%s: %s\n", id, a.done)
 	}
 	if failed > 0 {
 		return 1
