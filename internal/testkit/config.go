@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -25,6 +26,9 @@ type Emulator interface {
 //
 // With Emulator set, the upstream address, its CA file and every app's
 // authority default to the emulator's.
+//
+// The tables are written from their structs' toml tags: a new key of the
+// relay's configuration is one tagged field here.
 type Config struct {
 	// Dir holds config.toml, the emulator's CA and the default spool;
 	// empty means a new t.TempDir().
@@ -47,56 +51,74 @@ type Config struct {
 
 // Listen is the [listen] table.
 type Listen struct {
-	Address, TLSAddress, Hostname string
-	TLSCertFile, TLSKeyFile       string
-	Extra                         string
+	Address     string `toml:"address"`
+	TLSAddress  string `toml:"tls_address"`
+	Hostname    string `toml:"hostname"`
+	TLSCertFile string `toml:"tls_cert_file"`
+	TLSKeyFile  string `toml:"tls_key_file"`
+	Extra       string
 }
 
 // Spool is the [spool] table. Dir defaults to Config.Dir/spool.
 type Spool struct {
-	Dir                          string
-	MinRetryDelay, MaxRetryDelay string
-	MaxAge, BounceTo             string
-	Extra                        string
+	Dir           string `toml:"dir"`
+	MinRetryDelay string `toml:"min_retry_delay"`
+	MaxRetryDelay string `toml:"max_retry_delay"`
+	MaxAge        string `toml:"max_age"`
+	BounceTo      string `toml:"bounce_to"`
+	Extra         string
 }
 
 // Upstream is the [upstream] table.
 type Upstream struct {
-	Address, CAFile, Timeout string
+	Address string `toml:"address"`
+	CAFile  string `toml:"ca_file"`
+	Timeout string `toml:"timeout"`
 	// GraphURL and HVEAddress are the Microsoft Graph and High Volume
 	// Email endpoints.
-	GraphURL, HVEAddress string
-	Extra                string
+	GraphURL   string `toml:"graph_url"`
+	HVEAddress string `toml:"hve_address"`
+	Extra      string
 }
 
 // App is one [[app]].
 type App struct {
-	Name, TenantID, ClientID string
+	Name     string `toml:"name"`
+	TenantID string `toml:"tenant_id"`
+	ClientID string `toml:"client_id"`
 	// One credential: a secret, a secret file or a certificate file.
-	ClientSecret, ClientSecretFile           string
-	CertificateFile, CertificatePasswordFile string
+	ClientSecret            string `toml:"client_secret"`
+	ClientSecretFile        string `toml:"client_secret_file"`
+	CertificateFile         string `toml:"certificate_file"`
+	CertificatePasswordFile string `toml:"certificate_password_file"`
 	// Authority defaults to the emulator's.
-	Authority        string
-	MinTokenLifetime string
+	Authority        string `toml:"authority"`
+	MinTokenLifetime string `toml:"min_token_lifetime"`
 	Extra            string
 }
 
 // Mailbox is one [[mailbox]].
 type Mailbox struct {
-	Address, App string
+	Address string `toml:"address"`
+	App     string `toml:"app"`
 	// Transport is "smtp", "graph" or "hve".
-	Transport                                         string
-	SendAs                                            []string
-	MaxPerMinute, MaxConnections, MaxRecipientsPerDay int
-	Extra                                             string
+	Transport           string   `toml:"transport"`
+	SendAs              []string `toml:"send_as"`
+	MaxPerMinute        int      `toml:"max_per_minute"`
+	MaxConnections      int      `toml:"max_connections"`
+	MaxRecipientsPerDay int      `toml:"max_recipients_per_day"`
+	Extra               string
 }
 
 // Client is one [[client]].
 type Client struct {
-	Name, Username, PasswordHash string
-	Networks, Senders            []string
-	RewriteFrom                  string
-	Extra                        string
+	Name         string   `toml:"name"`
+	Username     string   `toml:"username"`
+	PasswordHash string   `toml:"password_hash"`
+	Networks     []string `toml:"networks"`
+	Senders      []string `toml:"senders"`
+	RewriteFrom  string   `toml:"rewrite_from"`
+	Extra        string
 }
 
 // Write writes the configuration to Dir/config.toml (and the emulator's
@@ -151,108 +173,61 @@ func (c Config) resolve(t testing.TB) Config {
 
 func (c Config) render() string {
 	var w tomlWriter
-	w.table("[listen]")
-	w.str("address", c.Listen.Address)
-	w.str("tls_address", c.Listen.TLSAddress)
-	w.str("hostname", c.Listen.Hostname)
-	w.str("tls_cert_file", c.Listen.TLSCertFile)
-	w.str("tls_key_file", c.Listen.TLSKeyFile)
-	w.extra(c.Listen.Extra)
-
-	w.table("[spool]")
-	w.str("dir", c.Spool.Dir)
-	w.str("min_retry_delay", c.Spool.MinRetryDelay)
-	w.str("max_retry_delay", c.Spool.MaxRetryDelay)
-	w.str("max_age", c.Spool.MaxAge)
-	w.str("bounce_to", c.Spool.BounceTo)
-	w.extra(c.Spool.Extra)
-
-	w.table("[upstream]")
-	w.str("address", c.Upstream.Address)
-	w.str("ca_file", c.Upstream.CAFile)
-	w.str("timeout", c.Upstream.Timeout)
-	w.str("graph_url", c.Upstream.GraphURL)
-	w.str("hve_address", c.Upstream.HVEAddress)
-	w.extra(c.Upstream.Extra)
-
+	w.table("[listen]", c.Listen)
+	w.table("[spool]", c.Spool)
+	w.table("[upstream]", c.Upstream)
 	if c.MetricsAddress != "" {
-		w.table("[metrics]")
-		w.str("address", c.MetricsAddress)
+		w.table("[metrics]", struct {
+			Address string `toml:"address"`
+		}{c.MetricsAddress})
 	}
 	if c.LogLevel != "" {
-		w.table("[log]")
-		w.str("level", c.LogLevel)
+		w.table("[log]", struct {
+			Level string `toml:"level"`
+		}{c.LogLevel})
 	}
 	for _, a := range c.Apps {
-		w.table("[[app]]")
-		w.str("name", a.Name)
-		w.str("tenant_id", a.TenantID)
-		w.str("client_id", a.ClientID)
-		w.str("client_secret", a.ClientSecret)
-		w.str("client_secret_file", a.ClientSecretFile)
-		w.str("certificate_file", a.CertificateFile)
-		w.str("certificate_password_file", a.CertificatePasswordFile)
-		w.str("authority", a.Authority)
-		w.str("min_token_lifetime", a.MinTokenLifetime)
-		w.extra(a.Extra)
+		w.table("[[app]]", a)
 	}
 	for _, m := range c.Mailboxes {
-		w.table("[[mailbox]]")
-		w.str("address", m.Address)
-		w.str("app", m.App)
-		w.str("transport", m.Transport)
-		w.list("send_as", m.SendAs)
-		w.int("max_per_minute", m.MaxPerMinute)
-		w.int("max_connections", m.MaxConnections)
-		w.int("max_recipients_per_day", m.MaxRecipientsPerDay)
-		w.extra(m.Extra)
+		w.table("[[mailbox]]", m)
 	}
 	for _, cl := range c.Clients {
-		w.table("[[client]]")
-		w.str("name", cl.Name)
-		w.str("username", cl.Username)
-		w.str("password_hash", cl.PasswordHash)
-		w.list("networks", cl.Networks)
-		w.list("senders", cl.Senders)
-		w.str("rewrite_from", cl.RewriteFrom)
-		w.extra(cl.Extra)
+		w.table("[[client]]", cl)
 	}
 	w.extra(c.Extra)
 	return w.String()
 }
 
-// tomlWriter writes keys only when they are set. Go's %q quoting is valid
-// TOML for the strings tests use (paths, addresses, secrets).
+// tomlWriter writes a table's keys from its struct's toml tags, leaving
+// out those not set, then its Extra. Go's %q quoting is valid TOML for the
+// strings tests use (paths, addresses, secrets).
 type tomlWriter struct{ strings.Builder }
 
-func (w *tomlWriter) table(header string) {
+func (w *tomlWriter) table(header string, v any) {
 	if w.Len() > 0 {
 		w.WriteString("\n")
 	}
 	w.WriteString(header + "\n")
-}
-
-func (w *tomlWriter) str(key, v string) {
-	if v != "" {
-		fmt.Fprintf(w, "%s = %q\n", key, v)
+	rv := reflect.ValueOf(v)
+	for i := range rv.NumField() {
+		f, key := rv.Field(i), rv.Type().Field(i).Tag.Get("toml")
+		switch {
+		case rv.Type().Field(i).Name == "Extra":
+			w.extra(f.String())
+		case f.IsZero():
+		case f.Kind() == reflect.String:
+			fmt.Fprintf(w, "%s = %q\n", key, f.String())
+		case f.Kind() == reflect.Int:
+			fmt.Fprintf(w, "%s = %d\n", key, f.Int())
+		default: // []string
+			q := make([]string, f.Len())
+			for j := range q {
+				q[j] = fmt.Sprintf("%q", f.Index(j).String())
+			}
+			fmt.Fprintf(w, "%s = [%s]\n", key, strings.Join(q, ", "))
+		}
 	}
-}
-
-func (w *tomlWriter) int(key string, v int) {
-	if v != 0 {
-		fmt.Fprintf(w, "%s = %d\n", key, v)
-	}
-}
-
-func (w *tomlWriter) list(key string, vs []string) {
-	if len(vs) == 0 {
-		return
-	}
-	q := make([]string, len(vs))
-	for i, v := range vs {
-		q[i] = fmt.Sprintf("%q", v)
-	}
-	fmt.Fprintf(w, "%s = [%s]\n", key, strings.Join(q, ", "))
 }
 
 func (w *tomlWriter) extra(s string) {

@@ -15,6 +15,8 @@
 //     certificate credentials.
 //   - [DialSMTP] and [SMTPClient]: a raw SMTP line client that shows every
 //     reply exactly (commands, STARTTLS, AUTH PLAIN, AUTH XOAUTH2, DATA).
+//   - [Serve]: a TCP server on 127.0.0.1 for scripted fakes of other
+//     servers.
 //   - [Config]: a builder of the relay's TOML configuration, wired to an
 //     emulated Microsoft 365 ([Emulator], which *msemu.Emulator satisfies).
 //

@@ -101,23 +101,9 @@ func TestDebugLogger(t *testing.T) {
 func TestCertificates(t *testing.T) {
 	ca := testkit.NewCA(t)
 	leaf := ca.Leaf(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", leaf.ServerTLS())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.(*tls.Conn).Handshake()
-			c.Close()
-		}
-	}()
+	addr := testkit.Serve(t, func(c net.Conn) { tls.Server(c, leaf.ServerTLS()).Handshake() })
 	for _, name := range []string{"127.0.0.1", "localhost"} {
-		c, err := tls.Dial("tcp", ln.Addr().String(), ca.ClientTLS(name))
+		c, err := tls.Dial("tcp", addr, ca.ClientTLS(name))
 		if err != nil {
 			t.Errorf("client expecting %s: %v", name, err)
 			continue
@@ -125,7 +111,7 @@ func TestCertificates(t *testing.T) {
 		c.Close()
 	}
 	other := testkit.NewCA(t)
-	if c, err := tls.Dial("tcp", ln.Addr().String(), other.ClientTLS("127.0.0.1")); err == nil {
+	if c, err := tls.Dial("tcp", addr, other.ClientTLS("127.0.0.1")); err == nil {
 		c.Close()
 		t.Error("a client trusting another CA accepted the leaf")
 	}
@@ -161,27 +147,11 @@ func TestCertificates(t *testing.T) {
 // echoes what AUTH decoded, supports STARTTLS with leaf and sends every
 // message it receives, dot-unstuffed, on the returned channel.
 func smtpServer(t *testing.T, leaf *testkit.Leaf) (addr string, msgs <-chan string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	ch := make(chan string, 10)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serveSMTP(c, leaf, ch)
-		}
-	}()
-	return ln.Addr().String(), ch
+	return testkit.Serve(t, func(c net.Conn) { serveSMTP(c, leaf, ch) }), ch
 }
 
 func serveSMTP(c net.Conn, leaf *testkit.Leaf, msgs chan<- string) {
-	defer c.Close()
 	tp := textproto.NewConn(c)
 	tp.PrintfLine("220 kit.test ESMTP")
 	for {
