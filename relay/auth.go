@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"errors"
 	"net/netip"
 	"sync"
 	"time"
@@ -130,7 +131,7 @@ func (a *loginServer) Next(response []byte) (challenge []byte, done bool, err er
 		a.step = 3
 		return nil, true, a.auth(a.username, string(response))
 	}
-	return nil, false, reply(501, 5, 5, 2, "Unexpected AUTH LOGIN response")
+	return nil, false, newRefusal(authLoginSequence)
 }
 
 // newPlainServer wraps go-sasl's PLAIN server, refusing an authorization
@@ -138,22 +139,10 @@ func (a *loginServer) Next(response []byte) (challenge []byte, done bool, err er
 func newPlainServer(auth func(username, password string) error) sasl.Server {
 	return sasl.NewPlainServer(func(identity, username, password string) error {
 		if identity != "" && identity != username {
-			return reply(535, 5, 7, 8, "Authentication failed: logging in as another user is not supported")
+			return newRefusal(authOtherIdentity)
 		}
 		return auth(username, password)
 	})
-}
-
-// saslError makes sure go-sasl's plain errors reach the client as a proper
-// reply and not as a 454 with internal text.
-func saslError(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := err.(*smtp.SMTPError); ok {
-		return err
-	}
-	return reply(501, 5, 5, 2, "Malformed AUTH data: %s", sanitize(err.Error()))
 }
 
 // sanitize keeps a message printable and short, so no client-supplied byte
@@ -171,10 +160,32 @@ func sanitize(s string) string {
 	}, b))
 }
 
-type saslWrap struct{ s sasl.Server }
+// saslWrap makes sure every error of a SASL exchange reaches the client
+// as a reply from the table, and not as a 454 with internal text.
+type saslWrap struct {
+	s  sasl.Server
+	ss *session
+}
 
 // Next implements sasl.Server, converting errors to SMTP replies.
 func (w saslWrap) Next(r []byte) ([]byte, bool, error) {
 	c, d, err := w.s.Next(r)
-	return c, d, saslError(err)
+	if err == nil {
+		return c, d, nil
+	}
+	var rf *refusal
+	switch {
+	case errors.As(err, &rf):
+		return c, d, w.ss.refuse(rf)
+	case isReply(err):
+		// Already reported (checkLogin).
+		return c, d, err
+	}
+	// go-sasl's own errors (no password, bad encoding).
+	return c, d, w.ss.refuse(newRefusal(authMalformed, sanitize(err.Error())))
+}
+
+func isReply(err error) bool {
+	_, ok := err.(*smtp.SMTPError)
+	return ok
 }

@@ -29,9 +29,9 @@ const maxHeaderBytes = 1 << 20
 // then the body byte for byte.
 type message struct {
 	client   *config.Client
-	cfg      *config.Config
-	mailbox  *config.Mailbox // the envelope sender's, as MAIL decided
-	maxSize  int64           // the size limit the listener enforces
+	cfg      *config.Config // the configuration MAIL was judged by
+	from     string         // the envelope sender as the app sent it
+	maxSize  int64          // the size limit the listener enforces
 	id       string
 	now      time.Time
 	helo     string
@@ -40,7 +40,6 @@ type message struct {
 	authed   bool
 	hostname string
 	rcpts    []string
-	envFrom  string
 
 	headerFrom string // for logs
 }
@@ -66,17 +65,21 @@ func (m *message) copy(w io.Writer, r io.Reader) error {
 	if len(raw) > 0 {
 		h, err = textproto.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(raw), strings.NewReader("\r\n"))))
 		if err != nil {
-			return reply(554, 5, 6, 0, "The message header could not be read (%s); nothing was accepted", sanitize(err.Error()))
+			return newRefusal(headerUnreadable, sanitize(err.Error()))
 		}
 	}
 	mh := mail.Header{Header: gomessage.Header{Header: h}}
+	d := decideSender(m.cfg, m.client, m.from, parseSenderHeader(mh))
+	m.headerFrom = d.HeaderFrom
+	if d.Refusal != nil {
+		return d.Refusal
+	}
 	var extra []string
-	rewritten := false
-	if m.client.RewriteFrom != "" {
-		m.rewrite(&mh)
-		rewritten = true
-	} else if err := m.checkFrom(mh, &extra); err != nil {
-		return err
+	switch d.Header {
+	case rewriteFrom:
+		rewrite(&mh, d.SendFrom)
+	case addFrom:
+		extra = append(extra, "From: <"+d.SendFrom+">")
 	}
 	if !mh.Has("Message-Id") {
 		extra = append(extra, fmt.Sprintf("Message-ID: <%s@%s>", m.id, m.hostname))
@@ -88,7 +91,7 @@ func (m *message) copy(w io.Writer, r io.Reader) error {
 	if _, err := io.WriteString(w, m.received()); err != nil {
 		return err
 	}
-	if rewritten {
+	if d.Header == rewriteFrom {
 		var hb bytes.Buffer
 		if err := textproto.WriteHeader(&hb, mh.Header.Header); err != nil {
 			return err
@@ -120,56 +123,23 @@ func (m *message) copy(w io.Writer, r io.Reader) error {
 
 func (m *message) readErr(err error) error {
 	if errors.Is(err, smtp.ErrDataTooLarge) {
-		return reply(552, 5, 3, 4, "Message too big: this relay accepts at most %s (listen.max_message_size); nothing was accepted", humanSize(m.maxSize))
+		return newRefusal(tooBig, humanSize(m.maxSize))
 	}
 	return err
 }
 
-// checkFrom enforces that From: (and Sender:) name addresses this client
-// may use, and that Microsoft 365 will accept from the envelope's mailbox.
-func (m *message) checkFrom(h mail.Header, extra *[]string) error {
-	mbx := m.mailbox
-	for _, field := range []string{"From", "Sender"} {
-		if !h.Has(field) {
-			continue
-		}
-		addrs, err := h.AddressList(field)
-		if err != nil || len(addrs) == 0 {
-			m.headerFrom = h.Get(field)
-			return reply(550, 5, 6, 0, "The %s: header %q is not a valid address; nothing was accepted", field, sanitize(h.Get(field)))
-		}
-		for _, a := range addrs {
-			m.headerFrom = a.Address
-			am := m.cfg.MailboxFor(a.Address)
-			if !m.client.MaySend(a.Address) || am == nil {
-				return reply(550, 5, 7, 1, "%s: <%s> is not allowed for client %q; use one of its senders or ask the relay's administrator to add it", field, sanitize(a.Address), m.client.Name)
-			}
-			if am != mbx {
-				return reply(550, 5, 7, 1, "%s: <%s> belongs to mailbox %s but the envelope sender <%s> is sent through %s; Microsoft 365 would refuse it. Use matching addresses", field, sanitize(a.Address), am.Address, m.envFrom, mbx.Address)
-			}
-		}
-	}
-	if !h.Has("From") {
-		// RFC 5322 requires From:, and Exchange checks it against SendAs:
-		// the envelope sender was already allowed, so use it.
-		*extra = append(*extra, "From: <"+m.envFrom+">")
-	}
-	return nil
-}
-
 // rewrite replaces From: with the client's rewrite_from address, keeps the
 // display name, and keeps the original address reachable in Reply-To:.
-func (m *message) rewrite(h *mail.Header) {
+func rewrite(h *mail.Header, rewriteFrom string) {
 	orig, _ := h.AddressList("From")
 	name := ""
 	if len(orig) > 0 {
 		name = orig[0].Name
-		m.headerFrom = orig[0].Address
-		if !h.Has("Reply-To") && !strings.EqualFold(orig[0].Address, m.client.RewriteFrom) {
+		if !h.Has("Reply-To") && !strings.EqualFold(orig[0].Address, rewriteFrom) {
 			h.SetAddressList("Reply-To", orig)
 		}
 	}
-	h.SetAddressList("From", []*mail.Address{{Name: name, Address: m.client.RewriteFrom}})
+	h.SetAddressList("From", []*mail.Address{{Name: name, Address: rewriteFrom}})
 	// A device's own Sender: would contradict the rewritten From.
 	h.Del("Sender")
 }
@@ -204,9 +174,6 @@ func (m *message) received() string {
 // A message without any header therefore is all body.
 func readHeaderBlock(br *bufio.Reader) (raw, sep, bodyStart []byte, err error) {
 	var buf bytes.Buffer
-	tooBig := func() error {
-		return reply(552, 5, 3, 4, "Message header too big (over %s); nothing was accepted", humanSize(maxHeaderBytes))
-	}
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
@@ -223,7 +190,7 @@ func readHeaderBlock(br *bufio.Reader) (raw, sep, bodyStart []byte, err error) {
 				buf.Write(line)
 			}
 			if buf.Len() > maxHeaderBytes {
-				return nil, nil, nil, tooBig()
+				return nil, nil, nil, newRefusal(headerTooBig, humanSize(maxHeaderBytes))
 			}
 		}
 		if err == io.EOF {

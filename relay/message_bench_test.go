@@ -46,7 +46,7 @@ func BenchmarkMessageCopy(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		m := &message{client: cl, cfg: cfg, id: "20260102T030405.000001-abcdef", now: now, helo: "erp.local",
-			ip: netip.MustParseAddr("127.0.0.1"), hostname: "relay.bench", rcpts: []string{"a@example.com"}, envFrom: "noreply@contoso.com"}
+			ip: netip.MustParseAddr("127.0.0.1"), hostname: "relay.bench", rcpts: []string{"a@example.com"}, from: "noreply@contoso.com"}
 		if err := m.copy(io.Discard, bytes.NewReader(msg)); err != nil {
 			b.Fatal(err)
 		}

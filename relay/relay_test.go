@@ -172,14 +172,17 @@ func TestWrongPassword(t *testing.T) {
 	r := startRelay(t, "", func(r *testRelay) { r.srv.lim.sleep = func(time.Duration) {} })
 	c := r.dial()
 	c.ehlo()
-	reply := c.authPlain("535 5.7.8", "app", "wrong")
+	// A password that no log line can contain by chance (replies say
+	// "wrong username or password").
+	const wrong = "wr0ng-Pa55"
+	reply := c.authPlain("535 5.7.8", "app", wrong)
 	if !strings.Contains(reply, "Authentication credentials invalid") {
 		t.Errorf("reply %q", reply)
 	}
 	c.authPlain("535 5.7.8", "nobody", appPassword)
 	// Not logged in, so MAIL FROM needs AUTH.
 	c.cmd("530 5.7.0", "MAIL FROM:<noreply@contoso.com>")
-	if strings.Contains(r.logs.String(), "wrong") {
+	if strings.Contains(r.logs.String(), wrong) {
 		t.Errorf("the password appears in the log")
 	}
 	// An authorization identity other than the user is refused.
@@ -556,8 +559,8 @@ func TestSpoolWriteFailure(t *testing.T) {
 func TestSpoolFailureReplies(t *testing.T) {
 	full := &queue.WriteError{ID: "20260101T000000.000000-abcdef", Op: "write body", Err: syscall.ENOSPC}
 	other := &queue.WriteError{ID: "20260101T000000.000000-abcdef", Op: "fsync body", Err: errors.New("input/output error at /var/spool")}
-	policy := fmt.Errorf("wrapped: %w", reply(552, 5, 3, 4, "Message too big"))
-	log := r0log()
+	policy := fmt.Errorf("wrapped: %w", newRefusal(tooBig, "2 KB"))
+	srv := &Server{log: r0log()}
 	for _, tt := range []struct {
 		err  error
 		want string
@@ -566,7 +569,7 @@ func TestSpoolFailureReplies(t *testing.T) {
 		{other, "451 4.3.0 Message not queued (id 20260101T000000.000000-abcdef): the relay could not write it to disk"},
 		{policy, "552 5.3.4 Message too big"},
 	} {
-		se := spoolFailure(log, "20260101T000000.000000-abcdef", tt.err)
+		se := srv.refuse(spoolRefusal("20260101T000000.000000-abcdef", tt.err))
 		got := fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)
 		if !strings.HasPrefix(got, tt.want) || strings.Contains(got, "/var/spool") {
 			t.Errorf("spoolFailure(%v) = %q, want %q", tt.err, got, tt.want)

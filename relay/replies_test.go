@@ -1,70 +1,143 @@
 package relay
 
 import (
+	"bytes"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"log/slog"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"unicode"
 )
 
-// TestReplyWording reads every reply(...) in the package's source and checks
-// that each refusal has a matching enhanced code (maddy once had a helper
-// whose first digit was always 5) and a sentence a person can act on.
+// TestReplyWording checks every row of the refusals table: each refusal
+// has a matching enhanced code (maddy once had a helper whose first digit
+// was always 5) and a sentence a person can act on.
 func TestReplyWording(t *testing.T) {
+	n := 0
+	for k, sp := range refusals {
+		n++
+		code, class := sp.code, sp.ec[0]
+		if code < 400 || code > 599 || code/100 != class {
+			t.Errorf("refusal %d: reply %d has enhanced class %d", k, code, class)
+		}
+		msg := sp.text
+		if code == 421 {
+			// RFC 5321 puts the server's name first in a 421 that closes
+			// the connection.
+			msg = strings.TrimPrefix(msg, "%s ")
+		}
+		if len(strings.Fields(msg)) < 4 || !(unicode.IsUpper([]rune(msg)[0]) || strings.HasPrefix(msg, "%s: ")) {
+			t.Errorf("refusal %d: reply text %q is not a sentence", k, msg)
+		}
+		if sp.log == "" && k != int(connLimit) {
+			t.Errorf("refusal %d (%q) is not logged", k, msg)
+		}
+	}
+	if n < 15 {
+		t.Errorf("found only %d replies; the table is not complete", n)
+	}
+}
+
+// TestRepliesOnlyInTheTable reads the package's production source: no
+// file but replies.go may build an SMTP reply, so that replies.go is the
+// one place to look for where a reply comes from.
+func TestRepliesOnlyInTheTable(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
 	}
+	replyLit := regexp.MustCompile(`^"[2-5][0-9][0-9][ -]`)
 	fset := token.NewFileSet()
-	n := 0
+	read := 0
 	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
+		if strings.HasSuffix(f, "_test.go") || f == "replies.go" {
 			continue
 		}
 		af, err := parser.ParseFile(fset, f, nil, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
+		read++
 		ast.Inspect(af, func(node ast.Node) bool {
-			call, ok := node.(*ast.CallExpr)
-			if !ok {
-				return true
-			}
-			if id, ok := call.Fun.(*ast.Ident); !ok || id.Name != "reply" || len(call.Args) < 5 {
-				return true
-			}
-			n++
-			pos := fset.Position(call.Pos())
-			var nums [4]int
-			for i := range nums {
-				lit, ok := call.Args[i].(*ast.BasicLit)
-				if !ok {
-					t.Errorf("%s: reply code argument %d is not a literal", pos, i)
-					return true
+			switch n := node.(type) {
+			case *ast.CompositeLit:
+				if sel, ok := n.Type.(*ast.SelectorExpr); ok && sel.Sel.Name == "SMTPError" {
+					t.Errorf("%s: builds an smtp.SMTPError; add a row to replies.go instead", fset.Position(n.Pos()))
 				}
-				nums[i], _ = strconv.Atoi(lit.Value)
-			}
-			code, class := nums[0], nums[1]
-			if code < 400 || code > 599 || code/100 != class {
-				t.Errorf("%s: reply %d has enhanced class %d", pos, code, class)
-			}
-			lit, ok := call.Args[4].(*ast.BasicLit)
-			if !ok {
-				t.Errorf("%s: reply text is not a literal", pos)
-				return true
-			}
-			msg, _ := strconv.Unquote(lit.Value)
-			if len(strings.Fields(msg)) < 4 || !(unicode.IsUpper([]rune(msg)[0]) || strings.HasPrefix(msg, "%s: ")) {
-				t.Errorf("%s: reply text %q is not a sentence", pos, msg)
+			case *ast.BasicLit:
+				if n.Kind == token.STRING && replyLit.MatchString(n.Value) {
+					t.Errorf("%s: %s looks like an SMTP reply; add it to replies.go instead", fset.Position(n.Pos()), n.Value)
+				}
 			}
 			return true
 		})
 	}
-	if n < 15 {
-		t.Errorf("found only %d replies; the test is not reading the source", n)
+	if read < 4 {
+		t.Errorf("read only %d files; the test is not reading the source", read)
+	}
+}
+
+// TestRefuseCountsAndLogs checks the one reporting function: the reason is
+// counted, the log line carries the reason, the reply and the fix at the
+// table's level, and protocol errors are not counted.
+func TestRefuseCountsAndLogs(t *testing.T) {
+	var logs bytes.Buffer
+	var counted []string
+	s := &Server{
+		log:   slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		hooks: Hooks{Refused: func(reason string) { counted = append(counted, reason) }},
+	}
+	se := s.refuse(newRefusal(senderDenied, "ceo@contoso.com", "erp"), "client", "erp")
+	want := `550 5.7.1 Sender <ceo@contoso.com> is not allowed for client "erp"; the relay's administrator can add it to the client's senders`
+	if got := wireText(se); got != want {
+		t.Errorf("reply %q, want %q", got, want)
+	}
+	line := logs.String()
+	for _, part := range []string{"level=WARN", `msg="refused sender"`, "reason=sender_denied", "client=erp", `reply="550 5.7.1 Sender <ceo@contoso.com>`, `fix="add the address`} {
+		if !strings.Contains(line, part) {
+			t.Errorf("log line %q lacks %q", line, part)
+		}
+	}
+	s.refuse(newRefusal(rcptBeforeMail))
+	s.refuse(newRefusal(connLimit, "relay.test"))
+	if fmt.Sprint(counted) != "[sender_denied connection_limit]" {
+		t.Errorf("counted %v, want [sender_denied connection_limit]", counted)
+	}
+	if strings.Contains(logs.String(), "Too many connections") {
+		t.Errorf("the connection limit was logged: %s", logs.String())
+	}
+}
+
+// TestOwnText covers the replacement of go-smtp's chatty texts.
+func TestOwnText(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"250 2.0.0 Roger, accepting mail from <noreply@contoso.com>", "250 2.1.0 Sender <noreply@contoso.com> OK"},
+		{"250 2.0.0 Roger, accepting mail from <>", "250 2.1.0 Sender <> OK"},
+		{"250 2.0.0 Roger, accepting mail from <a\x01b@x>", "250 2.1.0 Sender <a?b@x> OK"},
+		{"250 2.0.0 I'll make sure <a@example.com> gets this", "250 2.1.5 Recipient <a@example.com> OK"},
+		{"250 2.0.0 I have successfully done nothing", "250 2.0.0 OK"},
+		{"354 Go ahead. End your data with <CR><LF>.<CR><LF>", "354 End data with <CR><LF>.<CR><LF>"},
+		{"421 4.4.2 Idle timeout, bye bye", "421 4.4.2 Idle timeout: no command received in time; closing the connection"},
+		{"500 5.5.1 Too many errors. Quiting now", "500 5.5.1 Too many errors; closing the connection"},
+		{"250 2.0.0 OK: queued as x", ""},
+		{"250 2.0.0 Roger, accepting mail from", ""},
+		{"550 5.7.1 Sender <x> is not allowed", ""},
+	} {
+		got, ok := ownText(tt.in)
+		if ok != (tt.want != "") || got != tt.want {
+			t.Errorf("ownText(%q) = %q, %v; want %q", tt.in, got, ok, tt.want)
+		}
+	}
+	for _, o := range ownTexts {
+		code, _ := strconv.Atoi(o.ours[:3])
+		if o.ours[:1] != o.goSMTP[:1] || code < 200 || o.ours[3] != ' ' {
+			t.Errorf("%q replaces %q with another class of reply", o.ours, o.goSMTP)
+		}
 	}
 }

@@ -1,6 +1,7 @@
-// Package relay is the SMTP side of oauthrelay: the listener legacy
-// applications talk to, its local authentication and sender policy, and
-// (in deliver*.go) the client that hands mail to Microsoft 365.
+// Package relay is the listening side of oauthrelay: the SMTP server
+// legacy applications talk to, its local authentication and sender
+// policy, and the spooling of what it accepts. It never talks to
+// Microsoft 365; the spool is all it shares with delivery.
 package relay
 
 import (
@@ -8,6 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -80,12 +82,6 @@ func (s *Server) SetConfig(cfg *config.Config) { s.cfg.Store(cfg) }
 
 // Config returns the configuration in force.
 func (s *Server) Config() *config.Config { return s.cfg.Load() }
-
-func (s *Server) refused(reason string) {
-	if s.hooks.Refused != nil {
-		s.hooks.Refused(reason)
-	}
-}
 
 // Listeners opens the configured listeners. They are returned so that
 // tests and the demo can learn the ports chosen for ":0".
@@ -208,12 +204,12 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if l.max > 0 && l.s.conns.Load() >= l.max {
-			l.s.refused(ReasonConnLimit)
+			se := l.s.refuse(newRefusal(connLimit, l.s.listen.Hostname))
 			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			// On the implicit-TLS port a plain-text reply would only read
 			// as a broken handshake: just close.
 			if !l.implicit {
-				fmt.Fprintf(c, "421 4.7.0 %s Too many connections to the relay right now; try again shortly\r\n", l.s.listen.Hostname)
+				io.WriteString(c, wireText(se)+"\r\n")
 			}
 			c.Close()
 			continue

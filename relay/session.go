@@ -59,24 +59,24 @@ func (ss *session) AuthMechanisms() []string {
 // Auth implements smtp.AuthSession.
 func (ss *session) Auth(mech string) (sasl.Server, error) {
 	if !ss.authAllowed() {
-		ss.s.refused(ReasonTLSRequired)
-		ss.s.log.Info("refused: AUTH in clear text from a non-loopback peer", "remote", ss.ip.String(),
-			"fix", "configure the application to use STARTTLS or implicit TLS, or set listen.allow_insecure_auth on a trusted network")
-		return nil, reply(538, 5, 7, 11, "Encryption required: issue STARTTLS before AUTH (passwords are not accepted in clear text from %s)", ss.ip)
+		return nil, ss.refuse(newRefusal(authInClear, ss.ip))
 	}
 	if d := ss.s.lim.locked(ss.ip); d > 0 {
-		ss.s.refused(ReasonAuthLocked)
-		ss.s.log.Warn("auth refused: address locked out after repeated failures", "remote", ss.ip.String(), "remaining", d.Round(time.Second).String())
-		return nil, reply(454, 4, 7, 0, "Too many failed logins from %s; try again in %s", ss.ip, roundUp(d))
+		return nil, ss.refuse(newRefusal(authLocked, ss.ip, roundUp(d)), "remaining", d.Round(time.Second).String())
 	}
 	check := func(username, password string) error { return ss.checkLogin(username, password) }
 	switch strings.ToUpper(mech) {
 	case sasl.Plain:
-		return saslWrap{newPlainServer(check)}, nil
+		return saslWrap{newPlainServer(check), ss}, nil
 	case sasl.Login:
-		return saslWrap{&loginServer{auth: check}}, nil
+		return saslWrap{&loginServer{auth: check}, ss}, nil
 	}
-	return nil, reply(504, 5, 7, 4, "Unsupported authentication mechanism %s; use PLAIN or LOGIN", sanitize(mech))
+	return nil, ss.refuse(newRefusal(authMechanism, sanitize(mech)))
+}
+
+// refuse reports a refusal of this session's peer.
+func (ss *session) refuse(r *refusal, attrs ...any) *smtp.SMTPError {
+	return ss.s.refuse(r, append(attrs, "remote", ss.ip.String())...)
 }
 
 func roundUp(d time.Duration) string {
@@ -102,15 +102,13 @@ func (ss *session) checkLogin(username, password string) error {
 	}
 	if !ok {
 		delay, locked := ss.s.lim.fail(ss.ip)
-		ss.s.refused(ReasonAuthFailed)
-		// Never log the password; the username helps the admin and is not
-		// a secret.
-		ss.s.log.Warn("auth failed", "username", sanitize(username), "remote", ss.ip.String(), "locked_out", locked)
-		ss.s.lim.sleep(delay)
+		r := newRefusal(authFailed)
 		if locked {
-			return reply(454, 4, 7, 0, "Too many failed logins from %s; try again in %s", ss.ip, roundUp(ss.s.lim.lockout))
+			r = newRefusal(authFailedLockout, ss.ip, roundUp(ss.s.lim.lockout))
 		}
-		return reply(535, 5, 7, 8, "Authentication credentials invalid: wrong username or password")
+		se := ss.refuse(r, "username", sanitize(username), "locked_out", locked)
+		ss.s.lim.sleep(delay)
+		return se
 	}
 	ss.s.lim.succeed(ss.ip)
 	ss.authed = cl.Name
@@ -134,43 +132,25 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	ss.Reset()
 	cfg := ss.s.Config()
 	if cfg.Listen.RequireTLS && !ss.tls {
-		ss.s.refused(ReasonTLSRequired)
-		ss.s.log.Info("refused: MAIL FROM before STARTTLS while listen.require_tls is set", "remote", ss.ip.String())
-		return reply(530, 5, 7, 0, "Must issue a STARTTLS command first: this relay requires TLS")
+		return ss.refuse(newRefusal(mailNeedsTLS))
 	}
 	cl := ss.currentClient(cfg)
 	if cl == nil {
-		ss.s.refused(ReasonAuthRequired)
 		if ss.authed != "" {
-			// go-smtp allows one AUTH per connection, so the client must
-			// reconnect to log in again.
-			ss.s.log.Warn("refused: the logged-in client was removed from the configuration", "client", ss.authed, "remote", ss.ip.String())
-			return reply(421, 4, 7, 0, "Client %q was removed from the relay's configuration; reconnect and log in again", ss.authed)
+			return ss.refuse(newRefusal(clientRemoved, ss.authed), "client", ss.authed)
 		}
-		ss.s.log.Info("refused: unauthenticated peer outside every trusted network", "remote", ss.ip.String(), "from", sanitize(from))
-		return reply(530, 5, 7, 0, "Authentication required: %s is not a trusted network; log in with AUTH", ss.ip)
+		return ss.refuse(newRefusal(authRequired, ss.ip), "from", sanitize(from))
 	}
-	sendFrom := from
-	if cl.RewriteFrom != "" {
-		sendFrom = cl.RewriteFrom
-	} else {
+	d := decideSender(cfg, cl, from, nil)
+	if d.Refusal != nil {
+		logFrom := sanitize(from)
 		if from == "" {
-			// A null sender (a bounce or a read receipt) has no mailbox to
-			// sign in as; only a client with rewrite_from can use it.
-			ss.s.refused(ReasonSenderDenied)
-			ss.s.log.Warn("refused sender", "client", cl.Name, "from", "<>", "remote", ss.ip.String(),
-				"fix", "set rewrite_from for this client if the device sends with an empty sender")
-			return reply(550, 5, 7, 1, "Sender <> (a bounce) is not allowed for client %q: Microsoft 365 needs a real mailbox as sender; use one of the client's senders", cl.Name)
+			logFrom = "<>"
 		}
-		if !cl.MaySend(from) || cfg.MailboxFor(from) == nil {
-			ss.s.refused(ReasonSenderDenied)
-			ss.s.log.Warn("refused sender", "client", cl.Name, "from", sanitize(from), "remote", ss.ip.String(),
-				"fix", "add the address to this client's senders (and to a mailbox's send_as) if it should be allowed")
-			return reply(550, 5, 7, 1, "Sender <%s> is not allowed for client %q; the relay's administrator can add it to the client's senders", sanitize(from), cl.Name)
-		}
+		return ss.refuse(d.Refusal, "client", cl.Name, "from", logFrom)
 	}
-	ss.cfg, ss.client, ss.mailbox = cfg, cl, cfg.MailboxFor(sendFrom)
-	ss.from, ss.sendFrom = from, sendFrom
+	ss.cfg, ss.client, ss.mailbox = cfg, cl, d.Mailbox
+	ss.from, ss.sendFrom = from, d.SendFrom
 	ss.utf8 = opts != nil && opts.UTF8
 	return nil
 }
@@ -178,25 +158,17 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 // Rcpt accepts a recipient within listen.max_recipients.
 func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if ss.client == nil {
-		return reply(503, 5, 5, 1, "Send MAIL FROM first")
+		return ss.refuse(newRefusal(rcptBeforeMail))
 	}
 	max := ss.cfg.Listen.MaxRecipients
 	if len(ss.rcpts) >= max {
-		ss.s.refused(ReasonTooManyRcpts)
-		ss.s.log.Info("refused recipient: too many recipients", "client", ss.client.Name, "max", max, "remote", ss.ip.String())
-		return reply(452, 4, 5, 3, "Too many recipients: at most %d per message; send the rest in another message", max)
+		return ss.refuse(newRefusal(tooManyRcpts, max), "client", ss.client.Name, "max", max)
 	}
 	if !validRecipient(to) {
-		ss.s.refused(ReasonBadRecipient)
-		ss.s.log.Info("refused recipient: not a valid address", "to", sanitize(to), "remote", ss.ip.String())
-		return reply(501, 5, 1, 3, "Recipient <%s> is not a valid address", sanitize(to))
+		return ss.refuse(newRefusal(badRecipient, sanitize(to)), "to", sanitize(to))
 	}
 	if !ss.utf8 && !isASCII(to) {
-		// RFC 6531: an internationalised address needs SMTPUTF8 on MAIL;
-		// without it Exchange would refuse it after the 250.
-		ss.s.refused(ReasonBadRecipient)
-		ss.s.log.Info("refused recipient: non-ASCII address without SMTPUTF8", "to", sanitize(to), "remote", ss.ip.String())
-		return reply(553, 5, 6, 7, "Recipient <%s> is not ASCII: send MAIL FROM with the SMTPUTF8 parameter", sanitize(to))
+		return ss.refuse(newRefusal(rcptNotASCII, sanitize(to)), "to", sanitize(to))
 	}
 	ss.rcpts = append(ss.rcpts, to)
 	return nil
@@ -230,54 +202,30 @@ func isASCII(s string) bool {
 // message; it answers 250 only once the message is durable.
 func (ss *session) Data(r io.Reader) error {
 	if ss.client == nil {
-		return reply(503, 5, 5, 1, "Send MAIL FROM and RCPT TO first")
+		return ss.refuse(newRefusal(dataBeforeMail))
 	}
 	start := ss.s.now()
 	cfg, l := ss.cfg, ss.s.listen
 	w, err := ss.s.spool.Create()
 	if err != nil {
-		ss.s.refused(ReasonSpoolError)
 		id := "-"
 		var we *queue.WriteError
 		if errors.As(err, &we) {
 			id = we.ID
 		}
-		return spoolFailure(ss.s.log, id, err)
+		return ss.spoolFailure(id, err)
 	}
 	// The read deadline grows with progress but never past data_timeout,
 	// so a slow 35 MB upload works and a stalled client is cut off.
 	dr := &deadlineReader{r: r, conn: ss.conn, idle: l.IdleTimeout.Duration, end: time.Now().Add(l.DataTimeout.Duration)}
 	msg := &message{
-		client: ss.client, cfg: cfg, mailbox: ss.mailbox, maxSize: int64(l.MaxMessageSize), id: w.ID(), now: start,
+		client: ss.client, cfg: cfg, from: ss.from, maxSize: int64(l.MaxMessageSize), id: w.ID(), now: start,
 		helo: ss.helo, ip: ss.ip, tls: ss.tls, authed: ss.authed != "",
-		hostname: l.Hostname, rcpts: ss.rcpts, envFrom: ss.sendFrom,
+		hostname: l.Hostname, rcpts: ss.rcpts,
 	}
 	if err := msg.copy(w, dr); err != nil {
 		w.Abort()
-		var se *smtp.SMTPError
-		if errors.As(err, &se) {
-			ss.refuseData(se, msg)
-			return spoolFailure(ss.s.log, w.ID(), err)
-		}
-		if dr.timedOut {
-			ss.s.refused(ReasonClientTimeout)
-			ss.s.log.Warn("client stalled during DATA; message discarded", "client", ss.client.Name, "remote", ss.ip.String())
-			return reply(421, 4, 4, 2, "Timeout waiting for message data; nothing was accepted")
-		}
-		if errors.Is(err, smtp.ErrTooLongLine) {
-			se := reply(554, 5, 6, 0, "A line of the message is too long (RFC 5322 allows 998 characters); nothing was accepted")
-			ss.refuseData(se, msg)
-			return se
-		}
-		if dr.err != nil {
-			// The client's side failed (connection reset): not a spool
-			// problem, and nobody is left to read a reply.
-			ss.s.refused(ReasonClientTimeout)
-			ss.s.log.Warn("connection failed during DATA; message discarded", "client", ss.client.Name, "remote", ss.ip.String(), "error", dr.err.Error())
-			return reply(421, 4, 4, 0, "Connection error during DATA; nothing was accepted")
-		}
-		ss.s.refused(ReasonSpoolError)
-		return spoolFailure(ss.s.log, w.ID(), err)
+		return ss.copyFailure(err, dr, msg)
 	}
 	env := &queue.Envelope{
 		Received:   start,
@@ -291,28 +239,40 @@ func (ss *session) Data(r io.Reader) error {
 		env.Recipients = append(env.Recipients, &queue.Recipient{Address: rc})
 	}
 	if err := w.Commit(env); err != nil {
-		ss.s.refused(ReasonSpoolError)
-		return spoolFailure(ss.s.log, w.ID(), err)
+		return ss.spoolFailure(w.ID(), err)
 	}
 	if ss.s.hooks.Accepted != nil {
 		ss.s.hooks.Accepted(ss.client.Name)
 	}
 	ss.s.log.Info("accepted", "id", env.ID, "client", ss.client.Name, "from", ss.sendFrom, "mailbox", env.Mailbox,
 		"recipients", len(env.Recipients), "size", env.Size, "remote", ss.ip.String())
-	// A 250 with the queue id, so the app's log can be matched with ours.
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: queued as " + env.ID}
+	return queuedReply(env.ID)
 }
 
-func (ss *session) refuseData(se *smtp.SMTPError, msg *message) {
-	reason := ReasonFromDenied
+// copyFailure reports why msg could not be read and spooled: the policy
+// or a limit refused it, the client stalled or went away, or the spool
+// failed.
+func (ss *session) copyFailure(err error, dr *deadlineReader, msg *message) *smtp.SMTPError {
+	var rf *refusal
 	switch {
-	case se.Code == 552:
-		reason = ReasonTooLarge
-	case se.EnhancedCode == smtp.EnhancedCode{5, 6, 0}:
-		reason = ReasonBadHeader
+	case errors.As(err, &rf):
+	case dr.timedOut:
+		return ss.refuse(newRefusal(dataTimeout), "client", ss.client.Name)
+	case errors.Is(err, smtp.ErrTooLongLine):
+		rf = newRefusal(lineTooLong)
+	case dr.err != nil:
+		// The client's side failed (connection reset): not a spool
+		// problem.
+		return ss.refuse(newRefusal(dataConnError), "client", ss.client.Name, "error", dr.err.Error())
+	default:
+		return ss.spoolFailure(msg.id, err)
 	}
-	ss.s.refused(reason)
-	ss.s.log.Warn("refused message", "reason", reason, "client", ss.client.Name, "from", ss.sendFrom, "header_from", sanitize(msg.headerFrom), "remote", ss.ip.String(), "reply", se.Message)
+	return ss.refuse(rf, "client", ss.client.Name, "from", ss.sendFrom, "header_from", sanitize(msg.headerFrom))
+}
+
+// spoolFailure reports a failure of the spool to take message id.
+func (ss *session) spoolFailure(id string, err error) *smtp.SMTPError {
+	return ss.refuse(spoolRefusal(id, err), "id", id, "error", err.Error())
 }
 
 // Reset forgets the current transaction.
