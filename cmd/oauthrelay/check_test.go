@@ -3,11 +3,12 @@ package main
 import (
 	"bytes"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
 func TestCheckExample(t *testing.T) {
@@ -62,8 +63,7 @@ name = "erp"
 networks = ["10.0.0.0/24", "10.1.0.0/99"]
 senders = ["helpdesk@contoso.com", "ceo@contoso.com"]
 `
-	path := filepath.Join(t.TempDir(), "bad.toml")
-	os.WriteFile(path, []byte(src), 0o600)
+	path := testkit.WriteFile(t, "bad.toml", []byte(src))
 	var out, errb bytes.Buffer
 	if code := run([]string{"check", "-config", path}, &out, &errb); code != 1 {
 		t.Fatalf("check exited %d, want 1", code)

@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/pem"
-	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -14,6 +11,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/oauth"
 )
 
@@ -42,31 +40,19 @@ func tokenEmulator(t *testing.T, consent bool) *msemu.Emulator {
 	return emu
 }
 
-// tokenConfig writes a configuration whose apps talk to emu; apps are
-// [[app]] bodies without the authority, which is added.
-func tokenConfig(t *testing.T, emu *msemu.Emulator, apps ...string) string {
+// tokenConfig writes a configuration whose apps talk to emu.
+func tokenConfig(t *testing.T, emu *msemu.Emulator, apps ...testkit.App) string {
 	t.Helper()
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(ca, emu.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "[spool]\ndir = %q\n\n[upstream]\naddress = %q\nca_file = %q\n", filepath.Join(dir, "spool"), emu.SMTPAddr(), ca)
-	for _, a := range apps {
-		fmt.Fprintf(&b, "\n[[app]]\nauthority = %q\n%s\n", emu.Authority(), a)
-	}
-	b.WriteString("\n[[mailbox]]\naddress = \"helpdesk@contoso.com\"\napp = \"contoso\"\n")
-	b.WriteString("\n[[client]]\nname = \"app\"\nnetworks = [\"127.0.0.1\"]\nsenders = [\"*\"]\n")
-	path := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testkit.Config{
+		Emulator:  emu,
+		Apps:      apps,
+		Mailboxes: []testkit.Mailbox{{Address: "helpdesk@contoso.com", App: "contoso"}},
+		Clients:   []testkit.Client{{Name: "app", Networks: []string{"127.0.0.1"}, Senders: []string{"*"}}},
+	}.Write(t)
 }
 
-func secretApp(name, secret string) string {
-	return fmt.Sprintf("name = %q\ntenant_id = %q\nclient_id = %q\nclient_secret = %q", name, tokTenant, tokClient, secret)
+func secretApp(name, secret string) testkit.App {
+	return testkit.App{Name: name, TenantID: tokTenant, ClientID: tokClient, ClientSecret: secret}
 }
 
 // runTokenCmd runs `oauthrelay token args...` in-process, bounded by a
@@ -176,20 +162,9 @@ func TestTokenCommandChoosesApp(t *testing.T) {
 	if code := run([]string{"cert", "new", "--out", dir, "--days", "365"}, &certOut, &certErr); code != 0 {
 		t.Fatalf("cert new: exit %d\n%s", code, certErr.String())
 	}
-	cerPEM, err := os.ReadFile(filepath.Join(dir, oauth.CertPublicFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk, _ := pem.Decode(cerPEM)
-	if blk == nil {
-		t.Fatal("cert new wrote no PEM .cer")
-	}
-	cert, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := testkit.ReadCertificate(t, filepath.Join(dir, oauth.CertPublicFile))
 	emu.AddApp(msemu.App{TenantID: tokTenant, ClientID: tokCert, Certificates: []*x509.Certificate{cert}, Consent: true, ServicePrincipal: true})
-	certApp := fmt.Sprintf("name = \"certapp\"\ntenant_id = %q\nclient_id = %q\ncertificate_file = %q", tokTenant, tokCert, filepath.Join(dir, oauth.CertKeyFile))
+	certApp := testkit.App{Name: "certapp", TenantID: tokTenant, ClientID: tokCert, CertificateFile: filepath.Join(dir, oauth.CertKeyFile)}
 	cfg := tokenConfig(t, emu, secretApp("contoso", tokSecret), certApp)
 
 	code, out, errs := runTokenCmd(t, "-config", cfg)
