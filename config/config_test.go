@@ -110,8 +110,9 @@ func TestExampleValidatesAndDocumentsEveryKey(t *testing.T) {
 	}
 }
 
-// TestProblemsReportedTogether is the issue's "Done when" case: an unknown
-// key, a sender mapped to no mailbox and a bad CIDR, all named at once.
+// TestProblemsReportedTogether: an unknown key, a sender mapped to no
+// mailbox and a bad CIDR are all named at once, so an admin fixes the file
+// in one pass.
 func TestProblemsReportedTogether(t *testing.T) {
 	src := strings.Replace(base, `address = "127.0.0.1:2525"`, `address = "127.0.0.1:2525"
 max_recipents = 10`, 1)

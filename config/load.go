@@ -20,24 +20,40 @@ const (
 	DefaultMaxRecipients    = 500
 	DefaultSpoolDir         = "/var/spool/oauthrelay"
 	DefaultMaxPerMinute     = 30
-	DefaultMaxConnections   = 3
 	DefaultRecipientsPerDay = 10000
-	DefaultMinTokenLifetime = 10 * time.Minute
+	// DefaultMaxConnections is for "smtp" and "hve" mailboxes: Exchange
+	// Online allows 3 SMTP connections per mailbox.
+	DefaultMaxConnections = 3
+	// DefaultGraphMaxConnections is for "graph" mailboxes: Graph allows 4
+	// concurrent requests per app and mailbox.
+	DefaultGraphMaxConnections = 4
+	DefaultHVEAddress          = "smtp-hve.office365.com:587"
 )
 
-// Cloud is a Microsoft cloud with its sign-in authority, SMTP scope and
-// submission host.
+// The values of mailbox.transport.
+const (
+	TransportSMTP  = "smtp"  // SMTP AUTH XOAUTH2 client submission
+	TransportGraph = "graph" // Microsoft Graph sendMail
+	TransportHVE   = "hve"   // High Volume Email (SMTP, internal recipients only)
+)
+
+// Transports lists the values of mailbox.transport, the default first.
+var Transports = []string{TransportSMTP, TransportGraph, TransportHVE}
+
+// Cloud is a Microsoft cloud with its sign-in authority, SMTP scope,
+// submission host and Microsoft Graph base URL.
 type Cloud struct {
 	Authority string
 	Scope     string
 	Upstream  string
+	Graph     string
 }
 
 // Clouds are the presets for app.cloud.
 var Clouds = map[string]Cloud{
-	"global": {"https://login.microsoftonline.com/", "https://outlook.office365.com/.default", "smtp.office365.com:587"},
-	"usgov":  {"https://login.microsoftonline.us/", "https://outlook.office365.us/.default", "smtp.office365.us:587"},
-	"china":  {"https://login.partner.microsoftonline.cn/", "https://partner.outlook.cn/.default", "smtp.partner.outlook.cn:587"},
+	"global": {"https://login.microsoftonline.com/", "https://outlook.office365.com/.default", "smtp.office365.com:587", "https://graph.microsoft.com"},
+	"usgov":  {"https://login.microsoftonline.us/", "https://outlook.office365.us/.default", "smtp.office365.us:587", "https://graph.microsoft.us"},
+	"china":  {"https://login.partner.microsoftonline.cn/", "https://partner.outlook.cn/.default", "smtp.partner.outlook.cn:587", "https://microsoftgraph.chinacloudapi.cn"},
 }
 
 // Defaults returns a configuration holding every default value, before any
@@ -61,8 +77,13 @@ func Defaults() *Config {
 			MaxRetryDelay: Duration{time.Hour},
 			MaxAge:        Duration{120 * time.Hour},
 		},
-		Upstream: Upstream{Address: Clouds["global"].Upstream, Timeout: Duration{2 * time.Minute}},
-		Log:      Log{Format: "text", Level: "info"},
+		Upstream: Upstream{
+			Address:    Clouds["global"].Upstream,
+			GraphURL:   Clouds["global"].Graph,
+			HVEAddress: DefaultHVEAddress,
+			Timeout:    Duration{2 * time.Minute},
+		},
+		Log: Log{Format: "text", Level: "info"},
 	}
 }
 
@@ -104,6 +125,8 @@ func Parse(path string, data []byte, getenv func(string) string) (*Config, error
 		v.unknownKey(k)
 	}
 	c.Upstream.explicit = md.IsDefined("upstream", "address")
+	c.Upstream.explicitGraph = md.IsDefined("upstream", "graph_url")
+	c.Upstream.explicitHVE = md.IsDefined("upstream", "hve_address")
 	v.validate(getenv)
 	c.Warnings = v.warnings
 	if len(v.problems) > 0 {
@@ -189,9 +212,13 @@ func knownKeys(table string) []string {
 	return keys
 }
 
-func suggest(table, name string) string {
+func suggest(table, name string) string { return closest(name, knownKeys(table)) }
+
+// closest is the option name is most likely a typo of (at most two edits,
+// ignoring case), or "".
+func closest(name string, options []string) string {
 	best, bestD := "", 3
-	for _, k := range knownKeys(table) {
+	for _, k := range options {
 		if d := editDistance(strings.ToLower(name), k); d < bestD {
 			best, bestD = k, d
 		}

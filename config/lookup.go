@@ -110,9 +110,11 @@ func (a *App) CredentialKind() string {
 	}
 }
 
-// WriteRoutes prints the routing table client → sender → mailbox → app.
+// WriteRoutes prints the routing table client → sender → mailbox → app →
+// transport, then where each app's mail goes.
 func (c *Config) WriteRoutes(w io.Writer) {
-	fmt.Fprintf(w, "%-16s %-34s %-30s %s\n", "CLIENT", "SENDER", "MAILBOX", "APP")
+	const row = "%-16s %-34s %-30s %-16s %s\n"
+	fmt.Fprintf(w, row, "CLIENT", "SENDER", "MAILBOX", "APP", "TRANSPORT")
 	for _, cl := range c.Clients {
 		name := cl.Name
 		how := ""
@@ -126,7 +128,7 @@ func (c *Config) WriteRoutes(w io.Writer) {
 		}
 		for _, s := range c.Senders(cl) {
 			m := c.MailboxFor(s)
-			fmt.Fprintf(w, "%-16s %-34s %-30s %s\n", name, s, m.Address, m.App)
+			fmt.Fprintf(w, row, name, s, m.Address, m.App, m.Transport)
 			name = ""
 		}
 		if cl.RewriteFrom != "" {
@@ -135,8 +137,35 @@ func (c *Config) WriteRoutes(w io.Writer) {
 		fmt.Fprintf(w, "%-16s%s\n", "", how)
 	}
 	for _, a := range c.Apps {
-		fmt.Fprintf(w, "app %s: tenant %s, client %s, %s, token from %s, delivers to %s\n", a.Name, a.TenantID, a.ClientID, a.CredentialKind(), a.Authority, a.UpstreamAddress)
+		fmt.Fprintf(w, "app %s: tenant %s, client %s, %s, token from %s, delivers to %s\n", a.Name, a.TenantID, a.ClientID, a.CredentialKind(), a.Authority, strings.Join(c.destinations(a), ", "))
 	}
+}
+
+// destinations lists where an app's mailboxes deliver, one entry per
+// transport they use; an app no mailbox uses shows its SMTP host.
+func (c *Config) destinations(a *App) []string {
+	used := map[string]bool{}
+	for _, m := range c.Mailboxes {
+		if m.AppRef == a {
+			used[m.Transport] = true
+		}
+	}
+	var out []string
+	for _, t := range Transports {
+		switch {
+		case !used[t]:
+		case t == TransportGraph:
+			out = append(out, a.GraphURL+" (graph, scope "+a.GraphScope+")")
+		case t == TransportHVE:
+			out = append(out, a.HVEAddress+" (hve)")
+		default:
+			out = append(out, a.UpstreamAddress+" (smtp)")
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, a.UpstreamAddress)
+	}
+	return out
 }
 
 // Client returns the client named name, or nil.

@@ -62,14 +62,20 @@ type Spool struct {
 	BounceTo      string   `toml:"bounce_to"`
 }
 
-// Upstream is the [upstream] table: the Microsoft 365 submission server.
+// Upstream is the [upstream] table: where Microsoft 365 takes the mail,
+// for each transport.
 type Upstream struct {
-	Address string   `toml:"address"`
-	CAFile  string   `toml:"ca_file"`
-	Timeout Duration `toml:"timeout"`
-	// explicit records whether the admin set address; otherwise each app's
-	// cloud chooses the host.
-	explicit bool
+	Address    string   `toml:"address"`
+	GraphURL   string   `toml:"graph_url"`
+	HVEAddress string   `toml:"hve_address"`
+	CAFile     string   `toml:"ca_file"`
+	Timeout    Duration `toml:"timeout"`
+	// explicit and explicitGraph record whether the admin set address and
+	// graph_url; otherwise each app's cloud chooses the host.
+	explicit, explicitGraph bool
+	// explicitHVE records whether the admin set hve_address, which only
+	// has a default in the global cloud.
+	explicitHVE bool
 }
 
 // Metrics is the [metrics] table.
@@ -98,15 +104,26 @@ type App struct {
 	Scope                   string   `toml:"scope"`
 	MinTokenLifetime        Duration `toml:"min_token_lifetime"`
 	ProxyURL                string   `toml:"proxy_url"`
+	// GraphScope is the token scope for Microsoft Graph: graph_scope when
+	// set, else "https://<host of GraphURL>/.default".
+	GraphScope string `toml:"graph_scope"`
 
 	// Secret is the client secret after ${VAR} expansion or reading
 	// client_secret_file. It is never printed.
 	Secret Secret `toml:"-"`
 	// CertificatePassword is read from certificate_password_file.
 	CertificatePassword Secret `toml:"-"`
-	// UpstreamAddress is where this app's mailboxes deliver: [upstream]
-	// address when set, else the submission host of the app's cloud.
+	// UpstreamAddress is where this app's "smtp" mailboxes deliver:
+	// [upstream] address when set, else the submission host of the app's
+	// cloud.
 	UpstreamAddress string `toml:"-"`
+	// GraphURL is the Microsoft Graph base URL of this app's "graph"
+	// mailboxes, without a trailing slash: [upstream] graph_url when set,
+	// else the Graph host of the app's cloud.
+	GraphURL string `toml:"-"`
+	// HVEAddress is the High Volume Email host:port of this app's "hve"
+	// mailboxes: [upstream] hve_address.
+	HVEAddress string `toml:"-"`
 }
 
 // Mailbox is one [[mailbox]]: an Exchange mailbox the app signs in as.
@@ -117,6 +134,9 @@ type Mailbox struct {
 	MaxPerMinute        int      `toml:"max_per_minute"`
 	MaxConnections      int      `toml:"max_connections"`
 	MaxRecipientsPerDay int      `toml:"max_recipients_per_day"`
+	// Transport is how mail reaches Microsoft 365: TransportSMTP (the
+	// default when the key is left out), TransportGraph or TransportHVE.
+	Transport string `toml:"transport"`
 
 	// AppRef is the resolved app.
 	AppRef *App `toml:"-"`

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/mail"
 	"net/netip"
-	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -20,14 +19,7 @@ func (v *validator) validate(getenv func(string) string) {
 	c := v.c
 	v.listen()
 	v.spool()
-	if c.Upstream.Address != "" {
-		if _, _, err := net.SplitHostPort(c.Upstream.Address); err != nil {
-			v.add(v.lineOf("upstream", -1, "address"), "upstream.address", fmt.Sprintf("%q is not host:port", c.Upstream.Address), `write it like "smtp.office365.com:587"`)
-		}
-	}
-	if c.Upstream.CAFile != "" {
-		v.readable("upstream", -1, "upstream.ca_file", c.Upstream.CAFile, false)
-	}
+	v.upstream()
 	switch c.Log.Format {
 	case "text", "json":
 	default:
@@ -136,127 +128,6 @@ func (v *validator) spool() {
 	}
 }
 
-func (v *validator) apps(getenv func(string) string) map[string]*App {
-	apps := map[string]*App{}
-	for i, a := range v.c.Apps {
-		key := func(k string) string { return fmt.Sprintf("app[%d].%s", i, k) }
-		if a.Name != "" {
-			key = func(k string) string { return fmt.Sprintf("app[%d] (%s).%s", i, a.Name, k) }
-		}
-		line := func(k string) int { return v.lineOf("app", i, k) }
-		switch {
-		case a.Name == "":
-			v.add(line("name"), key("name"), "is missing", `give the app a name that [[mailbox]] entries refer to, e.g. name = "contoso"`)
-		case apps[a.Name] != nil:
-			v.add(line("name"), key("name"), fmt.Sprintf("app %q is defined twice", a.Name), "give each [[app]] a unique name")
-		default:
-			apps[a.Name] = a
-		}
-		if a.TenantID == "" {
-			v.add(line("tenant_id"), key("tenant_id"), "is missing", "copy the Directory (tenant) ID from the app registration's Overview page in the Entra admin center")
-		}
-		if a.ClientID == "" {
-			v.add(line("client_id"), key("client_id"), "is missing", "copy the Application (client) ID from the app registration's Overview page")
-		} else if !isGUID(a.ClientID) {
-			v.add(line("client_id"), key("client_id"), fmt.Sprintf("%q is not a GUID", a.ClientID), "copy the Application (client) ID (a GUID like 1b2c3d4e-…), not the app's name or the secret ID")
-		}
-		cloud := a.Cloud
-		if cloud == "" {
-			cloud = "global"
-		}
-		preset, ok := Clouds[cloud]
-		if !ok {
-			v.add(line("cloud"), key("cloud"), fmt.Sprintf("%q is not a Microsoft cloud", a.Cloud), `use "global", "usgov" or "china"`)
-			preset = Clouds["global"]
-		}
-		if a.Authority == "" {
-			a.Authority = preset.Authority
-		}
-		if u, err := url.Parse(a.Authority); err != nil || u.Scheme != "https" || u.Host == "" {
-			v.add(line("authority"), key("authority"), fmt.Sprintf("%q is not an https URL", a.Authority), `use "https://login.microsoftonline.com/" (Microsoft's identity library requires https)`)
-		}
-		if a.Scope == "" {
-			a.Scope = preset.Scope
-		}
-		if !strings.HasSuffix(a.Scope, "/.default") {
-			v.add(line("scope"), key("scope"), fmt.Sprintf("%q does not end in /.default", a.Scope), `use "https://outlook.office365.com/.default": the client-credentials grant needs a .default scope`)
-		}
-		if a.MinTokenLifetime.Duration == 0 {
-			a.MinTokenLifetime.Duration = DefaultMinTokenLifetime
-		}
-		if a.MinTokenLifetime.Duration >= 55*60e9 {
-			v.add(line("min_token_lifetime"), key("min_token_lifetime"), "is longer than Microsoft's app-only tokens live", `use "10m"`)
-		}
-		if a.ProxyURL != "" {
-			if u, err := url.Parse(a.ProxyURL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-				v.add(line("proxy_url"), key("proxy_url"), fmt.Sprintf("%q is not a proxy URL", redactURL(a.ProxyURL)), `write it like "http://proxy.example.com:3128"`)
-			}
-		}
-		a.UpstreamAddress = preset.Upstream
-		if v.c.Upstream.explicit || cloud == "global" {
-			a.UpstreamAddress = v.c.Upstream.Address
-		}
-		v.credential(i, a, key, line, getenv)
-	}
-	return apps
-}
-
-func (v *validator) credential(i int, a *App, key func(string) string, line func(string) int, getenv func(string) string) {
-	n := 0
-	for _, s := range []string{a.ClientSecret, a.ClientSecretFile, a.CertificateFile} {
-		if s != "" {
-			n++
-		}
-	}
-	switch {
-	case n == 0:
-		v.add(line("name"), key("client_secret"), "the app has no credential", "set one of client_secret, client_secret_file or certificate_file")
-		return
-	case n > 1:
-		v.add(line("certificate_file"), key("client_secret"), "the app has more than one credential", "keep exactly one of client_secret, client_secret_file and certificate_file")
-		return
-	}
-	switch {
-	case a.ClientSecret != "":
-		var missing []string
-		s := envRE.ReplaceAllStringFunc(a.ClientSecret, func(m string) string {
-			name := envRE.FindStringSubmatch(m)[1]
-			val := getenv(name)
-			if val == "" {
-				missing = append(missing, name)
-			}
-			return val
-		})
-		if len(missing) > 0 {
-			v.add(line("client_secret"), key("client_secret"), "environment variable "+strings.Join(missing, ", ")+" is not set", "export it in the service's environment (for systemd: an EnvironmentFile), or use client_secret_file")
-			return
-		}
-		if isGUID(s) {
-			v.warn(line("client_secret"), key("client_secret"), "looks like a GUID, which is what a secret's ID looks like", "copy the secret's Value column in Certificates & secrets, not its Secret ID")
-		}
-		a.Secret = Secret(s)
-	case a.ClientSecretFile != "":
-		b, ok := v.readable("app", i, key("client_secret_file"), a.ClientSecretFile, true)
-		if ok {
-			s := strings.TrimSpace(string(b))
-			if s == "" {
-				v.add(line("client_secret_file"), key("client_secret_file"), a.ClientSecretFile+" is empty", "write the client secret's Value into the file")
-			}
-			a.Secret = Secret(s)
-		}
-	case a.CertificateFile != "":
-		v.readable("app", i, key("certificate_file"), a.CertificateFile, true)
-		if a.CertificatePasswordFile != "" {
-			if b, ok := v.readable("app", i, key("certificate_password_file"), a.CertificatePasswordFile, true); ok {
-				a.CertificatePassword = Secret(strings.TrimRight(string(b), "\r\n"))
-			}
-		}
-	}
-	if a.CertificateFile == "" && (a.CertificatePasswordFile != "" || a.SendCertificateChain) {
-		v.warn(line("certificate_password_file"), key("certificate_password_file"), "is set but the app uses a client secret", "remove certificate_password_file and send_certificate_chain, or switch to certificate_file")
-	}
-}
-
 // readable checks that a file referenced by the configuration can be read,
 // and warns when a secret is readable by everyone.
 func (v *validator) readable(table string, idx int, key, path string, secret bool) ([]byte, bool) {
@@ -295,83 +166,6 @@ func (v *validator) secretFileMode(table string, idx int, key, path string) {
 		v.warn(v.lineOf(table, idx, k), key, path+" is readable by every user on this machine", "chmod 0600 "+path+" (or 0640 with the relay's group)")
 	}
 }
-
-func (v *validator) mailboxes(apps map[string]*App) {
-	c := v.c
-	c.senders = map[string]*Mailbox{}
-	seen := map[string]int{} // address → index of the mailbox that sends it
-	for i, m := range c.Mailboxes {
-		key := fmt.Sprintf("mailbox[%d]", i)
-		if m.Address != "" {
-			key = fmt.Sprintf("mailbox[%d] (%s)", i, m.Address)
-		}
-		line := func(k string) int { return v.lineOf("mailbox", i, k) }
-		if m.MaxPerMinute == 0 {
-			m.MaxPerMinute = DefaultMaxPerMinute
-		}
-		if m.MaxConnections == 0 {
-			m.MaxConnections = DefaultMaxConnections
-		}
-		if m.MaxRecipientsPerDay == 0 {
-			m.MaxRecipientsPerDay = DefaultRecipientsPerDay
-		}
-		for _, lim := range []struct {
-			key string
-			n   int
-			fix string
-		}{
-			{"max_per_minute", m.MaxPerMinute, "use 30, Exchange Online's limit"},
-			{"max_connections", m.MaxConnections, "use 3, Exchange Online's limit"},
-			{"max_recipients_per_day", m.MaxRecipientsPerDay, "use 10000, Exchange Online's limit"},
-		} {
-			if lim.n < 0 {
-				v.add(line(lim.key), key+"."+lim.key, "cannot be negative", lim.fix)
-			}
-		}
-		if m.MaxConnections > 3 {
-			v.warn(line("max_connections"), key+".max_connections", fmt.Sprintf("%d is more than the 3 connections Exchange Online allows per mailbox", m.MaxConnections), "use 3 or less, or Exchange answers 432 4.3.2 and mail waits")
-		}
-		addr, err := ParseAddress(m.Address)
-		if err != nil {
-			v.add(line("address"), key+".address", err.Error(), "write the mailbox's primary SMTP address, e.g. helpdesk@contoso.com")
-		}
-		m.Address = addr
-		if m.App == "" {
-			v.add(line("app"), key+".app", "is missing", "name the [[app]] that signs in as this mailbox")
-		} else if a := apps[m.App]; a == nil {
-			v.add(line("app"), key+".app", fmt.Sprintf("no [[app]] is named %q", m.App), "add an [[app]] with that name, or correct the name")
-		} else {
-			m.AppRef = a
-		}
-		for j, s := range append([]string{m.Address}, m.SendAs...) {
-			if s == "" {
-				continue
-			}
-			a, err := ParseAddress(s)
-			if err != nil {
-				v.add(line("send_as"), key+".send_as", err.Error(), "list plain addresses like noreply@contoso.com")
-				continue
-			}
-			if j > 0 {
-				m.SendAs[j-1] = a
-			}
-			la := strings.ToLower(a)
-			// Compared by entry, not by address: a second [[mailbox]] with the
-			// same address is as ambiguous as a shared send_as.
-			if prev, dup := seen[la]; dup && prev != i {
-				k := key + ".send_as"
-				if j == 0 {
-					k = key + ".address"
-				}
-				v.add(line(k[strings.LastIndexByte(k, '.')+1:]), k, fmt.Sprintf("%s is also a sender of mailbox %s (entry %d)", a, c.Mailboxes[prev].Address, prev), "list each address under exactly one [[mailbox]], so the relay knows which mailbox sends it")
-				continue
-			}
-			seen[la] = i
-			c.senders[la] = m
-		}
-	}
-}
-
 func (v *validator) clients() {
 	c := v.c
 	names, users := map[string]bool{}, map[string]bool{}
@@ -480,17 +274,4 @@ func ParseNetwork(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%q is not a valid network or address", s)
 	}
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
-}
-
-var guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-
-func isGUID(s string) bool { return guidRE.MatchString(s) }
-
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	u.User = url.User(u.User.Username())
-	return u.String()
 }
