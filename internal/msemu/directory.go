@@ -27,7 +27,25 @@ type App struct {
 	// ObjectID is the service principal's object id (oid claim);
 	// generated when empty.
 	ObjectID string
+	// GraphRoles are the Microsoft Graph application permissions granted
+	// with admin consent (RoleMailSend, RoleMailReadWrite); Graph tokens
+	// carry them as roles. None when nil.
+	GraphRoles []string
+	// ExchangeRoles are Office 365 Exchange Online application
+	// permissions besides SMTP.SendAsApp, carried by Exchange tokens:
+	// RoleMailSend is what High Volume Email requires.
+	ExchangeRoles []string
+	// ScopedMailboxes is an RBAC for Applications management scope (or
+	// application access policy): when not empty, Graph refuses every
+	// other mailbox with 403 ErrorAccessDenied.
+	ScopedMailboxes []string
 }
+
+// Application permissions Graph and High Volume Email check.
+const (
+	RoleMailSend      = "Mail.Send"
+	RoleMailReadWrite = "Mail.ReadWrite"
+)
 
 // Mailbox is an Exchange Online mailbox.
 type Mailbox struct {
@@ -40,6 +58,9 @@ type Mailbox struct {
 	SendAs []string
 	// SMTPAuthDisabled is Set-CASMailbox -SmtpClientAuthenticationDisabled $true.
 	SMTPAuthDisabled bool
+	// Unlicensed means the user has no Exchange Online license: Graph
+	// answers 404 MailboxNotEnabledForRESTAPI.
+	Unlicensed bool
 }
 
 // AddApp registers an app, replacing any app with the same client ID.
@@ -50,6 +71,9 @@ func (e *Emulator) AddApp(a App) {
 	a.Secrets = append([]string(nil), a.Secrets...)
 	a.ExpiredSecrets = append([]string(nil), a.ExpiredSecrets...)
 	a.Certificates = append([]*x509.Certificate(nil), a.Certificates...)
+	a.GraphRoles = append([]string(nil), a.GraphRoles...)
+	a.ExchangeRoles = append([]string(nil), a.ExchangeRoles...)
+	a.ScopedMailboxes = append([]string(nil), a.ScopedMailboxes...)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.apps[strings.ToLower(a.ClientID)] = &a
@@ -68,6 +92,23 @@ func (e *Emulator) AddMailbox(m Mailbox) {
 // with a secret, admin consent and a service principal, and FullAccess on
 // each mailbox (created if missing).
 func (e *Emulator) Provision(tenantID, clientID, secret string, mailboxes ...string) {
+	e.provision(tenantID, clientID, secret, mailboxes, func(*App) {})
+}
+
+// ProvisionGraph is Provision plus what Graph and High Volume Email
+// need: Graph Mail.Send and Mail.ReadWrite (for drafts and upload
+// sessions) and Exchange Mail.Send (Add-HVEAppAccess), all consented.
+// One call gives an app every transport on the mailboxes.
+func (e *Emulator) ProvisionGraph(tenantID, clientID, secret string, mailboxes ...string) {
+	e.provision(tenantID, clientID, secret, mailboxes, func(a *App) {
+		a.GraphRoles = addMissing(a.GraphRoles, RoleMailSend, RoleMailReadWrite)
+		a.ExchangeRoles = addMissing(a.ExchangeRoles, RoleMailSend)
+	})
+}
+
+// provision creates or updates the app (keeping its other grants), lets
+// grant add to it, and gives it FullAccess on each mailbox.
+func (e *Emulator) provision(tenantID, clientID, secret string, mailboxes []string, grant func(*App)) {
 	e.mu.Lock()
 	a, ok := e.apps[strings.ToLower(clientID)]
 	var app App
@@ -77,10 +118,11 @@ func (e *Emulator) Provision(tenantID, clientID, secret string, mailboxes ...str
 		app = App{TenantID: tenantID, ClientID: clientID}
 	}
 	e.mu.Unlock()
-	if secret != "" && !contains(app.Secrets, secret) {
-		app.Secrets = append(app.Secrets, secret)
+	if secret != "" {
+		app.Secrets = addMissing(app.Secrets, secret)
 	}
 	app.Consent, app.ServicePrincipal = true, true
+	grant(&app)
 	e.AddApp(app)
 	for _, addr := range mailboxes {
 		e.mu.Lock()
@@ -92,11 +134,19 @@ func (e *Emulator) Provision(tenantID, clientID, secret string, mailboxes ...str
 			mb = Mailbox{Address: addr}
 		}
 		e.mu.Unlock()
-		if !contains(mb.FullAccess, clientID) {
-			mb.FullAccess = append(mb.FullAccess, clientID)
-		}
+		mb.FullAccess = addMissing(mb.FullAccess, clientID)
 		e.AddMailbox(mb)
 	}
+}
+
+// addMissing appends each of add not already in list (case-insensitive).
+func addMissing(list []string, add ...string) []string {
+	for _, s := range add {
+		if !contains(list, s) {
+			list = append(list, s)
+		}
+	}
+	return list
 }
 
 func contains(list []string, s string) bool {

@@ -1,7 +1,9 @@
-// Package msemu is an in-process emulator of the two Microsoft 365 services
+// Package msemu is an in-process emulator of the Microsoft 365 services
 // the relay talks to: the Entra ID v2 token endpoint (client-credentials
-// grant, over HTTPS) and the Exchange Online SMTP AUTH submission server
-// (smtp.office365.com:587 with STARTTLS and AUTH XOAUTH2).
+// grant, over HTTPS), the Exchange Online SMTP AUTH submission server
+// (smtp.office365.com:587 with STARTTLS and AUTH XOAUTH2), the High Volume
+// Email endpoint (smtp-hve.office365.com) and Microsoft Graph's sendMail,
+// drafts and attachment upload sessions (over HTTPS, same CA).
 //
 // Replies, error bodies and token claims follow the project's Microsoft 365
 // reference (ms365-reference.md). Tests script faults per attempt (token
@@ -43,8 +45,16 @@ type Options struct {
 	// Listen is the host both listeners bind to; default "127.0.0.1".
 	// Ports are chosen by the OS unless TokenAddr or SMTPAddr is set.
 	Listen string
-	// TokenAddr and SMTPAddr optionally fix "host:port" for each listener.
-	TokenAddr, SMTPAddr string
+	// TokenAddr, SMTPAddr, GraphAddr and HVEAddr optionally fix
+	// "host:port" for each listener.
+	TokenAddr, SMTPAddr, GraphAddr, HVEAddr string
+	// AcceptedDomains are the tenant's accepted domains, the only
+	// recipients High Volume Email delivers to; default: the domains of
+	// the mailboxes added so far.
+	AcceptedDomains []string
+	// MaxGraphConcurrency bounds concurrent Graph requests per app and
+	// mailbox; default 4, negative means unlimited.
+	MaxGraphConcurrency int
 	// Dir, if set, receives each delivered message as Dir/<n>-<mailbox>.eml
 	// (mode 0600) so that demo users can open them.
 	Dir string
@@ -79,9 +89,9 @@ type Emulator struct {
 	signKey *rsa.PrivateKey
 	kid     string
 
-	tokenLn, smtpLn net.Listener
-	httpSrv         *http.Server
-	wg              sync.WaitGroup
+	tokenLn, smtpLn, graphLn, hveLn net.Listener
+	httpSrv, graphSrv               *http.Server
+	wg                              sync.WaitGroup
 
 	mu         sync.Mutex
 	apps       map[string]*App // by lower-case client ID
@@ -97,6 +107,7 @@ type Emulator struct {
 	dropData                                      int
 	failRcptAddr                                  map[string]string
 	failAuth                                      map[string]string
+	graph                                         graphState
 
 	stats       Stats
 	active      map[string]int // authenticated connections per mailbox
@@ -139,6 +150,9 @@ func New(o Options) (*Emulator, error) {
 	if o.MaxMessageSize == 0 {
 		o.MaxMessageSize = DefaultMaxMessageSize
 	}
+	if o.MaxGraphConcurrency == 0 {
+		o.MaxGraphConcurrency = DefaultMaxGraphConcurrency
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -157,6 +171,7 @@ func New(o Options) (*Emulator, error) {
 		rcptLog:      map[string][]rcptEntry{},
 		conns:        map[net.Conn]struct{}{},
 		deliveredCh:  make(chan struct{}),
+		graph:        newGraphState(),
 	}
 	e.resetStatsLocked()
 	if err := e.makeCerts(); err != nil {
@@ -167,49 +182,61 @@ func New(o Options) (*Emulator, error) {
 
 func (e *Emulator) now() time.Time { return e.opts.Now() }
 
-// Start listens on both addresses and serves in the background.
+// Start listens on all four addresses and serves in the background.
 func (e *Emulator) Start() error {
-	tokenAddr := e.opts.TokenAddr
-	if tokenAddr == "" {
-		tokenAddr = net.JoinHostPort(e.opts.Listen, "0")
+	addrs := []string{e.opts.TokenAddr, e.opts.SMTPAddr, e.opts.GraphAddr, e.opts.HVEAddr}
+	names := []string{"token", "smtp", "graph", "hve"}
+	lns := make([]net.Listener, len(addrs))
+	for i, addr := range addrs {
+		if addr == "" {
+			addr = net.JoinHostPort(e.opts.Listen, "0")
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range lns[:i] {
+				l.Close()
+			}
+			return fmt.Errorf("msemu: %s listener: %w", names[i], err)
+		}
+		lns[i] = ln
 	}
-	smtpAddr := e.opts.SMTPAddr
-	if smtpAddr == "" {
-		smtpAddr = net.JoinHostPort(e.opts.Listen, "0")
+	e.tokenLn, e.smtpLn, e.graphLn, e.hveLn = lns[0], lns[1], lns[2], lns[3]
+	e.httpSrv = e.newHTTPServer(e.tokenHandler())
+	e.graphSrv = e.newHTTPServer(e.graphHandler())
+	e.graphSrv.ConnContext = e.graphConnContext
+	e.wg.Add(4)
+	for i, srv := range []*http.Server{e.httpSrv, e.graphSrv} {
+		go func() {
+			defer e.wg.Done()
+			if err := srv.ServeTLS(lns[2*i], "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				e.log.Error("msemu https server", "err", err)
+			}
+		}()
 	}
-	tl, err := net.Listen("tcp", tokenAddr)
-	if err != nil {
-		return fmt.Errorf("msemu: token listener: %w", err)
-	}
-	sl, err := net.Listen("tcp", smtpAddr)
-	if err != nil {
-		tl.Close()
-		return fmt.Errorf("msemu: smtp listener: %w", err)
-	}
-	e.tokenLn, e.smtpLn = tl, sl
-	e.httpSrv = &http.Server{
-		Handler: e.tokenHandler(),
-		// Entra ID requires TLS 1.2 as well.
+	go func() {
+		defer e.wg.Done()
+		e.serveSMTP(e.smtpLn, false)
+	}()
+	go func() {
+		defer e.wg.Done()
+		e.serveSMTP(e.hveLn, true)
+	}()
+	e.log.Info("msemu started", "authority", e.Authority(), "smtp", e.SMTPAddr(), "graph", e.GraphURL(), "hve", e.HVEAddr())
+	return nil
+}
+
+// newHTTPServer serves h over TLS with the emulator's certificate.
+func (e *Emulator) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler: h,
+		// Entra ID and Graph require TLS 1.2 as well.
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{e.tlsCert}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 	}
-	e.wg.Add(2)
-	go func() {
-		defer e.wg.Done()
-		if err := e.httpSrv.ServeTLS(tl, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			e.log.Error("msemu token server", "err", err)
-		}
-	}()
-	go func() {
-		defer e.wg.Done()
-		e.serveSMTP(sl)
-	}()
-	e.log.Info("msemu started", "authority", e.Authority(), "smtp", e.SMTPAddr())
-	return nil
 }
 
-// Close stops both servers and drops open SMTP connections.
+// Close stops all servers and drops open SMTP connections.
 func (e *Emulator) Close() error {
 	e.mu.Lock()
 	if e.closed {
@@ -222,12 +249,19 @@ func (e *Emulator) Close() error {
 	}
 	e.mu.Unlock()
 	var err error
-	if e.httpSrv != nil {
-		err = e.httpSrv.Close()
-	}
-	if e.smtpLn != nil {
-		if cerr := e.smtpLn.Close(); err == nil {
+	keep := func(cerr error) {
+		if err == nil {
 			err = cerr
+		}
+	}
+	for _, srv := range []*http.Server{e.httpSrv, e.graphSrv} {
+		if srv != nil {
+			keep(srv.Close())
+		}
+	}
+	for _, ln := range []net.Listener{e.smtpLn, e.hveLn} {
+		if ln != nil {
+			keep(ln.Close())
 		}
 	}
 	e.wg.Wait()
@@ -254,6 +288,23 @@ func (e *Emulator) SMTPAddr() string {
 		return ""
 	}
 	return e.smtpLn.Addr().String()
+}
+
+// GraphURL is the Graph service root, "https://127.0.0.1:PORT" (no
+// trailing slash); tokens for scope GraphURL()+"/.default" are accepted.
+func (e *Emulator) GraphURL() string {
+	if e.graphLn == nil {
+		return ""
+	}
+	return "https://" + e.graphLn.Addr().String()
+}
+
+// HVEAddr is the High Volume Email SMTP listener's "host:port".
+func (e *Emulator) HVEAddr() string {
+	if e.hveLn == nil {
+		return ""
+	}
+	return e.hveLn.Addr().String()
 }
 
 // CACertPEM is the PEM of the emulator's CA, for the relay's [upstream] ca_file.

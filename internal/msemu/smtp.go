@@ -60,6 +60,7 @@ type smtpSession struct {
 
 	mailbox, appID string
 	counted        bool // holds a slot in e.active
+	hve            bool // on the High Volume Email listener
 
 	hasFrom bool
 	from    string
@@ -69,7 +70,9 @@ type smtpSession struct {
 	closed  bool
 }
 
-func (e *Emulator) serveSMTP(ln net.Listener) {
+// serveSMTP accepts SMTP AUTH connections, or High Volume Email ones
+// when hve is set.
+func (e *Emulator) serveSMTP(ln net.Listener, hve bool) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -88,13 +91,17 @@ func (e *Emulator) serveSMTP(ln net.Listener) {
 		}
 		e.connSeq++
 		id := e.connSeq
-		e.stats.Connections++
+		if hve {
+			e.stats.HVEConnections++
+		} else {
+			e.stats.Connections++
+		}
 		e.conns[c] = struct{}{}
 		e.wg.Add(1)
 		e.mu.Unlock()
 		go func() {
 			defer e.wg.Done()
-			s := &smtpSession{e: e, id: id, raw: c, conn: c}
+			s := &smtpSession{e: e, id: id, raw: c, conn: c, hve: hve}
 			s.r, s.w = bufio.NewReader(c), bufio.NewWriter(c)
 			s.serve()
 			s.close()

@@ -97,15 +97,8 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 // checkAuth decides an AUTH XOAUTH2 the way Exchange Online does and
 // returns the reply line. On success the session holds a connection slot.
 func (e *Emulator) checkAuth(s *smtpSession, user, token string) string {
-	rec := AuthRecord{Mailbox: user, At: e.now(), ConnID: s.id}
-	claims, perr := e.parseAccessToken(token)
-	if perr == nil || errors.Is(perr, jwt.ErrTokenExpired) || errors.Is(perr, jwt.ErrTokenNotValidYet) || errors.Is(perr, jwt.ErrTokenUsedBeforeIssued) {
-		rec.AppID = claims.AppID
-		if claims.Exp != 0 {
-			rec.Expires = time.Unix(claims.Exp, 0)
-			rec.Remaining = rec.Expires.Sub(rec.At)
-		}
-	}
+	rec, claims, perr := e.presented(user, token)
+	rec.ConnID = s.id
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -120,10 +113,12 @@ func (e *Emulator) checkAuth(s *smtpSession, user, token string) string {
 		if perr != nil || !exchangeAudiences[claims.Aud] {
 			return ReplyAuthFailed
 		}
-		app, ok := e.apps[strings.ToLower(claims.AppID)]
-		if !ok || !strings.EqualFold(app.TenantID, claims.Tid) ||
-			claims.Iss != "https://sts.windows.net/"+app.TenantID+"/" {
+		app, ok := e.tokenAppLocked(claims)
+		if !ok {
 			return ReplyAuthFailed
+		}
+		if s.hve {
+			return e.hveAuthLocked(s, app, claims, user)
 		}
 		if e.tenantOff {
 			return ReplyAuthDisabledTenant
@@ -157,4 +152,30 @@ func (e *Emulator) checkAuth(s *smtpSession, user, token string) string {
 	e.stats.AuthTokens = append(e.stats.AuthTokens, rec)
 	e.log.Info("msemu smtp auth", "conn", s.id, "mailbox", user, "app", rec.AppID, "remaining", rec.Remaining.Round(time.Second), "reply", reply)
 	return reply
+}
+
+// presented parses a bearer token presented as mailbox and describes it
+// for the stats; the record's AppID and Expires are filled in when the
+// token is ours, even if it is expired.
+func (e *Emulator) presented(mailbox, token string) (AuthRecord, accessClaims, error) {
+	rec := AuthRecord{Mailbox: mailbox, At: e.now()}
+	claims, perr := e.parseAccessToken(token)
+	if perr == nil || errors.Is(perr, jwt.ErrTokenExpired) || errors.Is(perr, jwt.ErrTokenNotValidYet) || errors.Is(perr, jwt.ErrTokenUsedBeforeIssued) {
+		rec.AppID = claims.AppID
+		if claims.Exp != 0 {
+			rec.Expires = time.Unix(claims.Exp, 0)
+			rec.Remaining = rec.Expires.Sub(rec.At)
+		}
+	}
+	return rec, claims, perr
+}
+
+// tokenAppLocked returns the app a verified token was issued to, if its
+// tenant and issuer match the app's; e.mu is held.
+func (e *Emulator) tokenAppLocked(c accessClaims) (*App, bool) {
+	app, ok := e.apps[strings.ToLower(c.AppID)]
+	if !ok || !strings.EqualFold(app.TenantID, c.Tid) || c.Iss != "https://sts.windows.net/"+app.TenantID+"/" {
+		return nil, false
+	}
+	return app, true
 }

@@ -91,6 +91,10 @@ func (s *smtpSession) rcpt(arg string) {
 		return
 	}
 	e := s.e
+	if s.hve && !e.internalRecipient(to) {
+		s.replyf(replyHVEExternal, to)
+		return
+	}
 	e.mu.Lock()
 	r, fail := e.failRcptAddr[strings.ToLower(to)]
 	if !fail {
@@ -237,14 +241,40 @@ func (s *smtpSession) finish(data []byte, tooBig bool) {
 		}
 	}
 
-	key := strings.ToLower(s.mailbox)
-	e.mu.Lock()
+	// High Volume Email's limits are preview figures: not emulated.
+	if !s.hve {
+		e.mu.Lock()
+		r := e.admitLocked(strings.ToLower(s.mailbox), now, len(s.rcpts))
+		e.mu.Unlock()
+		if r != "" {
+			s.reply(r)
+			return
+		}
+	}
+	if msgID == "" {
+		msgID = "<" + newGUID() + "@" + storeHost + ">"
+	}
+	rcpts := append([]string(nil), s.rcpts...)
+	m := Message{
+		Mailbox: s.mailbox, AppID: s.appID, MailFrom: s.from, Rcpts: rcpts,
+		Data: append([]byte(nil), data...), QueueID: msgID, At: now, ConnID: s.id,
+		Transport: TransportSMTP, Recipients: rcpts,
+	}
+	if s.hve {
+		m.Transport = TransportHVE
+	}
+	e.deliver(m)
+	s.replyf("250 2.0.0 OK %s [Hostname=%s]", msgID, storeHost)
+}
+
+// admitLocked applies the per-mailbox minute and day windows to a
+// message for n recipients and counts it; it returns the refusal, or ""
+// when admitted. e.mu is held.
+func (e *Emulator) admitLocked(key string, now time.Time, n int) string {
 	sent := prune(e.sent[key], now.Add(-time.Minute))
 	e.sent[key] = sent
 	if max := e.opts.MaxPerMinute; max >= 0 && len(sent) >= max {
-		e.mu.Unlock()
-		s.reply(ReplyRateLimited)
-		return
+		return ReplyRateLimited
 	}
 	var day int
 	log := e.rcptLog[key][:0:0]
@@ -255,30 +285,12 @@ func (s *smtpSession) finish(data []byte, tooBig bool) {
 		}
 	}
 	e.rcptLog[key] = log
-	if max := e.opts.MaxRecipientsPerDay; max >= 0 && day+len(s.rcpts) > max {
-		e.mu.Unlock()
-		s.reply(ReplyQuotaExceeded)
-		return
-	}
-	if msgID == "" {
-		msgID = "<" + newGUID() + "@" + storeHost + ">"
-	}
-	m := Message{
-		Mailbox: s.mailbox, AppID: s.appID, MailFrom: s.from,
-		Rcpts: append([]string(nil), s.rcpts...),
-		Data:  append([]byte(nil), data...), QueueID: msgID, At: now, ConnID: s.id,
+	if max := e.opts.MaxRecipientsPerDay; max >= 0 && day+n > max {
+		return ReplyQuotaExceeded
 	}
 	e.sent[key] = append(e.sent[key], now)
-	e.rcptLog[key] = append(e.rcptLog[key], rcptEntry{now, len(s.rcpts)})
-	e.delivered = append(e.delivered, m)
-	n := len(e.delivered)
-	close(e.deliveredCh)
-	e.deliveredCh = make(chan struct{})
-	e.mu.Unlock()
-
-	e.writeMailFile(n, m)
-	e.log.Info("msemu smtp delivered", "conn", s.id, "mailbox", m.Mailbox, "from", m.MailFrom, "rcpts", len(m.Rcpts), "size", len(m.Data), "id", msgID)
-	s.replyf("250 2.0.0 OK %s [Hostname=%s]", msgID, storeHost)
+	e.rcptLog[key] = append(e.rcptLog[key], rcptEntry{now, n})
+	return ""
 }
 
 func prune(ts []time.Time, after time.Time) []time.Time {

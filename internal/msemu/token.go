@@ -23,6 +23,14 @@ var resources = map[string]string{
 	"https://outlook.office.com":           "https://outlook.office.com",
 	"00000002-0000-0ff1-ce00-000000000000": "https://outlook.office365.com",
 	"https://graph.microsoft.com":          "https://graph.microsoft.com",
+	"00000003-0000-0000-c000-000000000000": "https://graph.microsoft.com",
+}
+
+// graphAudiences are the aud values of Graph tokens; the emulator's own
+// GraphURL() is accepted too.
+var graphAudiences = map[string]bool{
+	"https://graph.microsoft.com":          true,
+	"00000003-0000-0000-c000-000000000000": true,
 }
 
 // exchangeAudiences are the aud values Exchange Online accepts at AUTH.
@@ -183,7 +191,7 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	var aud string
 	if ae == nil {
-		aud, ae = checkScope(r.PostForm.Get("scope"), tenantPath)
+		aud, ae = checkScope(r.PostForm.Get("scope"), tenantPath, e.GraphURL())
 	}
 	if ae != nil {
 		e.log.Info("msemu token refused", "client_id", clientID, "tenant", tenantPath, "code", ae.code)
@@ -270,8 +278,9 @@ func (e *Emulator) authenticateClient(r *http.Request, tid, tenantPath, clientID
 }
 
 // checkScope accepts exactly one "<resource>/.default" scope, ignoring the
-// OIDC scopes MSAL appends, and returns the token audience.
-func checkScope(scope, tenant string) (string, *aadError) {
+// OIDC scopes MSAL appends, and returns the token audience. graphURL, the
+// emulated Graph, is a resource of its own with itself as audience.
+func checkScope(scope, tenant, graphURL string) (string, *aadError) {
 	if strings.TrimSpace(scope) == "" {
 		return "", invalidRequest(900144, "The request body must contain the following parameter: 'scope'.")
 	}
@@ -296,6 +305,9 @@ func checkScope(scope, tenant string) (string, *aadError) {
 	}
 	resource := strings.TrimSuffix(res[0], "/.default")
 	aud, ok := resources[strings.ToLower(resource)]
+	if graphURL != "" && strings.EqualFold(resource, graphURL) {
+		aud, ok = graphURL, true
+	}
 	if !ok {
 		return "", &aadError{http.StatusBadRequest, "invalid_resource", 500011,
 			fmt.Sprintf("The resource principal named %s was not found in the tenant named %s. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.", resource, tenant)}
@@ -358,8 +370,14 @@ func (e *Emulator) issueToken(app App, tid, aud, acr string, lifetime time.Durat
 		Uti: randB64(16), Ver: "1.0",
 	}
 	// Missing admin consent does not fail here: the token just has no roles.
-	if app.Consent && exchangeAudiences[aud] {
-		c.Roles = []string{RoleSendAsApp}
+	switch {
+	case exchangeAudiences[aud]:
+		if app.Consent {
+			c.Roles = []string{RoleSendAsApp}
+		}
+		c.Roles = append(c.Roles, app.ExchangeRoles...)
+	case e.isGraphAudience(aud):
+		c.Roles = append(c.Roles, app.GraphRoles...)
 	}
 	t := jwt.NewWithClaims(jwt.SigningMethodRS256, c)
 	t.Header["kid"] = e.kid
