@@ -20,7 +20,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"log/slog"
-	"math/big"
 	"net/url"
 	"os"
 	"os/exec"
@@ -32,6 +31,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
 var (
@@ -48,22 +49,6 @@ func rsaKey(t *testing.T) *rsa.PrivateKey {
 		}
 	})
 	return testKey
-}
-
-func selfSigned(t *testing.T, key any, pub any, cn string) *x509.Certificate {
-	t.Helper()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(42),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return c
 }
 
 func pemOf(typ string, der []byte) []byte {
@@ -98,11 +83,11 @@ func encryptPKCS8(t *testing.T, der []byte, password string) []byte {
 
 func TestLoadCertificate(t *testing.T) {
 	key := rsaKey(t)
-	cert := selfSigned(t, key, &key.PublicKey, "relay")
+	cert := testkit.SelfSigned(t, key, "relay")
 	other, _ := rsa.GenerateKey(rand.Reader, 1024)
-	otherCert := selfSigned(t, other, &other.PublicKey, "other")
+	otherCert := testkit.SelfSigned(t, other, "other")
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ecCert := selfSigned(t, ec, &ec.PublicKey, "ec")
+	ecCert := testkit.SelfSigned(t, ec, "ec")
 	pkcs1 := x509.MarshalPKCS1PrivateKey(key)
 	pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
 	ecDER, _ := x509.MarshalECPrivateKey(ec)
@@ -324,7 +309,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 			return 200, `{"access_token": "` + testSecret + `", "oops": ` // invalid JSON echoing the token
 		}
 	}
-	clk := newFakeClock()
+	clk := newTestClock()
 	src := newTestSource(t, f, secretSettings(f), Options{Logger: log, Now: clk.Now})
 	tok, err := src.Token(context.Background())
 	if err != nil {

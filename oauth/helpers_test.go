@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
 // fakeEntra is an in-process HTTPS Entra token endpoint.
@@ -101,24 +103,10 @@ func entraError(errCode string, aadsts int, desc string) string {
 	return string(b)
 }
 
-// fakeClock is a settable clock safe for concurrent use.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+// newTestClock is a fake clock at a fixed instant, so that logged times
+// and expiries are the same in every run.
+func newTestClock() *testkit.Clock {
+	return testkit.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 }
 
 const testSecret = "Zq8~s3cr3t-VALUE-do-not-leak_0123456789"

@@ -80,7 +80,7 @@ func TestSingleFlight(t *testing.T) {
 func TestMinLifetime(t *testing.T) {
 	f := newFakeEntra(t)
 	f.expiresIn = 630 // 10.5 minutes
-	clk := newFakeClock()
+	clk := newTestClock()
 	s := secretSettings(f)
 	s.MinTokenLifetime = 10 * time.Minute
 	src := newTestSource(t, f, s, Options{Now: clk.Now})
@@ -218,7 +218,7 @@ func TestBackoffReturnsCachedError(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFakeEntra(t)
 			f.respond = func(int64, url.Values) (int, string) { return tt.status, tt.body }
-			clk := newFakeClock()
+			clk := newTestClock()
 			src := newTestSource(t, f, secretSettings(f), Options{Now: clk.Now})
 			ctx := context.Background()
 			_, err1 := src.Token(ctx)
@@ -412,7 +412,7 @@ func TestStartRefreshesInSimulatedTime(t *testing.T) {
 					return 401, entraError("invalid_client", 7000215, "bad")
 				}
 			}
-			clk := newFakeClock()
+			clk := newTestClock()
 			src := newTestSource(t, f, secretSettings(f), Options{Now: clk.Now})
 			start := clk.Now()
 			ctx, cancel := context.WithCancel(context.Background())
