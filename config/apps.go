@@ -60,11 +60,7 @@ func graphScope(graphURL string) string {
 func (v *validator) apps(getenv func(string) string) map[string]*App {
 	apps := map[string]*App{}
 	for i, a := range v.c.Apps {
-		key := func(k string) string { return fmt.Sprintf("app[%d].%s", i, k) }
-		if a.Name != "" {
-			key = func(k string) string { return fmt.Sprintf("app[%d] (%s).%s", i, a.Name, k) }
-		}
-		line := func(k string) int { return v.lineOf("app", i, k) }
+		key, line := v.entry("app", i, a.Name)
 		switch {
 		case a.Name == "":
 			v.add(line("name"), key("name"), "is missing", `give the app a name that [[mailbox]] entries refer to, e.g. name = "contoso"`)

@@ -166,15 +166,22 @@ func (v *validator) secretFileMode(table string, idx int, key, path string) {
 		v.warn(v.lineOf(table, idx, k), key, path+" is readable by every user on this machine", "chmod 0600 "+path+" (or 0640 with the relay's group)")
 	}
 }
+
+// entry returns how problems of the i-th [[table]] name a key
+// ("client[0] (erp).senders") and find its line.
+func (v *validator) entry(table string, i int, name string) (key func(string) string, line func(string) int) {
+	key = func(k string) string { return fmt.Sprintf("%s[%d].%s", table, i, k) }
+	if name != "" {
+		key = func(k string) string { return fmt.Sprintf("%s[%d] (%s).%s", table, i, name, k) }
+	}
+	return key, func(k string) int { return v.lineOf(table, i, k) }
+}
+
 func (v *validator) clients() {
 	c := v.c
 	names, users := map[string]bool{}, map[string]bool{}
 	for i, cl := range c.Clients {
-		key := func(k string) string { return fmt.Sprintf("client[%d].%s", i, k) }
-		if cl.Name != "" {
-			key = func(k string) string { return fmt.Sprintf("client[%d] (%s).%s", i, cl.Name, k) }
-		}
-		line := func(k string) int { return v.lineOf("client", i, k) }
+		key, line := v.entry("client", i, cl.Name)
 		switch {
 		case cl.Name == "":
 			v.add(line("name"), key("name"), "is missing", `name the application, e.g. name = "erp"; logs and the queue show it`)

@@ -35,20 +35,27 @@ func TestDoubling(t *testing.T) {
 	}
 }
 
-func TestJitter(t *testing.T) {
+// TestSpread covers Jitter (±frac around d) and Shorten (up to frac off).
+func TestSpread(t *testing.T) {
+	jitter, shorten := spread{"Jitter", Jitter}, spread{"Shorten", Shorten}
 	for _, tt := range []struct {
+		f    spread
 		d    time.Duration
 		frac float64
 		r    float64
 		want time.Duration
 	}{
-		{time.Minute, 0.1, 0.5, time.Minute},
-		{time.Minute, 0.1, 0, 54 * time.Second},
-		{4 * time.Minute, 0.1, 0.25, 228 * time.Second}, // ×0.95, not truncated to ×0
-		{time.Minute, 0, 0.9, time.Minute},
+		{jitter, time.Minute, 0.1, 0.5, time.Minute},
+		{jitter, time.Minute, 0.1, 0, 54 * time.Second},
+		{jitter, 4 * time.Minute, 0.1, 0.25, 228 * time.Second}, // ×0.95, not truncated to ×0
+		{jitter, time.Minute, 0, 0.9, time.Minute},
+		{shorten, time.Second, 0.2, 0, time.Second},
+		{shorten, time.Second, 0.2, 1, 800 * time.Millisecond},
+		{shorten, 30 * time.Minute, 0.2, 0.5, 27 * time.Minute},
+		{shorten, 0, 0.2, 0.5, 0},
 	} {
-		if got := Jitter(tt.d, tt.frac, tt.r); got != tt.want {
-			t.Errorf("Jitter(%v, %v, %v) = %v, want %v", tt.d, tt.frac, tt.r, got, tt.want)
+		if got := tt.f.fn(tt.d, tt.frac, tt.r); got != tt.want {
+			t.Errorf("%s(%v, %v, %v) = %v, want %v", tt.f.name, tt.d, tt.frac, tt.r, got, tt.want)
 		}
 	}
 	// Just under r = 1 stays just under +frac.
@@ -57,20 +64,7 @@ func TestJitter(t *testing.T) {
 	}
 }
 
-func TestShorten(t *testing.T) {
-	for _, tt := range []struct {
-		d    time.Duration
-		frac float64
-		r    float64
-		want time.Duration
-	}{
-		{time.Second, 0.2, 0, time.Second},
-		{time.Second, 0.2, 1, 800 * time.Millisecond},
-		{30 * time.Minute, 0.2, 0.5, 27 * time.Minute},
-		{0, 0.2, 0.5, 0},
-	} {
-		if got := Shorten(tt.d, tt.frac, tt.r); got != tt.want {
-			t.Errorf("Shorten(%v, %v, %v) = %v, want %v", tt.d, tt.frac, tt.r, got, tt.want)
-		}
-	}
+type spread struct {
+	name string
+	fn   func(time.Duration, float64, float64) time.Duration
 }
