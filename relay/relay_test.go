@@ -621,3 +621,37 @@ func TestReloadBetweenMailAndData(t *testing.T) {
 		t.Fatalf("the session panicked:\n%s", r.logs.String())
 	}
 }
+
+// TestOwnRepliesOnEveryTransport checks that go-smtp's chatty texts are
+// replaced in clear text, after STARTTLS and over implicit TLS.
+func TestOwnRepliesOnEveryTransport(t *testing.T) {
+	r := startRelay(t, "", nil)
+	for _, tt := range []struct {
+		name string
+		dial func() *client
+	}{
+		{"clear text", func() *client { c := r.dial(); c.ehlo(); return c }},
+		{"STARTTLS", func() *client { c := r.dial(); c.ehlo(); c.starttls(r.tlsConfig()); c.ehlo(); return c }},
+		{"implicit TLS", func() *client { c := r.dialTLS(); c.ehlo(); return c }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.dial()
+			c.authPlain("235 2.0.0", "app", appPassword)
+			for _, x := range []struct{ want, cmd string }{
+				{"250 2.0.0 OK", "NOOP"},
+				{"250 2.1.0 Sender <noreply@contoso.com> OK", "MAIL FROM:<noreply@contoso.com>"},
+				{"250 2.1.5 Recipient <x@example.com> OK", "RCPT TO:<x@example.com>"},
+				{"354 End data with <CR><LF>.<CR><LF>", "DATA"},
+			} {
+				if got := c.cmd(x.want, "%s", x.cmd); got != x.want {
+					t.Errorf("%s: got %q, want %q", x.cmd, got, x.want)
+				}
+			}
+			c.tp.PrintfLine("%s", "From: noreply@contoso.com\r\n\r\nx\r\n.")
+			queuedID(t, c.read("250 2.0.0 OK: queued as "))
+		})
+	}
+	if strings.Contains(r.logs.String(), "cannot be replaced") {
+		t.Errorf("the relay warned that it could not replace go-smtp's texts")
+	}
+}

@@ -44,9 +44,10 @@ type Server struct {
 	now    func() time.Time
 	lim    *limiter
 
-	mu      sync.Mutex
-	servers []*smtp.Server
-	conns   atomic.Int64
+	mu         sync.Mutex
+	servers    []*smtp.Server
+	conns      atomic.Int64
+	ownReplies sync.Once // warns once if go-smtp's texts cannot be replaced
 
 	// peerIP decides the address a connection comes from. Tests replace it
 	// to play a peer that is not on loopback; production always uses the
@@ -184,6 +185,12 @@ type backend struct{ s *Server }
 
 // NewSession implements smtp.Backend.
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	if !useOwnReplies(c) {
+		b.s.ownReplies.Do(func() {
+			b.s.log.Warn("go-smtp's reply texts cannot be replaced; clients see go-smtp's own (\"Roger, accepting mail from\")",
+				"fix", "a go-smtp upgrade changed its internals: update relay/replywriter.go")
+		})
+	}
 	return newSession(b.s, c), nil
 }
 

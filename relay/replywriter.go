@@ -1,0 +1,63 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/textproto"
+	"reflect"
+	"unsafe"
+
+	"github.com/emersion/go-smtp"
+)
+
+// replyWriter sits between go-smtp and the client and replaces go-smtp's
+// chatty reply texts with the relay's own (ownText in replies.go). go-smtp
+// writes each reply line in one Write, which is what it matches; anything
+// else passes through unchanged.
+type replyWriter struct{ w io.Writer }
+
+// Write writes p, or the relay's text for it.
+func (r replyWriter) Write(p []byte) (int, error) {
+	line, ok := bytes.CutSuffix(p, []byte("\r\n"))
+	if ok && bytes.IndexByte(line, '\n') < 0 {
+		if ours, ok := ownText(string(line)); ok {
+			if _, err := io.WriteString(r.w, ours+"\r\n"); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+	}
+	return r.w.Write(p)
+}
+
+var textprotoConn = reflect.TypeFor[*textproto.Conn]()
+
+// useOwnReplies makes go-smtp write c's replies through replyWriter, and
+// reports whether it could.
+//
+// go-smtp has no hook for its texts: it writes them to an unexported
+// *textproto.Conn over the connection. Wrapping the net.Conn instead would
+// not do, as after STARTTLS and on the implicit-TLS port go-smtp writes to
+// a *tls.Conn (it must be one: that is how go-smtp and the session tell
+// TLS) and a wrapper below it only sees ciphertext. go-smtp makes a new
+// textproto.Conn when a connection starts and after STARTTLS, and in both
+// cases asks for a new session at the next EHLO or HELO, before it
+// answers; so NewSession calls this, and every reply from that EHLO on is
+// covered. Before it (the greeting, commands sent before EHLO) go-smtp's
+// texts stand. TestOwnRepliesOnEveryTransport fails if a go-smtp upgrade
+// moves the field.
+func useOwnReplies(c *smtp.Conn) bool {
+	f := reflect.ValueOf(c).Elem().FieldByName("text")
+	if !f.IsValid() || f.Type() != textprotoConn {
+		return false
+	}
+	tc := *(**textproto.Conn)(unsafe.Pointer(f.UnsafeAddr()))
+	if tc == nil {
+		return false
+	}
+	// The old writer is empty: go-smtp flushes after every line. It wrote
+	// to c.Conn() (go-smtp's Server.Debug, which would tee it, is unset).
+	tc.Writer.W = bufio.NewWriter(replyWriter{c.Conn()})
+	return true
+}
