@@ -12,7 +12,7 @@ import (
 func envWith(addrs ...string) *queue.Envelope {
 	env := &queue.Envelope{ID: "x", Received: time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)}
 	for _, a := range addrs {
-		env.Recipients = append(env.Recipients, &queue.Recipient{Address: a})
+		env.Recipients = append(env.Recipients, &queue.Recipient{Address: a, State: queue.RcptPending})
 	}
 	return env
 }
@@ -34,39 +34,39 @@ func TestApplyResult(t *testing.T) {
 		reply     string
 		delivered int
 		failed    []string
-		states    map[string]queue.RcptState
+		states    map[string]string
 		wait      time.Duration
 		appWide   bool
 	}{
 		{name: "all delivered", rcpts: []string{"a@x", "b@x"},
 			res:  transport.Result{Reply: "2.0.0 OK <id>", Rcpts: map[string]transport.Verdict{"a@x": verdict(transport.Delivered, "250 2.0.0 OK <id>"), "b@x": verdict(transport.Delivered, "250 2.0.0 OK <id>")}},
 			kind: transport.Delivered, result: "delivered", reply: "250 2.0.0 OK <id>", delivered: 2,
-			states: map[string]queue.RcptState{"a@x": queue.RcptDelivered, "b@x": queue.RcptDelivered}},
+			states: map[string]string{"a@x": queue.RcptDelivered, "b@x": queue.RcptDelivered}},
 		{name: "whole message deferred", rcpts: []string{"a@x", "b@x"},
 			res:  transport.Result{Msg: &transport.Verdict{Kind: transport.Transient, Reply: "451 4.3.0 try later"}},
 			kind: transport.Transient, result: "deferred", reply: "451 4.3.0 try later",
-			states: map[string]queue.RcptState{"a@x": queue.RcptPending, "b@x": queue.RcptPending}},
+			states: map[string]string{"a@x": queue.RcptPending, "b@x": queue.RcptPending}},
 		{name: "one refused for good, one delivered", rcpts: []string{"a@x", "b@x"},
 			res:  transport.Result{Reply: "ok", Rcpts: map[string]transport.Verdict{"a@x": verdict(transport.Delivered, "250 ok"), "b@x": verdict(transport.Permanent, "550 5.1.1 unknown")}},
 			kind: transport.Permanent, result: "partial", reply: "550 5.1.1 unknown", delivered: 1, failed: []string{"b@x"},
-			states: map[string]queue.RcptState{"a@x": queue.RcptDelivered, "b@x": queue.RcptFailed}},
+			states: map[string]string{"a@x": queue.RcptDelivered, "b@x": queue.RcptFailed}},
 		{name: "DATA failed after a RCPT refusal: the refused keeps its own verdict", rcpts: []string{"a@x", "b@x"},
 			res: transport.Result{Msg: &transport.Verdict{Kind: transport.Transient, Reply: "451 4.4.0 dropped"},
 				Rcpts: map[string]transport.Verdict{"b@x": verdict(transport.Permanent, "550 5.1.1 unknown")}},
 			kind: transport.Transient, result: "deferred", reply: "451 4.4.0 dropped", failed: []string{"b@x"},
-			states: map[string]queue.RcptState{"a@x": queue.RcptPending, "b@x": queue.RcptFailed}},
+			states: map[string]string{"a@x": queue.RcptPending, "b@x": queue.RcptFailed}},
 		{name: "already delivered recipients are left alone", rcpts: []string{"a@x", "b@x"}, done: []string{"a@x"},
 			res:  transport.Result{Reply: "ok", Rcpts: map[string]transport.Verdict{"b@x": verdict(transport.Delivered, "250 ok")}},
 			kind: transport.Delivered, result: "delivered", reply: "250 ok", delivered: 1,
-			states: map[string]queue.RcptState{"a@x": queue.RcptDelivered, "b@x": queue.RcptDelivered}},
+			states: map[string]string{"a@x": queue.RcptDelivered, "b@x": queue.RcptDelivered}},
 		{name: "a throttle carries its wait and scope", rcpts: []string{"a@x"},
 			res:  transport.Result{Msg: &throttle},
 			kind: transport.Throttled, result: "throttled", reply: "429 ApplicationThrottled", wait: 5 * time.Second, appWide: true,
-			states: map[string]queue.RcptState{"a@x": queue.RcptPending}},
+			states: map[string]string{"a@x": queue.RcptPending}},
 		{name: "per-recipient trouble only: the first such reply", rcpts: []string{"a@x", "b@x"},
 			res:  transport.Result{Rcpts: map[string]transport.Verdict{"a@x": verdict(transport.Transient, "450 4.2.0 busy"), "b@x": verdict(transport.Transient, "451 other")}},
 			kind: transport.Transient, result: "deferred", reply: "450 4.2.0 busy",
-			states: map[string]queue.RcptState{"a@x": queue.RcptPending, "b@x": queue.RcptPending}},
+			states: map[string]string{"a@x": queue.RcptPending, "b@x": queue.RcptPending}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := envWith(tc.rcpts...)

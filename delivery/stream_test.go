@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/queue"
+	"github.com/oauthrelay/oauthrelay/transport"
 )
 
 // A 35 MB message is streamed from the spool file: the delivery side
@@ -80,7 +81,7 @@ func TestLargeMessageStreamed(t *testing.T) {
 	want := hex.EncodeToString(sum.Sum(nil))
 
 	// Have the token before measuring: MSAL's allocations are not ours.
-	src, _ := h.tokens.Get("contoso")
+	src, _ := h.tokens.Get("contoso", transport.Exchange)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	if _, err := src.Token(ctx); err != nil {

@@ -20,11 +20,13 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/delivery"
-	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/service"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
-	"github.com/oauthrelay/oauthrelay/relay"
+	"github.com/oauthrelay/oauthrelay/tokens"
+	"github.com/oauthrelay/oauthrelay/transport"
 )
 
 // testTimeout bounds every test of the package.

@@ -9,9 +9,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/oauthrelay/oauthrelay/delivery"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
 	"github.com/oauthrelay/oauthrelay/oauth"
+	"github.com/oauthrelay/oauthrelay/transport"
 )
 
 // gatedTransport holds token POSTs until open is closed, so that a test can

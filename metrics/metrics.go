@@ -31,6 +31,8 @@ import (
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
 	"github.com/oauthrelay/oauthrelay/relay"
+	"github.com/oauthrelay/oauthrelay/tokens"
+	"github.com/oauthrelay/oauthrelay/transport"
 )
 
 // Metrics is the registry of one running relay.
@@ -47,7 +49,7 @@ type Metrics struct {
 	conns     *prometheus.GaugeVec
 
 	mu        sync.Mutex
-	tokens    func() []oauth.Status
+	tokens    func() []tokens.Status
 	mailboxes func() []delivery.MailboxStatus
 }
 
@@ -87,8 +89,8 @@ func New(spool *queue.Spool, now func() time.Time) *Metrics {
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // SetTokens sets where token lifetimes and errors are read from
-// (delivery.TokenSet.Statuses).
-func (m *Metrics) SetTokens(f func() []oauth.Status) {
+// (tokens.Set.Statuses).
+func (m *Metrics) SetTokens(f func() []tokens.Status) {
 	m.mu.Lock()
 	m.tokens = f
 	m.mu.Unlock()
@@ -102,7 +104,7 @@ func (m *Metrics) SetMailboxes(f func() []delivery.MailboxStatus) {
 	m.mu.Unlock()
 }
 
-func (m *Metrics) sources() (func() []oauth.Status, func() []delivery.MailboxStatus) {
+func (m *Metrics) sources() (func() []tokens.Status, func() []delivery.MailboxStatus) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.tokens, m.mailboxes
@@ -194,14 +196,19 @@ func (m *Metrics) Ready() []string {
 	}
 	if tokens != nil {
 		sts := tokens()
-		sort.Slice(sts, func(i, j int) bool { return sts[i].App < sts[j].App })
+		sort.Slice(sts, func(i, j int) bool {
+			if sts[i].App != sts[j].App {
+				return sts[i].App < sts[j].App
+			}
+			return sts[i].Resource < sts[j].Resource
+		})
 		for _, st := range sts {
 			if st.LastError == nil || !oauth.IsPermanent(st.LastError) {
 				continue
 			}
 			// oauth.Error's text is built from decoded fields only and
 			// carries its own fix; it never contains the secret.
-			problems = append(problems, fmt.Sprintf("app %s cannot get a token: %v", st.App, st.LastError))
+			problems = append(problems, fmt.Sprintf("app %s cannot get a token for %s: %v", st.App, resourceName(st.Resource), st.LastError))
 		}
 	}
 	return problems
@@ -230,7 +237,7 @@ var (
 	oldestDesc = prometheus.NewDesc("oauthrelay_queue_oldest_age_seconds",
 		"Age of the oldest message still awaiting delivery (incoming, active or deferred); 0 when there is none.", nil, nil)
 	tokenLeftDesc = prometheus.NewDesc("oauthrelay_token_seconds_left",
-		"Seconds left on each app's cached access token; 0 when it has none.", []string{"app"}, nil)
+		"Seconds left on each app's cached access token, per resource (exchange for SMTP AUTH and HVE, graph); 0 when it has none.", []string{"app", "resource"}, nil)
 	pausedDesc = prometheus.NewDesc("oauthrelay_mailbox_config_fault",
 		"1 when a mailbox is paused because Microsoft 365 refused the relay's own credentials or setup (see /readyz for the fix).", []string{"mailbox"}, nil)
 	scrapeErrDesc = prometheus.NewDesc("oauthrelay_queue_scrape_errors",
@@ -310,7 +317,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			if !st.ExpiresOn.IsZero() {
 				left = max(st.ExpiresOn.Sub(now).Seconds(), 0)
 			}
-			ch <- prometheus.MustNewConstMetric(tokenLeftDesc, prometheus.GaugeValue, left, st.App)
+			ch <- prometheus.MustNewConstMetric(tokenLeftDesc, prometheus.GaugeValue, left, st.App, string(st.Resource))
 		}
 	}
 	if mailboxes != nil {
@@ -322,4 +329,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, v, strings.ToLower(st.Mailbox))
 		}
 	}
+}
+
+// resourceName is how /readyz names a token's resource to an admin.
+func resourceName(r transport.Resource) string {
+	if r == transport.Graph {
+		return "Microsoft Graph"
+	}
+	return "Exchange Online (SMTP AUTH)"
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
+	"github.com/oauthrelay/oauthrelay/tokens"
+	"github.com/oauthrelay/oauthrelay/transport"
 )
 
 func testSpool(t *testing.T) *queue.Spool {
@@ -62,8 +64,8 @@ func TestMetricsFromSpoolAndHooks(t *testing.T) {
 	enqueue(t, s, "sales@contoso.com", now.Add(-48*time.Hour), queue.Hold)
 
 	m := New(s, testkit.NewClock(now).Now)
-	m.SetTokens(func() []oauth.Status {
-		return []oauth.Status{{App: "contoso", ExpiresOn: now.Add(50 * time.Minute)}}
+	m.SetTokens(func() []tokens.Status {
+		return []tokens.Status{{Status: oauth.Status{App: "contoso", ExpiresOn: now.Add(50 * time.Minute)}, Resource: transport.Exchange}}
 	})
 	m.SetMailboxes(func() []delivery.MailboxStatus {
 		return []delivery.MailboxStatus{{Mailbox: "helpdesk@contoso.com"}}
@@ -98,7 +100,7 @@ func TestMetricsFromSpoolAndHooks(t *testing.T) {
 		`oauthrelay_token_requests_total{app="contoso",result="ok"} 1`,
 		`oauthrelay_token_requests_total{app="contoso",result="config_fault"} 1`,
 		`oauthrelay_token_requests_total{app="contoso",result="transient"} 1`,
-		`oauthrelay_token_seconds_left{app="contoso"} 3000`,
+		`oauthrelay_token_seconds_left{app="contoso",resource="exchange"} 3000`,
 		`oauthrelay_mailbox_config_fault{mailbox="helpdesk@contoso.com"} 0`,
 	} {
 		if !strings.Contains(body, want+"\n") {
@@ -114,9 +116,9 @@ func TestHealthAndReadiness(t *testing.T) {
 	s := testSpool(t)
 	m := New(s, nil)
 	var statuses []delivery.MailboxStatus
-	var tokens []oauth.Status
+	var toks []tokens.Status
 	m.SetMailboxes(func() []delivery.MailboxStatus { return statuses })
-	m.SetTokens(func() []oauth.Status { return tokens })
+	m.SetTokens(func() []tokens.Status { return toks })
 	h := m.Handler()
 
 	if code, body := get(t, h, "/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
@@ -129,13 +131,13 @@ func TestHealthAndReadiness(t *testing.T) {
 	statuses = []delivery.MailboxStatus{{Mailbox: "helpdesk@contoso.com", Paused: true, ConfigFault: true,
 		Reason: "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox.",
 		Fix:    "SMTP AUTH is disabled for the mailbox: Set-CASMailbox -Identity helpdesk@contoso.com -SmtpClientAuthenticationDisabled $false"}}
-	tokens = []oauth.Status{{App: "contoso", LastError: &oauth.Error{App: "contoso", AADSTS: 7000215, Cause: "the client secret is wrong",
-		Fix: "copy the secret's Value, not its Secret ID", Permanent: true}}}
+	toks = []tokens.Status{{Resource: transport.Graph, Status: oauth.Status{App: "contoso", LastError: &oauth.Error{App: "contoso", AADSTS: 7000215, Cause: "the client secret is wrong",
+		Fix: "copy the secret's Value, not its Secret ID", Permanent: true}}}}
 	code, body := get(t, h, "/readyz")
 	if code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz = %d, want 503", code)
 	}
-	for _, want := range []string{"helpdesk@contoso.com", "5.7.139", "Set-CASMailbox -Identity helpdesk@contoso.com", "AADSTS7000215", "copy the secret's Value"} {
+	for _, want := range []string{"helpdesk@contoso.com", "5.7.139", "Set-CASMailbox -Identity helpdesk@contoso.com", "AADSTS7000215", "copy the secret's Value", "app contoso cannot get a token for Microsoft Graph"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/readyz body lacks %q:\n%s", want, body)
 		}
@@ -143,7 +145,7 @@ func TestHealthAndReadiness(t *testing.T) {
 
 	// A transient token error is not a configuration fault.
 	statuses = nil
-	tokens = []oauth.Status{{App: "contoso", LastError: &oauth.Error{App: "contoso", Cause: "timeout"}}}
+	toks = []tokens.Status{{Status: oauth.Status{App: "contoso", LastError: &oauth.Error{App: "contoso", Cause: "timeout"}}}}
 	if code, body := get(t, h, "/readyz"); code != 200 {
 		t.Fatalf("/readyz with a transient token error = %d %q, want 200", code, body)
 	}

@@ -151,7 +151,7 @@ Press Ctrl-C to stop.
 		case <-ctx.Done():
 			fmt.Fprintln(stdout, "\nStopping. The demo's files stay in", *dir)
 			return 0
-		case err := <-r.done:
+		case err := <-r.Done():
 			if err != nil {
 				fmt.Fprintf(stderr, "oauthrelay demo: the relay stopped: %v\n", err)
 				return 1

@@ -22,9 +22,9 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/msemu"
 	"github.com/oauthrelay/oauthrelay/internal/service"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
-	"github.com/oauthrelay/oauthrelay/internal/msemu"
 )
 
 const (
@@ -299,7 +299,7 @@ func TestQueueRetryAllAfterOutage(t *testing.T) {
 		`oauthrelay_delivery_attempts_total{reply_class="4xx",result="deferred"} 3`,
 		`oauthrelay_messages_accepted_total{client="erp"} 3`,
 		`oauthrelay_token_requests_total{app="contoso",result="ok"}`,
-		`oauthrelay_token_seconds_left{app="contoso"}`,
+		`oauthrelay_token_seconds_left{app="contoso",resource="exchange"}`,
 		`oauthrelay_queue_oldest_age_seconds`,
 	} {
 		if !strings.Contains(body, want) {
