@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"container/heap"
 	"strings"
 	"time"
 
@@ -93,4 +94,39 @@ func (s *Scheduler) mailboxesOfApp(mc *config.Mailbox, cfg *config.Config) []*mb
 		}
 	}
 	return out
+}
+
+// SetConfig applies a reloaded configuration. Pauses caused by
+// configuration faults are lifted and their mail made due at once, because
+// the admin has presumably fixed what was wrong.
+func (s *Scheduler) SetConfig(cfg *config.Config) {
+	s.mu.Lock()
+	s.cfg = cfg
+	now := s.o.Now()
+	for _, mb := range s.mbx {
+		mb.warnedNoConf = false
+		// Only a configuration fault is lifted: a reload does not make
+		// Exchange's throttling or daily quota go away.
+		if mb.configFault {
+			mb.pausedUntil, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix, mb.faults = time.Time{}, false, transport.Delivered, "", "", 0
+			// Mail held back by the fault is due now; mail deferred for
+			// other reasons (a 451, the daily quota) keeps its time.
+			var keep itemHeap
+			for mb.later.Len() > 0 {
+				e := heap.Pop(&mb.later).(*heapEntry)
+				switch {
+				case e.seq != e.it.seq:
+				case e.it.lastKind == transport.ConfigFault:
+					s.makeReady(mb, e.it, now)
+				default:
+					keep = append(keep, e)
+				}
+			}
+			mb.later = keep
+			heap.Init(&mb.later)
+		}
+		s.broadcast(mb)
+	}
+	s.mu.Unlock()
+	s.poke()
 }

@@ -147,70 +147,6 @@ func (s *Scheduler) policy(cfg *config.Config) queue.RetryPolicy {
 	return queue.RetryPolicy{Min: cfg.Spool.MinRetryDelay.Duration, Max: cfg.Spool.MaxRetryDelay.Duration, MaxAge: cfg.Spool.MaxAge.Duration}
 }
 
-// SetConfig applies a reloaded configuration. Pauses caused by
-// configuration faults are lifted and their mail made due at once, because
-// the admin has presumably fixed what was wrong.
-func (s *Scheduler) SetConfig(cfg *config.Config) {
-	s.mu.Lock()
-	s.cfg = cfg
-	now := s.o.Now()
-	for _, mb := range s.mbx {
-		mb.warnedNoConf = false
-		// Only a configuration fault is lifted: a reload does not make
-		// Exchange's throttling or daily quota go away.
-		if mb.configFault {
-			mb.pausedUntil, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix, mb.faults = time.Time{}, false, transport.Delivered, "", "", 0
-			// Mail held back by the fault is due now; mail deferred for
-			// other reasons (a 451, the daily quota) keeps its time.
-			var keep itemHeap
-			for mb.later.Len() > 0 {
-				e := heap.Pop(&mb.later).(*heapEntry)
-				switch {
-				case e.seq != e.it.seq:
-				case e.it.lastKind == transport.ConfigFault:
-					s.makeReady(mb, e.it, now)
-				default:
-					keep = append(keep, e)
-				}
-			}
-			mb.later = keep
-			heap.Init(&mb.later)
-		}
-		s.broadcast(mb)
-	}
-	s.mu.Unlock()
-	s.poke()
-}
-
-// MailboxStatus is what health and metrics show per mailbox.
-type MailboxStatus struct {
-	Mailbox     string
-	Paused      bool
-	PausedUntil time.Time
-	ConfigFault bool
-	Reason      string
-	Fix         string
-	Ready       int
-	Waiting     int
-	Connections int
-}
-
-// Status reports every mailbox the scheduler has seen.
-func (s *Scheduler) Status() []MailboxStatus {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.o.Now()
-	var out []MailboxStatus
-	for _, mb := range s.mbx {
-		out = append(out, MailboxStatus{
-			Mailbox: mb.addr, Paused: now.Before(mb.pausedUntil), PausedUntil: mb.pausedUntil,
-			ConfigFault: mb.configFault, Reason: mb.pauseReason, Fix: mb.pauseFix,
-			Ready: len(mb.fresh) + len(mb.retry), Waiting: mb.later.Len(), Connections: mb.conns,
-		})
-	}
-	return out
-}
-
 // Run delivers until ctx ends, then gives in-flight deliveries
 // ShutdownGrace to finish; whatever is unfinished stays spooled.
 func (s *Scheduler) Run(ctx context.Context) error {
@@ -520,26 +456,4 @@ func (s *Scheduler) reschedule(it *item, st queue.State, due time.Time, kind tra
 	it.due = due
 	heap.Push(&mb.later, &heapEntry{it: it, seq: it.seq, due: it.due})
 	s.poke()
-}
-
-// heapEntry is an item's place in the retry heap. It keeps the due time
-// it was pushed with: the item's own due changes when it moves on, and a
-// heap ordered by a field that changes under it stops being a heap.
-type heapEntry struct {
-	it  *item
-	seq int
-	due time.Time
-}
-
-type itemHeap []*heapEntry
-
-func (h itemHeap) Len() int           { return len(h) }
-func (h itemHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
-func (h itemHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *itemHeap) Push(x any)        { *h = append(*h, x.(*heapEntry)) }
-func (h *itemHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
 }

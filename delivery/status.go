@@ -1,0 +1,32 @@
+package delivery
+
+import "time"
+
+// MailboxStatus is what health and metrics show per mailbox.
+type MailboxStatus struct {
+	Mailbox     string
+	Paused      bool
+	PausedUntil time.Time
+	ConfigFault bool
+	Reason      string
+	Fix         string
+	Ready       int
+	Waiting     int
+	Connections int
+}
+
+// Status reports every mailbox the scheduler has seen.
+func (s *Scheduler) Status() []MailboxStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.o.Now()
+	var out []MailboxStatus
+	for _, mb := range s.mbx {
+		out = append(out, MailboxStatus{
+			Mailbox: mb.addr, Paused: now.Before(mb.pausedUntil), PausedUntil: mb.pausedUntil,
+			ConfigFault: mb.configFault, Reason: mb.pauseReason, Fix: mb.pauseFix,
+			Ready: len(mb.fresh) + len(mb.retry), Waiting: mb.later.Len(), Connections: mb.conns,
+		})
+	}
+	return out
+}
