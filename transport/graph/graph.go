@@ -37,8 +37,6 @@ const (
 type Transport struct {
 	deps   transport.Deps
 	client *http.Client
-	// base is the Graph base URL of an app (tests point it elsewhere).
-	base func(app *config.App) string
 }
 
 // New makes the Graph transport.
@@ -53,19 +51,17 @@ func newTransport(deps transport.Deps) *Transport {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Transport{deps: deps, client: newHTTPClient(deps), base: graphURL}
+	return &Transport{deps: deps, client: newHTTPClient(deps)}
 }
 
-// graphURL is the app's Graph base URL. config is gaining App.GraphURL
-// (the cloud's default or the admin's); until then the cloud decides.
+// graphURL is the app's Graph base URL: the config loader resolves it
+// (graph_url, else the cloud's); an App not from the loader (doctor, tests)
+// gets the global cloud's.
 func graphURL(app *config.App) string {
-	switch app.Cloud {
-	case "usgov":
-		return "https://graph.microsoft.us"
-	case "china":
-		return "https://microsoftgraph.chinacloudapi.cn"
+	if app.GraphURL != "" {
+		return strings.TrimSuffix(app.GraphURL, "/")
 	}
-	return "https://graph.microsoft.com"
+	return config.Clouds["global"].Graph
 }
 
 // NewConn makes a Conn for a mailbox. Graph has no connection of its own
@@ -99,7 +95,7 @@ func (t *Transport) session(cfg *config.Config, mc *config.Mailbox) (*session, e
 	}
 	s := &session{client: t.client, tokens: tokens, mailbox: mc.Address, now: t.deps.Now,
 		app:  transport.GraphApp{ClientID: app.ClientID, TenantID: app.TenantID, Authority: app.Authority},
-		user: strings.TrimSuffix(t.base(app), "/") + "/v1.0/users/" + url.PathEscape(mc.Address)}
+		user: graphURL(app) + "/v1.0/users/" + url.PathEscape(mc.Address)}
 	if cfg != nil {
 		s.timeout = cfg.Upstream.Timeout.Duration
 	}
@@ -138,8 +134,14 @@ func (c *Conn) Deliver(ctx context.Context, a *transport.Attempt) transport.Resu
 	}
 	var ge *transport.GraphError
 	if size > MaxSimple || (errors.As(err, &ge) && ge.Status == 413) {
+		// After a 413, Graph's limit is below ours: every attachment
+		// goes separately.
+		budget := int64(MaxSimple)
+		if size <= MaxSimple {
+			budget = 0
+		}
 		op = "draft send"
-		id, err = s.sendLarge(ctx, open, size, c.t.deps.Logger, a.ID)
+		id, err = s.sendLarge(ctx, open, size, budget, c.t.deps.Logger, a.ID)
 	}
 	if err != nil {
 		return fail(err, rw.note())

@@ -84,8 +84,8 @@ func decoded(h textproto.Header, r io.Reader) (io.Reader, error) {
 
 // scan is the first pass: it measures every part (decoded sizes are what
 // upload sessions are told) and picks, largest first, the parts to
-// upload until the rest fits one request.
-func scan(open func() (io.ReadCloser, int64, error), total int64) (*layout, error) {
+// upload until the rest of the total bytes is within budget.
+func scan(open func() (io.ReadCloser, int64, error), total, budget int64) (*layout, error) {
 	rc, h, mr, err := openMultipart(open)
 	if err != nil {
 		return nil, err
@@ -120,7 +120,7 @@ func scan(open func() (io.ReadCloser, int64, error), total int64) (*layout, erro
 	}
 	sort.SliceStable(order, func(a, b int) bool { return l.parts[order[a]].raw > l.parts[order[b]].raw })
 	for _, i := range order {
-		if total <= MaxSimple {
+		if total <= budget {
 			break
 		}
 		l.parts[i].upload = true
@@ -190,10 +190,10 @@ func (l *layout) writeDraft(open func() (io.ReadCloser, int64, error), w io.Writ
 }
 
 // sendLarge sends the message (total bytes) as a draft with upload
-// sessions. A failure half-way deletes the draft, so that the retry
-// starts clean.
-func (s *session) sendLarge(ctx context.Context, open func() (io.ReadCloser, int64, error), total int64, log *slog.Logger, queueID string) (string, error) {
-	l, err := scan(open, total)
+// sessions, uploading parts until the draft is within budget bytes. A
+// failure half-way deletes the draft, so that the retry starts clean.
+func (s *session) sendLarge(ctx context.Context, open func() (io.ReadCloser, int64, error), total, budget int64, log *slog.Logger, queueID string) (string, error) {
+	l, err := scan(open, total, budget)
 	if err != nil {
 		return "", err
 	}
