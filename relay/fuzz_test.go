@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
@@ -64,7 +64,7 @@ type pipeRelay struct {
 	srv   *Server
 	cfg   *config.Config
 	spool *queue.Spool
-	logs  *syncBuffer
+	logs  *testkit.SyncBuffer
 	peer  netip.Addr
 }
 
@@ -76,8 +76,7 @@ func newPipeRelay(tb testing.TB, peer string) *pipeRelay {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log, logs := testkit.DebugLogger(tb)
 	sp, _, err := queue.Open(cfg.Spool.Dir, queue.Options{Logger: log, Recover: true})
 	if err != nil {
 		tb.Fatal(err)

@@ -2,21 +2,10 @@ package relay
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
-	"encoding/pem"
 	"fmt"
-	"io"
-	"log/slog"
-	"math/big"
 	"net"
 	"net/netip"
-	"net/textproto"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -122,22 +111,20 @@ type testRelay struct {
 	srv     *Server
 	addr    string // plain SMTP (STARTTLS offered)
 	tlsAddr string // implicit TLS
-	certPEM []byte
-	logs    *syncBuffer
+	ca      *testkit.CA
+	logs    *testkit.SyncBuffer
 
 	mu   sync.Mutex
 	peer netip.Addr // when valid, the address every session is said to come from
 }
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer = testkit.SyncBuffer
 
 // startRelay starts a relay; listenExtra is added to [listen], and setup
 // (if not nil) may adjust the server before it serves.
 func startRelay(t *testing.T, listenExtra string, setup func(*testRelay)) *testRelay {
 	t.Helper()
 	dir := t.TempDir()
-	certFile, keyFile, certPEM := writeCert(t, dir)
+	ca := testkit.NewCA(t)
+	certFile, keyFile := ca.Leaf(t, "relay.test", "127.0.0.1").Files(t)
 	appH, netH := hashes(t)
 	spoolDir := filepath.Join(dir, "spool")
 	src := fmt.Sprintf(testConfig, certFile, keyFile, listenExtra, spoolDir, appH, netH)
@@ -145,13 +132,12 @@ func startRelay(t *testing.T, listenExtra string, setup func(*testRelay)) *testR
 	if err != nil {
 		t.Fatalf("test configuration: %v", err)
 	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log, logs := testkit.DebugLogger(t) // printed if the test fails
 	sp, _, err := queue.Open(spoolDir, queue.Options{Logger: log, Recover: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &testRelay{t: t, cfg: cfg, src: src, spool: sp, certPEM: certPEM, logs: logs}
+	r := &testRelay{t: t, cfg: cfg, src: src, spool: sp, ca: ca, logs: logs}
 	r.srv = NewServer(cfg, sp, ServerOptions{Logger: log})
 	r.srv.peerIP = func(c net.Conn) netip.Addr {
 		r.mu.Lock()
@@ -178,9 +164,6 @@ func startRelay(t *testing.T, listenExtra string, setup func(*testRelay)) *testR
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
-		if t.Failed() {
-			t.Logf("relay log:\n%s", logs.String())
-		}
 	})
 	return r
 }
@@ -192,63 +175,19 @@ func (r *testRelay) setPeer(ip string) {
 	r.mu.Unlock()
 }
 
-func (r *testRelay) tlsConfig() *tls.Config {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(r.certPEM)
-	return &tls.Config{RootCAs: pool, ServerName: "relay.test"}
-}
+func (r *testRelay) tlsConfig() *tls.Config { return r.ca.ClientTLS("relay.test") }
 
-// writeCert makes a self-signed certificate for relay.test and 127.0.0.1.
-func writeCert(t *testing.T, dir string) (certFile, keyFile string, certPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "relay.test"},
-		DNSNames:     []string{"relay.test"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:         true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile, certPEM
-}
-
-// client is a raw SMTP conversation, so tests see every reply exactly.
+// client is a raw SMTP conversation, so tests see every reply exactly:
+// testkit's line client, with the reply wanted first, as these tests
+// read best.
 type client struct {
-	t    *testing.T
-	conn net.Conn
-	tp   *textproto.Conn
+	*testkit.SMTPClient
+	t *testing.T
 }
 
 func (r *testRelay) dial() *client {
 	r.t.Helper()
-	c, err := net.Dial("tcp", r.addr)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return newClient(r.t, c)
+	return newClient(r.t, testkit.DialSMTP(r.t, r.addr))
 }
 
 func (r *testRelay) dialTLS() *client {
@@ -257,82 +196,55 @@ func (r *testRelay) dialTLS() *client {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	return newClient(r.t, c)
+	return newClient(r.t, testkit.NewSMTPClient(r.t, c))
 }
 
-func newClient(t *testing.T, c net.Conn) *client {
+func newClient(t *testing.T, s *testkit.SMTPClient) *client {
 	t.Helper()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	cl := &client{t: t, conn: c, tp: textproto.NewConn(c)}
-	t.Cleanup(func() { c.Close() })
-	cl.read("220")
-	return cl
+	c := &client{SMTPClient: s, t: t}
+	c.check("greeting", s.Greeting, "220")
+	return c
 }
 
-// read reads one (possibly multi-line) reply and checks that it starts with
-// want, e.g. "250" or "550 5.7.1". It returns the whole reply, "CODE text".
-func (c *client) read(want string) string {
+// check fails the test unless got starts with want, e.g. "250" or
+// "550 5.7.1", and returns got.
+func (c *client) check(what, got, want string) string {
 	c.t.Helper()
-	code, msg, err := c.tp.ReadResponse(0)
-	if err != nil && code == 0 {
-		c.t.Fatalf("reading reply: %v", err)
-	}
-	got := fmt.Sprintf("%d %s", code, msg)
 	if !strings.HasPrefix(got, want) {
-		c.t.Fatalf("got reply %q, want %q", got, want)
+		c.t.Fatalf("%s: got reply %q, want %q", what, got, want)
 	}
 	return got
 }
 
+// read reads one (possibly multi-line) reply and checks that it starts with
+// want. It returns the whole reply.
+func (c *client) read(want string) string { c.t.Helper(); return c.ReadExpect(want) }
+
 // cmd sends a command and checks its reply.
 func (c *client) cmd(want, format string, args ...any) string {
 	c.t.Helper()
-	if err := c.tp.PrintfLine(format, args...); err != nil {
-		c.t.Fatal(err)
-	}
-	return c.read(want)
+	return c.Expect(fmt.Sprintf(format, args...), want)
 }
 
 func (c *client) ehlo() string { c.t.Helper(); return c.cmd("250", "EHLO app.test") }
 
-func (c *client) starttls(conf *tls.Config) {
-	c.t.Helper()
-	c.cmd("220", "STARTTLS")
-	tc := tls.Client(c.conn, conf)
-	if err := tc.Handshake(); err != nil {
-		c.t.Fatal(err)
-	}
-	c.conn = tc
-	c.tp = textproto.NewConn(tc)
-}
+func (c *client) starttls(conf *tls.Config) { c.t.Helper(); c.StartTLS(conf) }
 
 func (c *client) authPlain(want, user, pass string) string {
 	c.t.Helper()
-	return c.cmd(want, "AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+pass)))
+	return c.check("AUTH PLAIN", c.AuthPlain(user, pass), want)
 }
 
 // data sends DATA and the message (dot-stuffed) and returns the final reply.
 func (c *client) data(want, msg string) string {
 	c.t.Helper()
-	c.cmd("354", "DATA")
-	w := c.tp.DotWriter()
-	if _, err := io.WriteString(w, msg); err != nil {
-		c.t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		c.t.Fatal(err)
-	}
-	return c.read(want)
+	return c.check("end of data", c.Data(msg), want)
 }
 
-// send does a whole transaction as an authenticated "app".
+// send does a whole transaction; the message must be queued (250).
 func (c *client) send(from string, to []string, msg string) string {
 	c.t.Helper()
-	c.cmd("250", "MAIL FROM:<%s>", from)
-	for _, rc := range to {
-		c.cmd("250", "RCPT TO:<%s>", rc)
-	}
-	return c.data("250", msg)
+	return c.check("end of data", c.Send(from, to, msg), "250")
 }
 
 var queuedRE = regexp.MustCompile(`queued as (\S+)`)

@@ -1,79 +1,57 @@
 package relay
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
-// rawSession is a client that writes raw bytes and reads replies one
-// line at a time, for input no well-behaved client library would send.
+// rawSession writes raw bytes and checks replies by their last line, for
+// input no well-behaved client library would send.
 type rawSession struct {
-	t  *testing.T
-	c  net.Conn
-	br *bufio.Reader
+	*testkit.SMTPClient
+	t *testing.T
 }
 
 func (r *testRelay) raw() *rawSession {
 	r.t.Helper()
-	c, err := net.Dial("tcp", r.addr)
-	if err != nil {
-		r.t.Fatal(err)
+	s := &rawSession{SMTPClient: testkit.DialSMTP(r.t, r.addr), t: r.t}
+	if !strings.HasPrefix(s.Greeting, "220 ") {
+		r.t.Fatalf("greeting %q", s.Greeting)
 	}
-	r.t.Cleanup(func() { c.Close() })
-	s := &rawSession{t: r.t, c: c, br: bufio.NewReaderSize(c, 1<<16)}
-	s.expect("220 ")
 	return s
 }
 
 func (s *rawSession) write(b string) {
 	s.t.Helper()
-	s.c.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	if _, err := s.c.Write([]byte(b)); err != nil {
+	if _, err := s.Conn().Write([]byte(b)); err != nil {
 		s.t.Fatalf("write: %v", err)
 	}
 }
 
-// reply reads one whole (multi-line) reply and returns its last line.
-func (s *rawSession) reply() string {
-	s.t.Helper()
-	s.c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	for {
-		l, err := s.br.ReadString('\n')
-		if err != nil {
-			s.t.Fatalf("reading a reply: %v (got %q)", err, l)
-		}
-		l = strings.TrimRight(l, "\r\n")
-		if len(l) < 4 || l[3] != '-' {
-			return l
-		}
-	}
-}
-
-// expect reads one reply and checks its start.
+// expect reads one whole (multi-line) reply, checks that its last line
+// starts with want and returns that line.
 func (s *rawSession) expect(want string) string {
 	s.t.Helper()
-	got := s.reply()
-	if !strings.HasPrefix(got, want) {
+	got := s.Read()
+	last := got[strings.LastIndexByte(got, '\n')+1:]
+	if !strings.HasPrefix(last, want) {
 		s.t.Fatalf("got reply %q, want %q", got, want)
 	}
-	return got
+	return last
 }
 
 // closed checks that the server has hung up.
 func (s *rawSession) closed() {
 	s.t.Helper()
-	s.c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if l, err := s.br.ReadString('\n'); err == nil {
-		s.t.Fatalf("the connection is still open; got %q", l)
+	if got := s.Read(); got != "" {
+		s.t.Fatalf("the connection is still open; got %q", got)
 	}
 }
 
@@ -167,7 +145,7 @@ func TestHostileInput(t *testing.T) {
 		{"10 MB command line", func(t *testing.T, r *testRelay, s *rawSession) {
 			s.write("EHLO hostile.test\r\n")
 			s.expect("250 ")
-			go s.c.Write([]byte("MAIL FROM:<" + strings.Repeat("a", 10<<20) + "@contoso.com>\r\n"))
+			go s.Conn().Write([]byte("MAIL FROM:<" + strings.Repeat("a", 10<<20) + "@contoso.com>\r\n"))
 			s.expect("500 5.4.0")
 			s.closed()
 		}},
@@ -180,7 +158,7 @@ func TestHostileInput(t *testing.T) {
 			// Written in the background: the relay may answer (and stop
 			// reading) before all of it is sent.
 			go func() {
-				s.c.Write([]byte("From: noreply@contoso.com\r\n\r\n" + strings.Repeat("x", 10<<20) + "\r\n.\r\n"))
+				s.Conn().Write([]byte("From: noreply@contoso.com\r\n\r\n" + strings.Repeat("x", 10<<20) + "\r\n.\r\n"))
 			}()
 			s.expect("554 5.6.0")
 			if n := len(r.queued()); n != 0 {
@@ -229,7 +207,7 @@ func TestHostileInput(t *testing.T) {
 				fmt.Fprintf(&b, "RCPT TO:<r%d@example.com>\r\n", i)
 			}
 			b.WriteString("DATA\r\n")
-			go s.c.Write([]byte(b.String())) // replies are read meanwhile
+			go s.Conn().Write([]byte(b.String())) // replies are read meanwhile
 			s.expect("250 ")
 			for i := range 10000 {
 				want := "250 "
@@ -296,12 +274,9 @@ func TestHostileInput(t *testing.T) {
 			r := startRelay(t, "idle_timeout = \"2s\"\ndata_timeout = \"1s\"", nil)
 			s := r.raw()
 			tc.run(t, r, s)
-			s.c.Close()
+			s.Conn().Close()
 			// The session ends before the spool is inspected.
-			deadline := time.Now().Add(10 * time.Second)
-			for r.srv.conns.Load() > 0 && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
+			testkit.Eventually(t, "the session to end", func() bool { return r.srv.conns.Load() == 0 })
 			r.intact()
 			for _, e := range r.queued() {
 				b, err := os.ReadFile(filepath.Join(r.spool.Dir(), "messages", e.ID+".eml"))

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
 // TestPostfixClient relays through a private Postfix instance, as sites do
@@ -94,25 +97,25 @@ maillog_file = %s
 	}
 
 	sent := regexp.MustCompile(`status=sent \((250 2\.0\.0 OK: queued as \S+)\)`)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	// Postfix reports in its log file only: read it until the message is
+	// sent or refused.
+	var log string
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	testkit.WaitFor(ctx, t, "Postfix to relay the message", func() bool {
 		b, _ := os.ReadFile(logFile)
-		if m := sent.FindSubmatch(b); m != nil {
-			body, env := r.stored(queuedID(t, string(m[1])))
-			if !strings.Contains(body, "Subject: "+token) || !strings.Contains(body, "with ESMTPSA id") {
-				t.Errorf("stored message:\n%s", body)
-			}
-			if env.Client != "app" || env.MailFrom != "noreply@contoso.com" || len(env.Recipients) != 1 {
-				t.Errorf("envelope %+v", env)
-			}
-			return
-		}
-		if l := string(b); strings.Contains(l, "status=bounced") || strings.Contains(l, "status=deferred") || strings.Contains(l, "fatal:") {
-			t.Fatalf("Postfix could not relay:\n%s", l)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Postfix did not relay within a minute")
-		}
-		time.Sleep(100 * time.Millisecond)
+		log = string(b)
+		return sent.MatchString(log) || strings.Contains(log, "status=bounced") || strings.Contains(log, "status=deferred") || strings.Contains(log, "fatal:")
+	})
+	m := sent.FindStringSubmatch(log)
+	if m == nil {
+		t.Fatalf("Postfix could not relay:\n%s", log)
+	}
+	body, env := r.stored(queuedID(t, m[1]))
+	if !strings.Contains(body, "Subject: "+token) || !strings.Contains(body, "with ESMTPSA id") {
+		t.Errorf("stored message:\n%s", body)
+	}
+	if env.Client != "app" || env.MailFrom != "noreply@contoso.com" || len(env.Recipients) != 1 {
+		t.Errorf("envelope %+v", env)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
@@ -470,13 +471,13 @@ func TestImplicitTLSAndStartTLS(t *testing.T) {
 // sleep are replaced.
 func TestBruteForce(t *testing.T) {
 	var mu sync.Mutex
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	var slept []time.Duration
 	r := startRelay(t, "auth_max_failures = 3\nauth_lockout = \"10m\"", func(r *testRelay) {
-		r.srv.lim.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+		r.srv.lim.now = clock.Now
 		r.srv.lim.sleep = func(d time.Duration) { mu.Lock(); slept = append(slept, d); mu.Unlock() }
 	})
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	advance := clock.Advance
 
 	for range 2 {
 		c := r.dial()
@@ -647,8 +648,7 @@ func TestOwnRepliesOnEveryTransport(t *testing.T) {
 					t.Errorf("%s: got %q, want %q", x.cmd, got, x.want)
 				}
 			}
-			c.tp.PrintfLine("%s", "From: noreply@contoso.com\r\n\r\nx\r\n.")
-			queuedID(t, c.read("250 2.0.0 OK: queued as "))
+			queuedID(t, c.check("end of data", c.SendData("From: noreply@contoso.com\r\n\r\nx\r\n"), "250 2.0.0 OK: queued as "))
 		})
 	}
 	if strings.Contains(r.logs.String(), "cannot be replaced") {
