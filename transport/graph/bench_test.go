@@ -221,4 +221,3 @@ func vmHWM(t *testing.T) int64 {
 	}
 	return 0
 }
-
