@@ -216,7 +216,8 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 	if src.log == nil {
 		src.log = slog.Default()
 	}
-	src.log = src.log.With("app", name)
+	// The scope tells apart the sources of one app (Exchange, Graph).
+	src.log = src.log.With("app", name, "scope", scope)
 	src.cert, src.certFile = cert, s.CertificateFile
 	src.warnCertExpiry()
 	return src, nil

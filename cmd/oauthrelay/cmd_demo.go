@@ -28,11 +28,14 @@ func init() {
 
 // The demo's made-up tenant. None of it exists at Microsoft.
 const (
-	demoTenant   = "0b8e2e5c-3f4a-4c1e-9d7b-1a2b3c4d5e6f"
-	demoClient   = "7c9d1e2f-5a6b-4c3d-8e9f-0a1b2c3d4e5f"
-	demoSecret   = "demo-secret-value-not-real"
-	demoMailbox  = "helpdesk@contoso.com"
-	demoSendAs   = "noreply@contoso.com"
+	demoTenant  = "0b8e2e5c-3f4a-4c1e-9d7b-1a2b3c4d5e6f"
+	demoClient  = "7c9d1e2f-5a6b-4c3d-8e9f-0a1b2c3d4e5f"
+	demoSecret  = "demo-secret-value-not-real"
+	demoMailbox = "helpdesk@contoso.com"
+	demoSendAs  = "noreply@contoso.com"
+	// demoGraph is a second mailbox, reached through Microsoft Graph
+	// instead of SMTP AUTH, as in a tenant that keeps SMTP AUTH off.
+	demoGraph    = "reports@contoso.com"
 	demoUser     = "erp"
 	demoPassword = "demo-password"
 )
@@ -71,8 +74,9 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer emu.Close()
-	emu.Provision(demoTenant, demoClient, demoSecret)
+	emu.ProvisionGraph(demoTenant, demoClient, demoSecret)
 	emu.AddMailbox(msemu.Mailbox{Address: demoMailbox, FullAccess: []string{demoClient}, SendAs: []string{demoSendAs}})
+	emu.AddMailbox(msemu.Mailbox{Address: demoGraph, FullAccess: []string{demoClient}})
 
 	// 2. A relay configuration pointing at it, written like an admin would.
 	cfgPath, err := writeDemoConfig(*dir, *listen, emu)
@@ -91,7 +95,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	cfg.Log.Level = level
 	log := newLogger(cfg.Log, stderr)
 	fmt.Fprintf(stdout, "oauthrelay demo\n\n")
-	fmt.Fprintf(stdout, "  emulated Microsoft 365   token endpoint %s, SMTP %s\n", emu.Authority(), emu.SMTPAddr())
+	fmt.Fprintf(stdout, "  emulated Microsoft 365   token endpoint %s, SMTP %s, Graph %s\n", emu.Authority(), emu.SMTPAddr(), emu.GraphURL())
 	fmt.Fprintf(stdout, "  relay configuration      %s\n", cfgPath)
 	fmt.Fprintf(stdout, "  relay spool              %s\n", cfg.Spool.Dir)
 	fmt.Fprintf(stdout, "  delivered mail           %s\n\n", delivered)
@@ -107,26 +111,32 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	defer r.Shutdown(5 * time.Second)
 
-	// 3. One sample message, as a legacy application would send it.
-	fmt.Fprintf(stdout, "Sending a sample message to the relay as client %q (AUTH PLAIN, password %q)...\n", demoUser, demoPassword)
+	// 3. Two sample messages, as a legacy application would send them: one
+	// for the SMTP AUTH mailbox, one for the Graph mailbox.
+	fmt.Fprintf(stdout, "Sending two sample messages to the relay as client %q (AUTH PLAIN, password %q)...\n", demoUser, demoPassword)
 	// The address actually bound (the flag may say port 0).
 	addr := r.SMTPAddr().String()
-	if err := sendDemoMessage(addr); err != nil {
-		fmt.Fprintf(stderr, "oauthrelay demo: the relay refused the sample message: %v\n", err)
-		return 1
+	for _, from := range []string{demoSendAs, demoGraph} {
+		if err := sendDemoMessage(addr, from); err != nil {
+			fmt.Fprintf(stderr, "oauthrelay demo: the relay refused the sample message from %s: %v\n", from, err)
+			return 1
+		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	msgs, err := emu.WaitDelivered(wctx, 1)
+	msgs, err := emu.WaitDelivered(wctx, 2)
 	cancel()
 	if err != nil {
-		fmt.Fprintf(stderr, "oauthrelay demo: the sample message did not reach the emulator: %v (see the log above)\n", err)
+		fmt.Fprintf(stderr, "oauthrelay demo: the sample messages did not reach the emulator: %v (see the log above)\n", err)
 		return 1
 	}
-	showDelivered(stdout, msgs[0], delivered, 1)
+	for i, m := range msgs {
+		showDelivered(stdout, m, delivered, i+1)
+	}
 	fmt.Fprintf(stdout, `
-It worked: the relay took plain SMTP, queued the message on disk, got an OAuth2
-token from the emulated Entra ID and delivered with STARTTLS + AUTH XOAUTH2 as
-%s.
+It worked: the relay took plain SMTP, queued each message on disk, got OAuth2
+tokens from the emulated Entra ID, and delivered
+  - as %s with STARTTLS + AUTH XOAUTH2 (transport = "smtp"),
+  - as %s through Microsoft Graph sendMail (transport = "graph").
 
 Try it yourself (swaks is in Debian: apt-get install swaks):
 
@@ -134,16 +144,16 @@ Try it yourself (swaks is in Debian: apt-get install swaks):
       (no AUTH: 127.0.0.1 is a trusted network of client "printer")
 
   swaks --server %s -au %s -ap %s --from %s --to someone@example.org
-      (AUTH as client "erp")
+      (AUTH as client "erp"; goes through Graph)
 
   swaks --server %s --from boss@contoso.com --to someone@example.org
       (refused: the sender policy allows only the configured senders)
 
 Each delivered message appears below and in %s.
 Press Ctrl-C to stop.
-`, demoMailbox, addr, demoSendAs, addr, demoUser, demoPassword, demoMailbox, addr, delivered)
+`, demoMailbox, demoGraph, addr, demoSendAs, addr, demoUser, demoPassword, demoGraph, addr, delivered)
 
-	seen := 1
+	seen := len(msgs)
 	tick := time.NewTicker(300 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -193,6 +203,7 @@ max_retry_delay = "1m"
 
 [upstream]
 address = %q          # the emulator's SMTP AUTH endpoint
+graph_url = %q        # the emulator's Microsoft Graph
 ca_file = %q          # trust the emulator's certificate authority
 
 [log]
@@ -211,6 +222,12 @@ address = %q
 app = "contoso"
 send_as = [%q]
 
+# The same app, through Microsoft Graph instead of SMTP AUTH.
+[[mailbox]]
+address = %q
+app = "contoso"
+transport = "graph"
+
 [[client]]
 name = "erp"
 username = %q
@@ -221,8 +238,8 @@ senders = ["*"]
 name = "printer"
 networks = ["127.0.0.1/32", "::1/128"]
 senders = [%q]
-`, listen, filepath.Join(dir, "spool"), emu.SMTPAddr(), ca, demoTenant, demoClient, secretFile, emu.Authority(),
-		demoMailbox, demoSendAs, demoUser, string(hash), "password: "+demoPassword, demoSendAs)
+`, listen, filepath.Join(dir, "spool"), emu.SMTPAddr(), emu.GraphURL(), ca, demoTenant, demoClient, secretFile, emu.Authority(),
+		demoMailbox, demoSendAs, demoGraph, demoUser, string(hash), "password: "+demoPassword, demoSendAs)
 	path := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
 		return "", err
@@ -230,7 +247,7 @@ senders = [%q]
 	return path, nil
 }
 
-func sendDemoMessage(addr string) error {
+func sendDemoMessage(addr, from string) error {
 	c, err := smtp.Dial(addr)
 	if err != nil {
 		return err
@@ -242,12 +259,12 @@ func sendDemoMessage(addr string) error {
 	if err := c.Auth(sasl.NewPlainClient("", demoUser, demoPassword)); err != nil {
 		return err
 	}
-	msg := "From: ERP System <" + demoSendAs + ">\r\n" +
+	msg := "From: ERP System <" + from + ">\r\n" +
 		"To: <someone@example.org>\r\n" +
-		"Subject: Invoice 4711 from the demo ERP\r\n" +
+		"Subject: Invoice 4711 from the demo ERP (via " + from + ")\r\n" +
 		"\r\n" +
 		"Hello,\r\n\r\nthis message went from plain SMTP through oauthrelay to the emulated Microsoft 365.\r\n"
-	if err := c.SendMail(demoSendAs, []string{"someone@example.org"}, strings.NewReader(msg)); err != nil {
+	if err := c.SendMail(from, []string{"someone@example.org"}, strings.NewReader(msg)); err != nil {
 		return err
 	}
 	return c.Quit()
@@ -264,6 +281,13 @@ func showDelivered(w io.Writer, m msemu.Message, dir string, n int) {
 			subject = strings.TrimSpace(l[len("subject:"):])
 		}
 	}
-	fmt.Fprintf(w, "\n==> emulated Microsoft 365 received message %d: mailbox %s, from <%s>, to %s, %d bytes\n    subject: %s\n    queue id at Microsoft: %s\n    saved as %s\n",
-		n, m.Mailbox, m.MailFrom, strings.Join(m.Rcpts, ", "), len(m.Data), subject, m.QueueID, filepath.Join(dir, fmt.Sprintf("%d-%s.eml", n, m.Mailbox)))
+	how := "SMTP AUTH"
+	switch m.Transport {
+	case msemu.TransportGraph:
+		how = "Microsoft Graph (" + m.GraphPath + ")"
+	case msemu.TransportHVE:
+		how = "High Volume Email"
+	}
+	fmt.Fprintf(w, "\n==> emulated Microsoft 365 received message %d through %s: mailbox %s, from <%s>, to %s, %d bytes\n    subject: %s\n    message id at Microsoft: %s\n    saved as %s\n",
+		n, how, m.Mailbox, m.MailFrom, strings.Join(m.Recipients, ", "), len(m.Data), subject, m.QueueID, filepath.Join(dir, fmt.Sprintf("%d-%s.eml", n, m.Mailbox)))
 }
