@@ -7,37 +7,13 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/oauthrelay/oauthrelay/config"
 )
-
-const benchConfig = `[listen]
-address = "127.0.0.1:2525"
-[spool]
-dir = "/var/spool/oauthrelay"
-[[app]]
-name = "contoso"
-tenant_id = "00000000-0000-0000-0000-000000000000"
-client_id = "11111111-2222-3333-4444-555555555555"
-client_secret = "x"
-[[mailbox]]
-address = "helpdesk@contoso.com"
-app = "contoso"
-send_as = ["noreply@contoso.com"]
-[[client]]
-name = "erp"
-networks = ["127.0.0.1/32"]
-senders = ["noreply@contoso.com"]
-`
 
 // BenchmarkMessageCopy is the listener's work on one 4 KiB message between
 // DATA and the spool: read the header, check From: against the sender
 // policy, add Received: and Message-ID:, copy the body.
 func BenchmarkMessageCopy(b *testing.B) {
-	cfg, err := config.Parse("bench.toml", []byte(benchConfig), func(string) string { return "" })
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := policyConfig(b)
 	cl := cfg.Client("erp")
 	msg := []byte("From: ERP <noreply@contoso.com>\r\nTo: <a@example.com>\r\nSubject: invoice 4711\r\nDate: Mon, 2 Jan 2026 03:04:05 +0000\r\n\r\n" +
 		strings.Repeat(strings.Repeat("x", 76)+"\r\n", 4096/78))

@@ -7,38 +7,34 @@ import (
 	"github.com/emersion/go-message/mail"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
-const senderConfig = `[listen]
-address = "127.0.0.1:0"
-[spool]
-dir = "/var/spool/oauthrelay"
-[[app]]
-name = "contoso"
-tenant_id = "00000000-0000-0000-0000-000000000000"
-client_id = "11111111-2222-3333-4444-555555555555"
-client_secret = "x"
-[[mailbox]]
-address = "helpdesk@contoso.com"
-app = "contoso"
-send_as = ["noreply@contoso.com"]
-[[mailbox]]
-address = "sales@contoso.com"
-app = "contoso"
-[[client]]
-name = "erp"
-networks = ["10.0.0.0/24"]
-senders = ["noreply@contoso.com", "helpdesk@contoso.com", "sales@contoso.com"]
-[[client]]
-name = "scanner"
-networks = ["10.0.1.0/24"]
-senders = ["noreply@contoso.com"]
-rewrite_from = "noreply@contoso.com"
-[[client]]
-name = "any"
-networks = ["10.0.2.0/24"]
-senders = ["*"]
-`
+// policyConfig is a configuration for the sender policy alone: two
+// mailboxes of one app, a client with a list of senders, one with
+// rewrite_from and one that may use any sender.
+func policyConfig(tb testing.TB) *config.Config {
+	tb.Helper()
+	src := testkit.Config{
+		Listen: testkit.Listen{Address: "127.0.0.1:0"},
+		Apps: []testkit.App{{Name: "contoso", TenantID: "00000000-0000-0000-0000-000000000000",
+			ClientID: "11111111-2222-3333-4444-555555555555", ClientSecret: "x"}},
+		Mailboxes: []testkit.Mailbox{
+			{Address: "helpdesk@contoso.com", App: "contoso", SendAs: []string{"noreply@contoso.com"}},
+			{Address: "sales@contoso.com", App: "contoso"},
+		},
+		Clients: []testkit.Client{
+			{Name: "erp", Networks: []string{"10.0.0.0/24"}, Senders: []string{"noreply@contoso.com", "helpdesk@contoso.com", "sales@contoso.com"}},
+			{Name: "scanner", Networks: []string{"10.0.1.0/24"}, Senders: []string{"noreply@contoso.com"}, RewriteFrom: "noreply@contoso.com"},
+			{Name: "any", Networks: []string{"10.0.2.0/24"}, Senders: []string{"*"}},
+		},
+	}.TOML(tb)
+	cfg, err := config.Parse("policy.toml", []byte(src), func(string) string { return "" })
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cfg
+}
 
 // hdr builds the parsed From: and Sender: of a header; "-" leaves a field
 // out.
@@ -54,10 +50,7 @@ func hdr(from, sender string) *senderHeader {
 }
 
 func TestDecideSender(t *testing.T) {
-	cfg, err := config.Parse("sender.toml", []byte(senderConfig), func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := policyConfig(t)
 	erp, scanner, anyone := cfg.Client("erp"), cfg.Client("scanner"), cfg.Client("any")
 	for _, tt := range []struct {
 		name    string
