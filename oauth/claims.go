@@ -86,10 +86,72 @@ func ParseClaims(accessToken string) (Claims, error) {
 	return c, nil
 }
 
+// Expect is what a token must carry for one door into Microsoft 365.
+type Expect struct {
+	// Resource names the audience for messages ("Exchange Online").
+	Resource string
+	// AudienceOK judges the token's audience.
+	AudienceOK func(Claims) bool
+	// AudienceFix tells how to get the right audience.
+	AudienceFix string
+	// Role is the application permission the door needs.
+	Role string
+	// RoleFix tells how to grant it.
+	RoleFix string
+}
+
+// ExpectSMTP is what SMTP AUTH needs: Exchange Online, SMTP.SendAsApp.
+var ExpectSMTP = Expect{
+	Resource: "Exchange Online", AudienceOK: Claims.ForExchange,
+	AudienceFix: "leave scope out of the [[app]] (the cloud preset sets it) or set it to https://outlook.office365.com/.default",
+	Role:        RoleSendAsApp,
+	RoleFix: "grant admin consent for " + RoleSendAsApp + " (app registration → API permissions → Office 365 Exchange Online → Application permissions → " +
+		RoleSendAsApp + ", then Grant admin consent); note under Exchange RBAC for Applications tokens carry no roles",
+}
+
+// ExpectHVE is what the High Volume Email endpoint needs: Exchange Online
+// with Mail.Send.
+var ExpectHVE = Expect{
+	Resource: "Exchange Online", AudienceOK: Claims.ForExchange, AudienceFix: ExpectSMTP.AudienceFix,
+	Role: RoleMailSend,
+	RoleFix: "grant " + RoleMailSend + " (app registration → API permissions → Office 365 Exchange Online → Application permissions → Mail.Send, " +
+		"then Grant admin consent) and add the app to the HVE account (Add-HVEAppAccess)",
+}
+
+// ExpectGraph is what Microsoft Graph at graphURL needs: its audience and
+// Mail.Send.
+func ExpectGraph(graphURL string) Expect {
+	host := strings.TrimPrefix(strings.TrimPrefix(graphURL, "https://"), "http://")
+	return Expect{
+		Resource: "Microsoft Graph",
+		AudienceOK: func(c Claims) bool {
+			return c.Aud == "" || c.Aud == graphResource || strings.Contains(c.Aud, host)
+		},
+		AudienceFix: "leave graph_scope out of the [[app]] (it follows graph_url) or set it to " + strings.TrimSuffix(graphURL, "/") + "/.default",
+		Role:        RoleMailSend,
+		RoleFix: "grant " + RoleMailSend + " (app registration → API permissions → Microsoft Graph → Application permissions → Mail.Send, " +
+			"then Grant admin consent); an app limited to chosen mailboxes with RBAC for Applications " +
+			"(New-ManagementRoleAssignment -Role \"Application Mail.Send\") carries no role in its token, which is fine",
+	}
+}
+
+// RoleMailSend is the application permission Graph sendMail and the High
+// Volume Email endpoint need.
+const RoleMailSend = "Mail.Send"
+
+// graphResource is Microsoft Graph's application id.
+const graphResource = "00000003-0000-0000-c000-000000000000"
+
 // DescribeToken renders what an administrator needs to know about a token
-// (audience, tenant, app, roles, expiry) and a warning when SMTP.SendAsApp
-// is missing. It never includes the token itself.
+// (audience, tenant, app, roles, expiry) for SMTP AUTH.
 func DescribeToken(tok Token, claims Claims, now time.Time) string {
+	return DescribeTokenFor(tok, claims, now, ExpectSMTP)
+}
+
+// DescribeTokenFor renders what an administrator needs to know about a
+// token (audience, tenant, app, roles, expiry) and a warning for each thing
+// the door want expects that it lacks. It never includes the token itself.
+func DescribeTokenFor(tok Token, claims Claims, now time.Time, want Expect) string {
 	var b strings.Builder
 	line := func(k, v string) { fmt.Fprintf(&b, "%-11s %s\n", k+":", v) }
 	dash := func(s string) string {
@@ -128,13 +190,11 @@ func DescribeToken(tok Token, claims Claims, now time.Time) string {
 		}
 		line("expires", exp.UTC().Format(time.RFC3339)+" ("+when+")")
 	}
-	if !claims.ForExchange() {
-		b.WriteString("WARNING: the audience is not Exchange Online; leave scope out of the [[app]] (the cloud preset sets it) or set it to https://outlook.office365.com/.default\n")
+	if !want.AudienceOK(claims) {
+		b.WriteString("WARNING: the audience is not " + want.Resource + "; " + want.AudienceFix + "\n")
 	}
-	if !claims.HasRole(RoleSendAsApp) {
-		b.WriteString("WARNING: the token has no " + RoleSendAsApp + " role: admin consent missing? grant admin consent for " +
-			RoleSendAsApp + " (app registration → API permissions → Office 365 Exchange Online → Application permissions → " +
-			RoleSendAsApp + ", then Grant admin consent); note under Exchange RBAC for Applications tokens carry no roles\n")
+	if !claims.HasRole(want.Role) {
+		b.WriteString("WARNING: the token has no " + want.Role + " role: admin consent missing? " + want.RoleFix + "\n")
 	}
 	return b.String()
 }

@@ -28,10 +28,11 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 	path := fs.String("config", defaultConfig, "configuration file")
 	appName := fs.String("app", "", "the [[app]] to get a token for (may be left out when the configuration has one app)")
 	printToken := fs.Bool("print-token", false, "also print the access token itself; it is a credential, handle it like a password")
+	resource := fs.String("resource", "", "the resource to get the token for: exchange (SMTP AUTH), hve (High Volume Email) or graph (Microsoft Graph); default: what the app's mailboxes use")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: oauthrelay token [-config FILE] [--app NAME] [--print-token]")
+		fmt.Fprintln(stderr, "Usage: oauthrelay token [-config FILE] [--app NAME] [--resource exchange|hve|graph] [--print-token]")
 		fmt.Fprintln(stderr, "\nAcquires an access token the way the relay does and prints what Exchange Online")
-		fmt.Fprintln(stderr, "will check in it. The token itself is printed only with --print-token.")
+		fmt.Fprintln(stderr, "or Microsoft Graph will check in it. The token itself is printed only with --print-token.")
 		fmt.Fprintln(stderr)
 		fs.PrintDefaults()
 	}
@@ -50,6 +51,10 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 	if app == nil {
 		return code
 	}
+	res, want, code := pickResource(cfg, app, *resource, stderr)
+	if code != 0 {
+		return code
+	}
 	roots, err := tokens.Roots(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "oauthrelay token: %v\n", err)
@@ -60,7 +65,7 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 	}
 	// The command prints every finding itself; the Source's own log lines
 	// would only repeat them.
-	src, err := oauth.NewSource(tokens.Settings(app, transport.Exchange, roots), oauth.Options{
+	src, err := oauth.NewSource(tokens.Settings(app, res, roots), oauth.Options{
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
@@ -74,17 +79,47 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 		printTokenError(stderr, app, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "app %q: token acquired from %s%s\n", app.Name, strings.TrimSuffix(app.Authority, "/")+"/", app.TenantID)
+	fmt.Fprintf(stdout, "app %q: token acquired from %s%s for %s\n", app.Name, strings.TrimSuffix(app.Authority, "/")+"/", app.TenantID, want.Resource)
 	claims, err := oauth.ParseClaims(tok.AccessToken)
 	if err != nil {
 		// Still say when it expires; Exchange would refuse a non-JWT anyway.
 		fmt.Fprintf(stderr, "WARNING: cannot decode the token's claims: %v\n", err)
 	}
-	fmt.Fprint(stdout, oauth.DescribeToken(tok, claims, time.Now()))
+	fmt.Fprint(stdout, oauth.DescribeTokenFor(tok, claims, time.Now(), want))
 	if *printToken {
 		fmt.Fprintf(stdout, "access token (a credential: do not paste it into tickets or chats):\n%s\n", tok.AccessToken)
 	}
 	return 0
+}
+
+// pickResource turns --resource into the token resource and what the door
+// expects in the token. Without the flag it follows the app's mailboxes:
+// graph when all of them use Graph, hve when all use HVE, else exchange.
+func pickResource(cfg *config.Config, app *config.App, name string, stderr io.Writer) (transport.Resource, oauth.Expect, int) {
+	if name == "" {
+		seen := map[string]bool{}
+		for _, m := range cfg.Mailboxes {
+			if m.App == app.Name {
+				seen[m.Transport] = true
+			}
+		}
+		name = "exchange"
+		if len(seen) == 1 && seen[config.TransportGraph] {
+			name = "graph"
+		} else if len(seen) == 1 && seen[config.TransportHVE] {
+			name = "hve"
+		}
+	}
+	switch strings.ToLower(name) {
+	case "exchange", "smtp":
+		return transport.Exchange, oauth.ExpectSMTP, 0
+	case "hve":
+		return transport.Exchange, oauth.ExpectHVE, 0
+	case "graph":
+		return transport.Graph, oauth.ExpectGraph(app.GraphURL), 0
+	}
+	fmt.Fprintf(stderr, "oauthrelay token: --resource %q: use exchange (SMTP AUTH), hve (High Volume Email) or graph (Microsoft Graph)\n", name)
+	return "", oauth.Expect{}, 2
 }
 
 // pickApp returns the app named name, or the only app when name is empty.

@@ -189,3 +189,40 @@ func TestTokenCommandChoosesApp(t *testing.T) {
 		t.Errorf("key or token printed:\n%s%s", out, errs)
 	}
 }
+
+// --resource graph asks for a Microsoft Graph token and judges it as Graph
+// would (audience, Mail.Send), and it is what an app whose mailboxes all
+// use Graph gets without the flag.
+func TestTokenCommandGraphResource(t *testing.T) {
+	emu := tokenEmulator(t, true)
+	emu.ProvisionGraph(tokTenant, tokClient, tokSecret, "helpdesk@contoso.com")
+	path := testkit.Config{
+		Emulator:  emu,
+		Upstream:  testkit.Upstream{GraphURL: emu.GraphURL()},
+		Apps:      []testkit.App{secretApp("contoso", tokSecret)},
+		Mailboxes: []testkit.Mailbox{{Address: "helpdesk@contoso.com", App: "contoso", Transport: "graph"}},
+		Clients:   []testkit.Client{{Name: "app", Networks: []string{"127.0.0.1"}, Senders: []string{"*"}}},
+	}.Write(t)
+	for _, args := range [][]string{{"-config", path, "--resource", "graph"}, {"-config", path}} {
+		code, out, errs := runTokenCmd(t, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, out, errs)
+		}
+		for _, want := range []string{"for Microsoft Graph", "audience:   " + emu.GraphURL(), "Mail.Send"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%v: output lacks %q:\n%s", args, want, out)
+			}
+		}
+		if strings.Contains(out+errs, "WARNING") {
+			t.Errorf("%v: unexpected warning:\n%s%s", args, out, errs)
+		}
+	}
+	// The same app asked for Exchange: SMTP.SendAsApp is checked instead.
+	code, out, errs := runTokenCmd(t, "-config", path, "--resource", "exchange")
+	if code != 0 || !strings.Contains(out, "for Exchange Online") || !strings.Contains(out, "audience:   https://outlook.office365.com") {
+		t.Fatalf("exchange: exit %d\n%s%s", code, out, errs)
+	}
+	if code, _, errs := runTokenCmd(t, "-config", path, "--resource", "imap"); code != 2 || !strings.Contains(errs, "use exchange (SMTP AUTH), hve (High Volume Email) or graph") {
+		t.Fatalf("unknown resource: exit %d, %s", code, errs)
+	}
+}
