@@ -78,7 +78,8 @@ type Options struct {
 	MaxMessageSize int64
 }
 
-// Emulator runs the token endpoint and the SMTP server.
+// Emulator runs the token endpoint, the SMTP AUTH and High Volume Email
+// servers and Graph.
 type Emulator struct {
 	opts Options
 	log  *slog.Logger

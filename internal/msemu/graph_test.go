@@ -66,6 +66,12 @@ func graphDo(t *testing.T, c *http.Client, method, u, tok, ctype string, body []
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
+	return graphSend(t, c, req)
+}
+
+// graphSend sends req and reads the answer.
+func graphSend(t *testing.T, c *http.Client, req *http.Request) graphResp {
+	t.Helper()
 	res, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package msemu
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"net/http"
 	"net/mail"
 	"net/url"
@@ -55,7 +54,7 @@ func (e *Emulator) handleCreateDraft(w http.ResponseWriter, r *http.Request, cal
 	})
 }
 
-// findDraft returns the draft {id} of the call's mailbox, or answers 404.
+// findDraftLocked returns the draft {id} of the call's mailbox, or answers 404.
 // e.mu is held.
 func (e *Emulator) findDraftLocked(w http.ResponseWriter, r *http.Request, call *graphCall) (*draft, bool) {
 	d, ok := e.graph.drafts[r.PathValue("id")]
@@ -69,10 +68,6 @@ func (e *Emulator) findDraftLocked(w http.ResponseWriter, r *http.Request, call 
 // handleAddAttachment is POST …/messages/{id}/attachments with a JSON
 // fileAttachment.
 func (e *Emulator) handleAddAttachment(w http.ResponseWriter, r *http.Request, call *graphCall) {
-	body, ok := e.readGraphBody(w, r)
-	if !ok {
-		return
-	}
 	var a struct {
 		Type         string `json:"@odata.type"`
 		Name         string `json:"name"`
@@ -81,8 +76,7 @@ func (e *Emulator) handleAddAttachment(w http.ResponseWriter, r *http.Request, c
 		IsInline     bool   `json:"isInline"`
 		ContentID    string `json:"contentId"`
 	}
-	if err := json.Unmarshal(body, &a); err != nil {
-		e.graphError(w, r, http.StatusBadRequest, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.")
+	if !e.readGraphJSON(w, r, &a) {
 		return
 	}
 	data, err := base64.StdEncoding.DecodeString(a.ContentBytes)
@@ -116,13 +110,8 @@ func (e *Emulator) handleAddAttachment(w http.ResponseWriter, r *http.Request, c
 // handleSendDraft is POST …/messages/{id}/send: the draft's MIME with
 // its attachments is submitted, and the draft is gone once sent.
 func (e *Emulator) handleSendDraft(w http.ResponseWriter, r *http.Request, call *graphCall) {
-	e.mu.Lock()
-	d, ok := e.findDraftLocked(w, r, call)
-	if ok {
-		// Out of the map while sending, so that it is sent once.
-		delete(e.graph.drafts, d.id)
-	}
-	e.mu.Unlock()
+	// Out of the map while sending, so that it is sent once.
+	d, ok := e.takeDraft(w, r, call)
 	if !ok {
 		return
 	}
@@ -138,16 +127,22 @@ func (e *Emulator) handleSendDraft(w http.ResponseWriter, r *http.Request, call 
 
 // handleDeleteDraft is DELETE …/messages/{id}.
 func (e *Emulator) handleDeleteDraft(w http.ResponseWriter, r *http.Request, call *graphCall) {
+	if d, ok := e.takeDraft(w, r, call); ok {
+		e.dropUploadsOf(d.id)
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// takeDraft removes the draft {id} of the call's mailbox and returns it,
+// or answers 404.
+func (e *Emulator) takeDraft(w http.ResponseWriter, r *http.Request, call *graphCall) (*draft, bool) {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	d, ok := e.findDraftLocked(w, r, call)
 	if ok {
 		delete(e.graph.drafts, d.id)
 	}
-	e.mu.Unlock()
-	if ok {
-		e.dropUploadsOf(d.id)
-		w.WriteHeader(http.StatusNoContent)
-	}
+	return d, ok
 }
 
 // dropUploadsOf forgets the unfinished upload sessions of a draft.

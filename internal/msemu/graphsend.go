@@ -43,22 +43,20 @@ func (e *Emulator) readGraphMessage(w http.ResponseWriter, r *http.Request, call
 		return e.decodeMIME(w, r, body)
 	}
 	var msg graphMessage
-	var err error
-	if wrapped {
+	if !wrapped {
+		ok = e.decodeGraphJSON(w, r, body, &msg)
+	} else {
 		var req struct {
 			Message *graphMessage `json:"message"`
 		}
-		if err = json.Unmarshal(body, &req); err == nil && req.Message != nil {
-			msg = *req.Message
-		} else if err == nil {
+		if ok = e.decodeGraphJSON(w, r, body, &req); ok && req.Message == nil {
 			e.graphError(w, r, http.StatusBadRequest, "ErrorInvalidParameter", "The value of the parameter 'Message' is empty.")
-			return nil, false
+			ok = false
+		} else if ok {
+			msg = *req.Message
 		}
-	} else {
-		err = json.Unmarshal(body, &msg)
 	}
-	if err != nil {
-		e.graphError(w, r, http.StatusBadRequest, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.")
+	if !ok {
 		return nil, false
 	}
 	return msg.toMIME(call.mailbox, e.now()), true
@@ -82,6 +80,22 @@ func (e *Emulator) readGraphBody(w http.ResponseWriter, r *http.Request) ([]byte
 		return nil, false
 	}
 	return body, true
+}
+
+// readGraphJSON reads a JSON request body into v, answering 413 or 400
+// when it cannot.
+func (e *Emulator) readGraphJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, ok := e.readGraphBody(w, r)
+	return ok && e.decodeGraphJSON(w, r, body, v)
+}
+
+// decodeGraphJSON unmarshals body into v, answering 400 if it is not JSON.
+func (e *Emulator) decodeGraphJSON(w http.ResponseWriter, r *http.Request, body []byte, v any) bool {
+	if err := json.Unmarshal(body, v); err != nil {
+		e.graphError(w, r, http.StatusBadRequest, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.")
+		return false
+	}
+	return true
 }
 
 // decodeMIME decodes base64 MIME and checks that it parses as a message.

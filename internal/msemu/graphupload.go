@@ -1,7 +1,6 @@
 package msemu
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,10 +37,6 @@ type uploadSession struct {
 // handleCreateUploadSession is POST
 // …/messages/{id}/attachments/createUploadSession.
 func (e *Emulator) handleCreateUploadSession(w http.ResponseWriter, r *http.Request, call *graphCall) {
-	body, ok := e.readGraphBody(w, r)
-	if !ok {
-		return
-	}
 	var req struct {
 		AttachmentItem *struct {
 			AttachmentType string `json:"attachmentType"`
@@ -52,12 +47,14 @@ func (e *Emulator) handleCreateUploadSession(w http.ResponseWriter, r *http.Requ
 			ContentID      string `json:"contentId"`
 		} `json:"AttachmentItem"`
 	}
-	if err := json.Unmarshal(body, &req); err != nil || req.AttachmentItem == nil {
-		e.graphError(w, r, http.StatusBadRequest, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.")
+	if !e.readGraphJSON(w, r, &req) {
 		return
 	}
 	it := req.AttachmentItem
 	switch {
+	case it == nil:
+		e.graphError(w, r, http.StatusBadRequest, "ErrorInvalidRequest", "The request needs an AttachmentItem.")
+		return
 	case !strings.EqualFold(it.AttachmentType, "file") || it.Name == "" || it.Size <= 0:
 		e.graphError(w, r, http.StatusBadRequest, "ErrorInvalidRequest", "AttachmentItem needs attachmentType \"file\", a name and a positive size.")
 		return

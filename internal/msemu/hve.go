@@ -8,7 +8,8 @@ import (
 // High Volume Email (smtp-hve.office365.com:587) speaks the same SMTP as
 // SMTP AUTH submission with three differences (reference §6): the token
 // must carry Exchange's Mail.Send role, it must have at least ten minutes
-// left, and only internal recipients are accepted.
+// left, and only internal recipients are accepted. The SMTP AUTH switches
+// (Set-CASMailbox, Set-TransportConfig) do not apply to it.
 
 // HVEMinTokenLifetime is the least lifetime a token presented to High
 // Volume Email may have left.

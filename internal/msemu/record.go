@@ -103,8 +103,9 @@ type Stats struct {
 	// MaxConcurrentGraphByMailbox is the most Graph requests ever in
 	// progress at once for each lower-case mailbox.
 	MaxConcurrentGraphByMailbox map[string]int
-	// GraphTokens describes the bearer token of each authenticated Graph
-	// request (Reply is the HTTP status and error code, "202" if none).
+	// GraphTokens describes the bearer token of each Graph API request
+	// (not upload PUTs); Reply is the refusal's status and code, such as
+	// "401 InvalidAuthenticationToken", or "" when it was authorized.
 	GraphTokens []AuthRecord
 }
 
