@@ -157,6 +157,11 @@ func (s *session) send(ctx context.Context, c call, tok string, out any) (string
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			// An upload URL's query is its credential (authtoken).
+			ue.URL = withoutQuery(ue.URL)
+		}
 		return "", err
 	}
 	defer resp.Body.Close()
@@ -195,6 +200,14 @@ func (s *session) graphError(c call, resp *http.Response) *transport.GraphError 
 		ge.Message = http.StatusText(resp.StatusCode)
 	}
 	return ge
+}
+
+// withoutQuery is a URL fit for an error message.
+func withoutQuery(s string) string {
+	if i := strings.IndexByte(s, '?'); i >= 0 {
+		return s[:i] + "?[redacted]"
+	}
+	return s
 }
 
 // retryAfter reads a Retry-After header: seconds or an HTTP date.

@@ -329,6 +329,9 @@ func parts(t *testing.T, data []byte) map[string][]byte {
 }
 
 func TestLargeMessageUploads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("40 MB through the upload path")
+	}
 	r := newRig(t)
 	path := filepath.Join(t.TempDir(), "big.eml")
 	text, att := bigMessage(t, path, 30_000_000) // 40.5 MB spooled
@@ -379,6 +382,26 @@ func TestLargeMessageFailureDeletesDraft(t *testing.T) {
 	delivered(t, r.deliverFile(t, path, "alice@fabrikam.example"), "alice@fabrikam.example")
 	if got := parts(t, only(t, r.emu).Data); !bytes.Equal(got["report.pdf"], att) {
 		t.Fatal("attachment differs after the retry")
+	}
+}
+
+// An upload URL carries its credential in the query: a failed PUT must
+// not put it into the reply that goes into logs and the spool.
+func TestUploadURLNotInErrors(t *testing.T) {
+	r := newRig(t)
+	path := filepath.Join(t.TempDir(), "big.eml")
+	bigMessage(t, path, 4_000_000)
+	plain := r.tr.client.Transport
+	r.tr.client.Transport = &afterN{next: plain, n: 2, fail: func() {
+		r.emu.FailNextGraph(1, msemu.GraphFault{Status: 0}) // the connection drops
+	}}
+	res := r.deliverFile(t, path, "alice@fabrikam.example")
+	r.tr.client.Transport = plain
+	if res.Msg == nil || res.Msg.Kind != transport.Transient {
+		t.Fatalf("%+v", res.Msg)
+	}
+	if !strings.Contains(res.Msg.Reply, "AttachmentSessions") || strings.Contains(res.Msg.Reply, "authtoken") {
+		t.Fatalf("reply %q", res.Msg.Reply)
 	}
 }
 
