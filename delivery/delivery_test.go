@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
@@ -37,7 +38,7 @@ func TestDeliverBytesIdentical(t *testing.T) {
 		!strings.Contains(envs[0].Attempts[0].Reply, "250 ") || !strings.Contains(envs[0].Attempts[0].Reply, "Hostname=") {
 		t.Errorf("final envelope: %+v", envs[0])
 	}
-	h.eventually("the spool is empty", func() bool { return len(h.envelopes()) == 0 })
+	testkit.Eventually(t, "the spool is empty", func() bool { return len(h.envelopes()) == 0 })
 	if _, err := h.spool.OpenBody(id); err == nil {
 		t.Errorf("body of a delivered message is still in the spool")
 	}
@@ -87,7 +88,7 @@ func TestDeferredEnvelopeOnDisk(t *testing.T) {
 	before := time.Now()
 	id := h.enqueue(tSendAs, []string{"a@example.org"}, testMessage(tSendAs, "on disk"))
 	var env *queue.Envelope
-	h.eventually("the message is deferred", func() bool {
+	testkit.Eventually(t, "the message is deferred", func() bool {
 		e, err := h.spool.Load(queue.Deferred, id)
 		env = e
 		return err == nil
@@ -140,7 +141,7 @@ func TestPartialFailureDSN(t *testing.T) {
 
 	// The original: in failed/ with the reason, good delivered, bad failed.
 	var env *queue.Envelope
-	h.eventually("the original is in failed/", func() bool {
+	testkit.Eventually(t, "the original is in failed/", func() bool {
 		e, err := h.spool.Load(queue.Failed, id)
 		env = e
 		return err == nil
@@ -228,7 +229,7 @@ func TestNoBounceOfBounce(t *testing.T) {
 	}
 	// notifyFailure runs before an envelope reaches failed/: once both
 	// are there, a bounce of the bounce would already be queued.
-	h.eventually("both envelopes are in failed/", func() bool { return len(h.envelopes()[queue.Failed]) == 2 })
+	testkit.Eventually(t, "both envelopes are in failed/", func() bool { return len(h.envelopes()[queue.Failed]) == 2 })
 	all := h.envelopes()
 	total := 0
 	for _, l := range all {
@@ -264,7 +265,7 @@ func TestSendAsDenied(t *testing.T) {
 			}
 			checkDSN(t, msgs[0].Data, "a@example.org", tc.status, tc.status, "Subject: sendas")
 			var env *queue.Envelope
-			h.eventually("the message is in failed/", func() bool {
+			testkit.Eventually(t, "the message is in failed/", func() bool {
 				e, err := h.spool.Load(queue.Failed, id)
 				env = e
 				return err == nil

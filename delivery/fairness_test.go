@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
@@ -52,7 +53,7 @@ func TestIdleConnectionClosed(t *testing.T) {
 	h.start()
 	h.enqueue(tMailbox, []string{"a@example.org"}, testMessage(tMailbox, "one"))
 	h.waitDelivered(1)
-	h.eventually("the idle connection to close", func() bool { return h.status().Connections == 0 })
+	testkit.Eventually(t, "the idle connection to close", func() bool { return h.status().Connections == 0 })
 	// And the mailbox still works: a new message opens a new connection.
 	h.enqueue(tMailbox, []string{"a@example.org"}, testMessage(tMailbox, "two"))
 	h.waitDelivered(2)

@@ -2,12 +2,6 @@ package delivery
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -15,6 +9,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
@@ -39,7 +34,7 @@ func TestRevokedSecretKeepsMailQueued(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		ids = append(ids, h.enqueue(tSendAs, []string{"a@example.org"}, testMessage(tSendAs, "revoked "+string(rune('a'+i)))))
 	}
-	h.eventually("the mailbox pauses with a config fault", func() bool {
+	testkit.Eventually(t, "the mailbox pauses with a config fault", func() bool {
 		st := h.status()
 		return st.Paused && st.ConfigFault
 	})
@@ -48,7 +43,7 @@ func TestRevokedSecretKeepsMailQueued(t *testing.T) {
 		t.Errorf("status does not explain the fault: reason %q fix %q", st.Reason, st.Fix)
 	}
 	// Let several paused retries pass: still queued, never failed.
-	h.eventually("every message was tried and deferred", func() bool {
+	testkit.Eventually(t, "every message was tried and deferred", func() bool {
 		n := 0
 		for _, e := range h.envelopes()[queue.Deferred] {
 			if len(e.Attempts) > 0 {
@@ -92,7 +87,7 @@ func TestRevokedSecretKeepsMailQueued(t *testing.T) {
 	if st := h.status(); st.Paused || st.ConfigFault {
 		t.Errorf("mailbox still paused after the fix: %+v", st)
 	}
-	h.eventually("the spool is empty", func() bool { return len(h.envelopes()) == 0 })
+	testkit.Eventually(t, "the spool is empty", func() bool { return len(h.envelopes()) == 0 })
 }
 
 // 535 5.7.3: the token is dropped and AUTH retried once with a fresh one;
@@ -101,7 +96,7 @@ func TestAuth535RetriesOnceThenPauses(t *testing.T) {
 	h := newHarness(t, hopts{minRetry: "1h", maxRetry: "2h", maxAge: "5d"})
 	h.emu.FailAuth(tMailbox, msemu.ReplyAuthFailed)
 	id := h.enqueue(tSendAs, []string{"a@example.org"}, testMessage(tSendAs, "535"))
-	h.eventually("the mailbox pauses", func() bool { return h.status().ConfigFault })
+	testkit.Eventually(t, "the mailbox pauses", func() bool { return h.status().ConfigFault })
 	st := h.status()
 	if !st.Paused || !strings.Contains(st.Reason, "535 5.7.3") ||
 		!strings.Contains(st.Fix, "Add-MailboxPermission -Identity "+tMailbox) || !strings.Contains(st.Fix, "New-ServicePrincipal") {
@@ -114,7 +109,7 @@ func TestAuth535RetriesOnceThenPauses(t *testing.T) {
 	if stats.TokenRequests != 2 {
 		t.Errorf("%d token requests, want 2: the refused token must be invalidated", stats.TokenRequests)
 	}
-	h.eventually("the message is deferred", func() bool {
+	testkit.Eventually(t, "the message is deferred", func() bool {
 		_, err := h.spool.Load(queue.Deferred, id)
 		return err == nil
 	})
@@ -136,7 +131,7 @@ func TestAuthDisabledForMailbox(t *testing.T) {
 	h := newHarness(t, hopts{minRetry: "1h", maxRetry: "2h", maxAge: "5d"})
 	h.emu.AddMailbox(msemu.Mailbox{Address: tMailbox, FullAccess: []string{tClient}, SendAs: []string{tSendAs}, SMTPAuthDisabled: true})
 	h.enqueue(tSendAs, []string{"a@example.org"}, testMessage(tSendAs, "5.7.139"))
-	h.eventually("the mailbox pauses", func() bool { return h.status().ConfigFault })
+	testkit.Eventually(t, "the mailbox pauses", func() bool { return h.status().ConfigFault })
 	st := h.status()
 	want := "Set-CASMailbox -Identity " + tMailbox + " -SmtpClientAuthenticationDisabled $false"
 	if !strings.Contains(st.Fix, want) || !strings.Contains(st.Reason, "5.7.139") {
@@ -207,7 +202,7 @@ func TestSubmissionQuotaExceeded(t *testing.T) {
 	before := time.Now()
 	id := h.enqueue(tSendAs, []string{"a@example.org"}, testMessage(tSendAs, "quota"))
 	var env *queue.Envelope
-	h.eventually("the message is deferred", func() bool {
+	testkit.Eventually(t, "the message is deferred", func() bool {
 		e, err := h.spool.Load(queue.Deferred, id)
 		env = e
 		return err == nil
@@ -245,7 +240,7 @@ func TestDailyRecipientLimit(t *testing.T) {
 	h.waitDone(1)
 	second := h.enqueue(tSendAs, []string{"c@example.org", "d@example.org"}, testMessage(tSendAs, "day 2"))
 	var env *queue.Envelope
-	h.eventually("the second message waits", func() bool {
+	testkit.Eventually(t, "the second message waits", func() bool {
 		e, err := h.spool.Load(queue.Deferred, second)
 		env = e
 		return err == nil
@@ -264,8 +259,7 @@ func TestDailyRecipientLimit(t *testing.T) {
 // An upstream certificate that does not verify: refused before anything
 // (least of all the token) is sent, no plain-text fallback, config fault.
 func TestUntrustedUpstreamCertificate(t *testing.T) {
-	wrong := x509.NewCertPool()
-	wrong.AddCert(selfSigned(t))
+	wrong := testkit.NewCA(t).Pool() // not the emulator's CA
 	var mu sync.Mutex
 	var sent []byte
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -277,7 +271,7 @@ func TestUntrustedUpstreamCertificate(t *testing.T) {
 	}
 	h := newHarness(t, hopts{rootCAs: wrong, dial: dial, minRetry: "1h", maxRetry: "2h", maxAge: "5d"})
 	h.enqueue(tSendAs, []string{"a@example.org"}, testMessage(tSendAs, "tls"))
-	h.eventually("the mailbox pauses", func() bool { return h.status().ConfigFault })
+	testkit.Eventually(t, "the mailbox pauses", func() bool { return h.status().ConfigFault })
 	st := h.status()
 	if !strings.Contains(st.Reason, "certificate") || !strings.Contains(st.Fix, "ca_file") {
 		t.Errorf("status %+v", st)
@@ -316,26 +310,6 @@ func (c *recordConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-func selfSigned(t *testing.T) *x509.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "not the emulator"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // TestDailyRecipientLimitSurvivesRestart: the recipients sent today are
 // saved in the spool, so a restarted relay still holds back mail that
 // would go over the daily limit.
@@ -348,7 +322,7 @@ func TestDailyRecipientLimitSurvivesRestart(t *testing.T) {
 	second := h.enqueue(tSendAs, []string{"c@example.org", "d@example.org"}, testMessage(tSendAs, "after restart"))
 	h.start()
 	var env *queue.Envelope
-	h.eventually("the second message waits after the restart", func() bool {
+	testkit.Eventually(t, "the second message waits after the restart", func() bool {
 		e, err := h.spool.Load(queue.Deferred, second)
 		env = e
 		return err == nil

@@ -3,10 +3,7 @@ package delivery
 import (
 	"context"
 	"crypto/x509"
-	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -30,10 +27,6 @@ const (
 	tMailbox = "helpdesk@contoso.com"
 	tSendAs  = "noreply@contoso.com"
 )
-
-// waitLimit bounds every wait so that a failing test reports instead of
-// hanging.
-const waitLimit = 20 * time.Second
 
 // hopts are the knobs a test turns on the harness.
 type hopts struct {
@@ -62,7 +55,6 @@ type harness struct {
 	o      hopts
 	emu    *msemu.Emulator
 	dir    string
-	caFile string
 	cfg    *config.Config
 	spool  *queue.Spool
 	roots  *x509.CertPool
@@ -98,10 +90,6 @@ func newHarness(t *testing.T, o hopts) *harness {
 	emu.AddMailbox(msemu.Mailbox{Address: tMailbox, FullAccess: []string{tClient}, SendAs: []string{tSendAs}})
 
 	h := &harness{t: t, o: o, emu: emu, dir: t.TempDir(), logs: &syncBuffer{}, doneCh: make(chan struct{}, 1000)}
-	h.caFile = filepath.Join(h.dir, "ca.pem")
-	if err := os.WriteFile(h.caFile, emu.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	h.cfg = h.config(o.secret)
 	h.roots, err = tokens.Roots(h.cfg)
 	if err != nil {
@@ -147,48 +135,19 @@ func (h *harness) config(secret string) *config.Config {
 		}
 		return v
 	}
-	bounce := ""
-	if o.bounceTo != "" {
-		bounce = fmt.Sprintf("bounce_to = %q", o.bounceTo)
+	kc := testkit.Config{
+		Dir:      h.dir,
+		Emulator: h.emu,
+		Listen:   testkit.Listen{Address: "127.0.0.1:0", Hostname: "relay.test"},
+		Spool: testkit.Spool{MinRetryDelay: def(o.minRetry, "50ms"), MaxRetryDelay: def(o.maxRetry, "200ms"),
+			MaxAge: def(o.maxAge, "1h"), BounceTo: o.bounceTo},
+		Upstream: testkit.Upstream{Timeout: "10s"},
+		Apps:     []testkit.App{{Name: "contoso", TenantID: tTenant, ClientID: tClient, ClientSecret: def(secret, tSecret)}},
+		Mailboxes: []testkit.Mailbox{{Address: tMailbox, App: "contoso", SendAs: []string{tSendAs},
+			MaxPerMinute: defi(o.maxPerMinute, 600), MaxConnections: defi(o.maxConns, 3), MaxRecipientsPerDay: defi(o.maxRcptsDay, 10000)}},
+		Clients: []testkit.Client{{Name: "local", Networks: []string{"127.0.0.1/32"}, Senders: []string{"*"}}},
 	}
-	toml := fmt.Sprintf(`[listen]
-address = "127.0.0.1:0"
-hostname = "relay.test"
-
-[spool]
-dir = %q
-min_retry_delay = %q
-max_retry_delay = %q
-max_age = %q
-%s
-
-[upstream]
-address = %q
-ca_file = %q
-timeout = "10s"
-
-[[app]]
-name = "contoso"
-tenant_id = %q
-client_id = %q
-client_secret = %q
-authority = %q
-
-[[mailbox]]
-address = %q
-app = "contoso"
-send_as = [%q]
-max_per_minute = %d
-max_connections = %d
-max_recipients_per_day = %d
-
-[[client]]
-name = "local"
-networks = ["127.0.0.1/32"]
-senders = ["*"]
-`, filepath.Join(h.dir, "spool"), def(o.minRetry, "50ms"), def(o.maxRetry, "200ms"), def(o.maxAge, "1h"), bounce,
-		h.emu.SMTPAddr(), h.caFile, tTenant, tClient, def(secret, tSecret), h.emu.Authority(),
-		tMailbox, tSendAs, defi(o.maxPerMinute, 600), defi(o.maxConns, 3), defi(o.maxRcptsDay, 10000))
+	toml := kc.TOML(h.t)
 	cfg, err := config.Parse("test.toml", []byte(toml), func(string) string { return "" })
 	if err != nil {
 		h.t.Fatalf("config: %v\n%s", err, toml)
@@ -249,7 +208,7 @@ func (h *harness) stop() {
 	h.cancel()
 	select {
 	case <-h.stopped:
-	case <-time.After(waitLimit + h.o.grace):
+	case <-time.After(testkit.WaitLimit + h.o.grace):
 		h.t.Errorf("Run did not return after its context ended")
 	}
 	h.cancel = nil
@@ -278,7 +237,7 @@ func (h *harness) enqueue(from string, rcpts []string, body []byte) string {
 // waitDelivered waits for n messages at the emulator.
 func (h *harness) waitDelivered(n int) []msemu.Message {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.WaitLimit)
 	defer cancel()
 	msgs, err := h.emu.WaitDelivered(ctx, n)
 	if err != nil {
@@ -291,7 +250,7 @@ func (h *harness) waitDelivered(n int) []msemu.Message {
 // final envelopes.
 func (h *harness) waitDone(n int) []*queue.Envelope {
 	h.t.Helper()
-	deadline := time.After(waitLimit)
+	deadline := time.After(testkit.WaitLimit)
 	for {
 		h.mu.Lock()
 		if len(h.done) >= n {
@@ -306,18 +265,6 @@ func (h *harness) waitDone(n int) []*queue.Envelope {
 		case <-deadline:
 			h.t.Fatalf("waiting for %d messages to leave the queue: only %d did", n, got)
 		}
-	}
-}
-
-// eventually polls cond until it holds or the wait limit passes.
-func (h *harness) eventually(what string, cond func() bool) {
-	h.t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

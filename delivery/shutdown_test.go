@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
@@ -70,7 +71,7 @@ func TestShutdownKeepsInFlightMail(t *testing.T) {
 	id := h.enqueue(tSendAs, []string{"a@example.org"}, body)
 	select {
 	case <-stalled:
-	case <-time.After(waitLimit):
+	case <-time.After(testkit.WaitLimit):
 		t.Fatal("the delivery never got into DATA")
 	}
 	h.stop()
@@ -97,7 +98,7 @@ func TestShutdownKeepsInFlightMail(t *testing.T) {
 	if !bytes.Equal(msgs[0].Data, body) {
 		t.Errorf("delivered body differs after the restart")
 	}
-	h.eventually("the spool is empty", func() bool { return len(h.envelopes()) == 0 })
+	testkit.Eventually(t, "the spool is empty", func() bool { return len(h.envelopes()) == 0 })
 }
 
 // A spool left by a crash (an envelope in active/) is recovered to
@@ -138,7 +139,7 @@ func TestStaleIncomingSighting(t *testing.T) {
 	h := newHarness(t, hopts{minRetry: "300ms", maxRetry: "300ms"})
 	h.emu.FailNextData(1, "451 4.7.0 Temporary server error. Please try again later. PRX4")
 	id := h.enqueue(tSendAs, []string{"a@example.org"}, testMessage(tSendAs, "stale"))
-	h.eventually("the message waits for its retry", func() bool {
+	testkit.Eventually(t, "the message waits for its retry", func() bool {
 		_, err := h.spool.Load(queue.Deferred, id)
 		return err == nil && h.status().Waiting == 1
 	})

@@ -9,6 +9,7 @@ import (
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
@@ -67,12 +68,12 @@ func TestCredentialsDeliver(t *testing.T) {
 	provisionCertApp(emu, pfxApp, pfxCert, pfxMbx)
 
 	r := startRelay(t, emu, relayOptions{
-		Apps: []appConf{
-			{Name: "secret", Tenant: tenantID, Client: secretApp, Secret: clientSec},
-			{Name: "pem", Tenant: tenantID, Client: pemApp, CertFile: pemFile},
-			{Name: "pfx", Tenant: tenantID, Client: pfxApp, CertFile: pfxFile, PasswordFile: pwFile},
+		Apps: []testkit.App{
+			{Name: "secret", TenantID: tenantID, ClientID: secretApp, ClientSecret: clientSec},
+			{Name: "pem", TenantID: tenantID, ClientID: pemApp, CertificateFile: pemFile},
+			{Name: "pfx", TenantID: tenantID, ClientID: pfxApp, CertificateFile: pfxFile, CertificatePasswordFile: pwFile},
 		},
-		Mailboxes: []mboxConf{{Address: secretMbx, App: "secret"}, {Address: pemMbx, App: "pem"}, {Address: pfxMbx, App: "pfx"}},
+		Mailboxes: []testkit.Mailbox{{Address: secretMbx, App: "secret"}, {Address: pemMbx, App: "pem"}, {Address: pfxMbx, App: "pfx"}},
 	})
 
 	cases := []struct {
@@ -124,7 +125,7 @@ func TestCredentialsDeliver(t *testing.T) {
 		}
 	}
 	// Delivered mail leaves the spool.
-	waitFor(ctx, t, "an empty spool", func() bool {
+	testkit.WaitFor(ctx, t, "an empty spool", func() bool {
 		return len(r.ids(queue.Incoming))+len(r.ids(queue.Active))+len(r.ids(queue.Deferred))+len(r.ids(queue.Failed)) == 0
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
@@ -23,28 +24,28 @@ func TestTokenFaultsExplainedMailStaysQueued(t *testing.T) {
 	emu.Provision(tenantID, secretApp, clientSec, "helpdesk@contoso.com")
 	// An app whose uploaded certificate is not the one the relay holds.
 	certFile, _ := newCertificate(t, "CN=oauthrelay not uploaded")
-	_, otherCert := newCertificate(t, "CN=the uploaded one")
+	otherCert, _ := testkit.ClientCert(t, "the uploaded one")
 	provisionCertApp(emu, pemApp, otherCert, "scanner@contoso.com")
 
 	cases := []struct {
 		name    string
-		app     appConf
+		app     testkit.App
 		mailbox string
 		code    int
 	}{
-		{"wrong secret", appConf{Tenant: tenantID, Client: secretApp, Secret: "the-secret-ID-not-its-value"}, "wrong-secret@contoso.com", 7000215},
-		{"unknown app", appConf{Tenant: tenantID, Client: unknownApp, Secret: clientSec}, "unknown-app@contoso.com", 700016},
-		{"certificate not uploaded", appConf{Tenant: tenantID, Client: pemApp, CertFile: certFile}, "no-cert@contoso.com", 700027},
-		{"bad tenant", appConf{Tenant: otherTenant, Client: secretApp, Secret: clientSec}, "bad-tenant@contoso.com", 90002},
+		{"wrong secret", testkit.App{TenantID: tenantID, ClientID: secretApp, ClientSecret: "the-secret-ID-not-its-value"}, "wrong-secret@contoso.com", 7000215},
+		{"unknown app", testkit.App{TenantID: tenantID, ClientID: unknownApp, ClientSecret: clientSec}, "unknown-app@contoso.com", 700016},
+		{"certificate not uploaded", testkit.App{TenantID: tenantID, ClientID: pemApp, CertificateFile: certFile}, "no-cert@contoso.com", 700027},
+		{"bad tenant", testkit.App{TenantID: otherTenant, ClientID: secretApp, ClientSecret: clientSec}, "bad-tenant@contoso.com", 90002},
 	}
 	opts := relayOptions{
-		Apps:      []appConf{{Name: "good", Tenant: tenantID, Client: secretApp, Secret: clientSec}},
-		Mailboxes: []mboxConf{{Address: "helpdesk@contoso.com", App: "good"}},
+		Apps:      []testkit.App{{Name: "good", TenantID: tenantID, ClientID: secretApp, ClientSecret: clientSec}},
+		Mailboxes: []testkit.Mailbox{{Address: "helpdesk@contoso.com", App: "good"}},
 	}
 	for i, c := range cases {
 		c.app.Name = fmt.Sprintf("broken%d", i)
 		opts.Apps = append(opts.Apps, c.app)
-		opts.Mailboxes = append(opts.Mailboxes, mboxConf{Address: c.mailbox, App: c.app.Name})
+		opts.Mailboxes = append(opts.Mailboxes, testkit.Mailbox{Address: c.mailbox, App: c.app.Name})
 	}
 	r := startRelay(t, emu, opts)
 	for _, c := range cases {
@@ -58,14 +59,14 @@ func TestTokenFaultsExplainedMailStaysQueued(t *testing.T) {
 		}
 		code := fmt.Sprintf("AADSTS%d", c.code)
 		var line string
-		waitFor(ctx, t, c.name+": a log line naming "+code+" and its fix", func() bool {
+		testkit.WaitFor(ctx, t, c.name+": a log line naming "+code+" and its fix", func() bool {
 			line = findLine(r.logs.String(), code, fix)
 			return line != ""
 		})
 		t.Logf("%s: %s", c.name, line)
 	}
 	// Every broken mailbox's message is back in deferred/ with the reason.
-	waitFor(ctx, t, "all four messages deferred", func() bool { return len(r.ids(queue.Deferred)) == len(cases) })
+	testkit.WaitFor(ctx, t, "all four messages deferred", func() bool { return len(r.ids(queue.Deferred)) == len(cases) })
 	envs, _, err := r.spool.List(queue.Deferred)
 	if err != nil {
 		t.Fatal(err)
@@ -124,11 +125,11 @@ func TestTokenOutageBacksOff(t *testing.T) {
 	emu.Provision(tenantID, secretApp, clientSec, "helpdesk@contoso.com")
 	emu.SetTokenOutage(true)
 	r := startRelay(t, emu, relayOptions{
-		Apps:      []appConf{{Name: "contoso", Tenant: tenantID, Client: secretApp, Secret: clientSec}},
-		Mailboxes: []mboxConf{{Address: "helpdesk@contoso.com", App: "contoso"}},
+		Apps:      []testkit.App{{Name: "contoso", TenantID: tenantID, ClientID: secretApp, ClientSecret: clientSec}},
+		Mailboxes: []testkit.Mailbox{{Address: "helpdesk@contoso.com", App: "contoso"}},
 	})
 	r.mustSend(ctx, "helpdesk@contoso.com", "someone@example.org", "during the outage")
-	waitFor(ctx, t, "the message deferred by the outage", func() bool { return len(r.ids(queue.Deferred)) == 1 })
+	testkit.WaitFor(ctx, t, "the message deferred by the outage", func() bool { return len(r.ids(queue.Deferred)) == 1 })
 
 	// Watch a fixed window of the outage. The scheduler retries the
 	// message every 1-2 s (min/max_retry_delay) and the source's own
@@ -156,7 +157,7 @@ func TestTokenOutageBacksOff(t *testing.T) {
 	if _, err := emu.WaitDelivered(ctx, 1); err != nil {
 		t.Fatalf("not delivered after the outage: %v", err)
 	}
-	waitFor(ctx, t, "an empty spool", func() bool {
+	testkit.WaitFor(ctx, t, "an empty spool", func() bool {
 		return len(r.ids(queue.Deferred))+len(r.ids(queue.Active))+len(r.ids(queue.Incoming)) == 0
 	})
 }

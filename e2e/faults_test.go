@@ -24,6 +24,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/delivery"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
@@ -32,8 +33,8 @@ const faultMailbox = "helpdesk@contoso.com"
 func faultRelay(t *testing.T, emu *msemu.Emulator, o relayOptions) *testRelay {
 	t.Helper()
 	emu.Provision(tenantID, secretApp, clientSec, faultMailbox)
-	o.Apps = []appConf{{Name: "contoso", Tenant: tenantID, Client: secretApp, Secret: clientSec}}
-	o.Mailboxes = []mboxConf{{Address: faultMailbox, App: "contoso"}}
+	o.Apps = []testkit.App{{Name: "contoso", TenantID: tenantID, ClientID: secretApp, ClientSecret: clientSec}}
+	o.Mailboxes = []testkit.Mailbox{{Address: faultMailbox, App: "contoso"}}
 	return startRelay(t, emu, o)
 }
 
@@ -72,7 +73,7 @@ func (r *testRelay) sendTagged(ctx context.Context, tag string, n int) {
 func (r *testRelay) waitAllDelivered(ctx context.Context, tag string, n int, allowDup bool) {
 	t := r.t
 	t.Helper()
-	waitFor(ctx, t, "every message delivered and the spool empty", func() bool {
+	testkit.WaitFor(ctx, t, "every message delivered and the spool empty", func() bool {
 		return r.queuedCount() == 0 && len(r.emu.Delivered()) >= n
 	})
 	if f := r.ids(queue.Failed); len(f) > 0 {
@@ -173,7 +174,7 @@ func TestFaultMatrix(t *testing.T) {
 			tc.inject(r)
 			r.sendTagged(ctx, "fault", 3)
 			sawHealth := false
-			waitFor(ctx, t, "the fault's log line "+tc.logLine+" and health state: "+tc.healthWant, func() bool {
+			testkit.WaitFor(ctx, t, "the fault's log line "+tc.logLine+" and health state: "+tc.healthWant, func() bool {
 				if tc.health(r.status()) {
 					sawHealth = true
 				}
@@ -326,7 +327,7 @@ func TestReadOnlySpool(t *testing.T) {
 	}
 	// Delivery cannot mark mail active: it keeps it and says so.
 	r.startDelivery()
-	waitFor(ctx, t, "delivery to report the read-only spool", func() bool {
+	testkit.WaitFor(ctx, t, "delivery to report the read-only spool", func() bool {
 		return strings.Contains(r.logs.String(), "cannot mark message active")
 	})
 	if len(emu.Delivered()) != 0 {
@@ -362,7 +363,7 @@ func TestClockJumps(t *testing.T) {
 	r := faultRelay(t, emu, relayOptions{Now: clk.Now})
 	emu.FailNextData(3, msemu.ReplyTempError)
 	r.sendTagged(ctx, "clock", 3)
-	waitFor(ctx, t, "three deferred messages", func() bool { return len(r.ids(queue.Deferred)) == 3 })
+	testkit.WaitFor(ctx, t, "three deferred messages", func() bool { return len(r.ids(queue.Deferred)) == 3 })
 
 	// An hour back: the retries (1-2 s ahead before the jump) are now an
 	// hour away. Count how often the clock is read in a second of real
@@ -392,7 +393,7 @@ func TestClockJumps(t *testing.T) {
 	clk.jump(-time.Hour)
 	emu.FailNextData(3, msemu.ReplyTempError)
 	r.sendTagged(ctx, "clock-back", 3)
-	waitFor(ctx, t, "three deferred messages", func() bool { return len(r.ids(queue.Deferred)) == 3 })
+	testkit.WaitFor(ctx, t, "three deferred messages", func() bool { return len(r.ids(queue.Deferred)) == 3 })
 	before = clk.calls.Load()
 	select {
 	case <-time.After(time.Second):

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -51,26 +50,6 @@ func ctxFor(t *testing.T) context.Context {
 	return ctx
 }
 
-// clock is a simulated clock shared by the emulator and the relay.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().Truncate(time.Second)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // syncBuffer is a log sink safe for concurrent writers.
 type syncBuffer = testkit.SyncBuffer
 
@@ -88,26 +67,14 @@ func startEmulator(t *testing.T, o msemu.Options) *msemu.Emulator {
 	return e
 }
 
-// appConf is one [[app]] of the relay's configuration; the credential
-// fields are written to the file as they are set.
-type appConf struct {
-	Name, Tenant, Client string
-	Secret               string // client_secret
-	CertFile             string // certificate_file
-	PasswordFile         string // certificate_password_file
-	MinLifetime          string // min_token_lifetime, "" for the default
-}
-
-// mboxConf is one [[mailbox]].
-type mboxConf struct {
-	Address, App string
-	MaxConns     int
-}
-
 // relayOptions choose the relay's configuration and runtime hooks.
 type relayOptions struct {
-	Apps      []appConf
-	Mailboxes []mboxConf
+	Apps      []testkit.App
+	Mailboxes []testkit.Mailbox
+	// Listen adds keys to [listen] (max_message_size, for instance).
+	Listen string
+	// Metrics serves /metrics, /healthz and /readyz on 127.0.0.1.
+	Metrics bool
 	// Now is the clock of every relay part; nil for real time.
 	Now func() time.Time
 	// HTTPClient, if set, replaces the token sources' HTTP client.
@@ -125,10 +92,12 @@ type relayOptions struct {
 // tests need: a clock, a debug log captured in a buffer, and a record of
 // every token handed to the delivery code.
 type testRelay struct {
-	t      *testing.T
-	emu    *msemu.Emulator
-	o      relayOptions
-	dir    string
+	t   *testing.T
+	emu *msemu.Emulator
+	o   relayOptions
+	dir string
+	// path is the configuration file, for reloads.
+	path   string
 	cfg    *config.Config
 	log    *slog.Logger
 	logs   *syncBuffer
@@ -153,67 +122,36 @@ type testRelay struct {
 func startRelay(t *testing.T, emu *msemu.Emulator, o relayOptions) *testRelay {
 	t.Helper()
 	dir := t.TempDir()
-	spoolDir := filepath.Join(dir, "spool")
-	if o.SpoolDir != "" {
-		spoolDir = o.SpoolDir
+	kc := testkit.Config{
+		Dir:      dir,
+		Emulator: emu,
+		Listen:   testkit.Listen{Address: "127.0.0.1:0", Hostname: "relay.e2e.test", Extra: o.Listen},
+		Spool:    testkit.Spool{Dir: o.SpoolDir, MinRetryDelay: "1s", MaxRetryDelay: "2s", MaxAge: "1h"},
+		// Every door into the emulator: SMTP AUTH (the default address),
+		// Graph and High Volume Email.
+		Upstream:  testkit.Upstream{Timeout: "30s", GraphURL: emu.GraphURL(), HVEAddress: emu.HVEAddr()},
+		LogLevel:  "debug",
+		Apps:      o.Apps,
+		Mailboxes: o.Mailboxes,
+		Clients:   []testkit.Client{{Name: "app", Networks: []string{"127.0.0.1"}, Senders: []string{"*"}}},
 	}
-	caFile := filepath.Join(dir, "emulator-ca.pem")
-	if err := os.WriteFile(caFile, emu.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, `[listen]
-address = "127.0.0.1:0"
-hostname = "relay.e2e.test"
-
-[spool]
-dir = %q
-min_retry_delay = "1s"
-max_retry_delay = "2s"
-max_age = "1h"
-
-[upstream]
-address = %q
-ca_file = %q
-timeout = "30s"
-
-[log]
-level = "debug"
-`, spoolDir, emu.SMTPAddr(), caFile)
-	for _, a := range o.Apps {
-		fmt.Fprintf(&b, "\n[[app]]\nname = %q\ntenant_id = %q\nclient_id = %q\nauthority = %q\n", a.Name, a.Tenant, a.Client, emu.Authority())
-		if a.Secret != "" {
-			fmt.Fprintf(&b, "client_secret = %q\n", a.Secret)
-		}
-		if a.CertFile != "" {
-			fmt.Fprintf(&b, "certificate_file = %q\n", a.CertFile)
-		}
-		if a.PasswordFile != "" {
-			fmt.Fprintf(&b, "certificate_password_file = %q\n", a.PasswordFile)
-		}
-		if a.MinLifetime != "" {
-			fmt.Fprintf(&b, "min_token_lifetime = %q\n", a.MinLifetime)
+	for i := range kc.Apps {
+		if kc.Apps[i].TenantID == "" {
+			kc.Apps[i].TenantID = tenantID
 		}
 	}
-	for _, m := range o.Mailboxes {
-		fmt.Fprintf(&b, "\n[[mailbox]]\naddress = %q\napp = %q\n", m.Address, m.App)
-		if m.MaxConns > 0 {
-			fmt.Fprintf(&b, "max_connections = %d\n", m.MaxConns)
-		}
+	if o.Metrics {
+		kc.MetricsAddress = "127.0.0.1:0"
 	}
-	b.WriteString("\n[[client]]\nname = \"app\"\nnetworks = [\"127.0.0.1\"]\nsenders = [\"*\"]\n")
-	path := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := kc.Write(t)
 	cfg, err := config.Load(path)
 	if err != nil {
-		t.Fatalf("config: %v\n%s", err, b.String())
+		t.Fatalf("config: %v\n%s", err, kc.TOML(t))
 	}
 
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	r := &testRelay{t: t, emu: emu, o: o, dir: dir, cfg: cfg, log: log, logs: logs,
+	r := &testRelay{t: t, emu: emu, o: o, dir: dir, path: path, cfg: cfg, log: log, logs: logs,
 		rec: &tokenRecorder{}, transcripts: &syncBuffer{}}
 	svc, err := service.Start(cfg, service.Options{
 		Logger: log, Now: o.Now, HTTPClient: o.HTTPClient, NoDelivery: true,
@@ -309,21 +247,6 @@ func (r *testRelay) ids(st queue.State) []string {
 		r.t.Fatal(err)
 	}
 	return ids
-}
-
-// waitFor polls cond until it holds or ctx ends, then fails the test
-// with what.
-func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
 }
 
 // recordingConn copies what the relay sends into w.
@@ -424,9 +347,11 @@ func (s *recordingSource) Token(ctx context.Context) (oauth.Token, error) {
 
 func (s *recordingSource) Invalidate(accessToken string) { s.src.Invalidate(accessToken) }
 
-// newCertificate makes a certificate the way `oauthrelay cert new` does and
-// returns the key+certificate PEM path and the public certificate from the
-// .cer file an admin uploads.
+// newCertificate makes a certificate the way `oauthrelay cert new` does
+// (the relay loads what an admin's `cert new` wrote, so that path stays
+// covered) and returns the key+certificate PEM path and the public
+// certificate from the .cer file an admin uploads. A certificate that is
+// only uploaded, never loaded, comes from testkit.ClientCert.
 func newCertificate(t *testing.T, subject string) (pemFile string, uploaded *x509.Certificate) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "cert")
@@ -443,19 +368,10 @@ func newCertificate(t *testing.T, subject string) (pemFile string, uploaded *x50
 			cerFile = f
 		}
 	}
-	b, err := os.ReadFile(cerFile)
-	if err != nil {
-		t.Fatal(err)
+	if pemFile == "" || cerFile == "" {
+		t.Fatalf("cert new wrote %v: no %s or %s", files, oauth.CertKeyFile, oauth.CertPublicFile)
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		t.Fatalf("%s holds no PEM certificate", cerFile)
-	}
-	cert, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pemFile, cert
+	return pemFile, testkit.ReadCertificate(t, cerFile)
 }
 
 // deliveredTo filters msgs by mailbox.

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
@@ -121,18 +122,18 @@ func TestNoSecretsInOutput(t *testing.T) {
 	provisionCertApp(emu, pfxApp, pfxCert, pfxMbx)
 	const noCertApp = "2f3e4d5c-6b7a-4980-a1b2-c3d4e5f6a7b8"
 	noCertFile, _ := newCertificate(t, "CN=not uploaded")
-	_, someOther := newCertificate(t, "CN=uploaded instead")
+	someOther, _ := testkit.ClientCert(t, "uploaded instead")
 	provisionCertApp(emu, noCertApp, someOther, noCertMbx)
 
 	r := startRelay(t, emu, relayOptions{
-		Apps: []appConf{
-			{Name: "secret", Tenant: tenantID, Client: secretApp, Secret: clientSec},
-			{Name: "pem", Tenant: tenantID, Client: pemApp, CertFile: pemFile},
-			{Name: "pfx", Tenant: tenantID, Client: pfxApp, CertFile: pfxFile, PasswordFile: pwFile},
-			{Name: "wrong", Tenant: tenantID, Client: secretApp, Secret: wrongSec},
-			{Name: "nocert", Tenant: tenantID, Client: noCertApp, CertFile: noCertFile},
+		Apps: []testkit.App{
+			{Name: "secret", TenantID: tenantID, ClientID: secretApp, ClientSecret: clientSec},
+			{Name: "pem", TenantID: tenantID, ClientID: pemApp, CertificateFile: pemFile},
+			{Name: "pfx", TenantID: tenantID, ClientID: pfxApp, CertificateFile: pfxFile, CertificatePasswordFile: pwFile},
+			{Name: "wrong", TenantID: tenantID, ClientID: secretApp, ClientSecret: wrongSec},
+			{Name: "nocert", TenantID: tenantID, ClientID: noCertApp, CertificateFile: noCertFile},
 		},
-		Mailboxes: []mboxConf{
+		Mailboxes: []testkit.Mailbox{
 			{Address: secretMbx, App: "secret"}, {Address: pemMbx, App: "pem"}, {Address: pfxMbx, App: "pfx"},
 			{Address: wrongMbx, App: "wrong"}, {Address: noCertMbx, App: "nocert"},
 		},
@@ -170,7 +171,7 @@ func TestNoSecretsInOutput(t *testing.T) {
 	if err != nil {
 		t.Fatalf("delivered %d of 4: %v", len(msgs), err)
 	}
-	waitFor(ctx, t, "both broken apps' mail deferred", func() bool { return len(r.ids(queue.Deferred)) == 2 })
+	testkit.WaitFor(ctx, t, "both broken apps' mail deferred", func() bool { return len(r.ids(queue.Deferred)) == 2 })
 	for _, code := range []string{"AADSTS7000215", "AADSTS700027", "cached token invalidated", "4.7.0", "5.1.10"} {
 		if !strings.Contains(r.logs.String(), code) {
 			t.Errorf("the log never mentions %s: the run did not exercise that failure", code)

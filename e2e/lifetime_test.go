@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
 // TestNoAuthWithLessThanMinLifetime: with 10.5-minute tokens and the
@@ -16,14 +17,14 @@ import (
 // used because MSAL stamps certificate assertions with the real clock.
 func TestNoAuthWithLessThanMinLifetime(t *testing.T) {
 	ctx := ctxFor(t)
-	clk := newClock()
+	clk := testkit.NewClock(time.Time{})
 	const lifetime, minLifetime = 630 * time.Second, 10 * time.Minute
 	emu := startEmulator(t, msemu.Options{Now: clk.Now, TokenLifetime: lifetime})
 	mailboxes := []string{"helpdesk@contoso.com", "sales@contoso.com"}
 	emu.Provision(tenantID, secretApp, clientSec, mailboxes...)
 	r := startRelay(t, emu, relayOptions{
-		Apps:      []appConf{{Name: "contoso", Tenant: tenantID, Client: secretApp, Secret: clientSec, MinLifetime: "10m"}},
-		Mailboxes: []mboxConf{{Address: mailboxes[0], App: "contoso"}, {Address: mailboxes[1], App: "contoso"}},
+		Apps:      []testkit.App{{Name: "contoso", TenantID: tenantID, ClientID: secretApp, ClientSecret: clientSec, MinTokenLifetime: "10m"}},
+		Mailboxes: []testkit.Mailbox{{Address: mailboxes[0], App: "contoso"}, {Address: mailboxes[1], App: "contoso"}},
 		Now:       clk.Now,
 	})
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
@@ -27,7 +28,7 @@ func TestUpstreamBelowTLS12Refused(t *testing.T) {
 	emu.SetTLSMax(tls.VersionTLS11)
 	r := faultRelay(t, emu, relayOptions{})
 	r.sendTagged(ctx, "tls11", 2)
-	waitFor(ctx, t, "the attempts to fail on the TLS version", func() bool {
+	testkit.WaitFor(ctx, t, "the attempts to fail on the TLS version", func() bool {
 		return strings.Contains(r.logs.String(), "protocol version") && len(r.ids(queue.Deferred)) == 2
 	})
 	st := emu.Stats()
@@ -52,7 +53,7 @@ func TestNoSmugglingUpstream(t *testing.T) {
 	if err := r.send(ctx, faultMailbox, []string{"someone@example.org"}, body); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(ctx, t, "an empty spool", func() bool { return r.queuedCount() == 0 && len(emu.Delivered()) >= 1 })
+	testkit.WaitFor(ctx, t, "an empty spool", func() bool { return r.queuedCount() == 0 && len(emu.Delivered()) >= 1 })
 	msgs := emu.Delivered()
 	if len(msgs) != 1 {
 		for _, m := range msgs {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/transport"
 )
@@ -57,16 +58,16 @@ func TestConcurrentDeliveriesOneTokenRequest(t *testing.T) {
 	const messages, perMailbox = 100, 3
 	nMailboxes := (messages + perMailbox - 1) / perMailbox
 	var boxes []string
-	var mconf []mboxConf
+	var mconf []testkit.Mailbox
 	for i := range nMailboxes {
 		addr := fmt.Sprintf("box%02d@contoso.com", i)
 		boxes = append(boxes, addr)
-		mconf = append(mconf, mboxConf{Address: addr, App: "contoso", MaxConns: perMailbox})
+		mconf = append(mconf, testkit.Mailbox{Address: addr, App: "contoso", MaxConnections: perMailbox})
 	}
 	emu.Provision(tenantID, secretApp, clientSec, boxes...)
 	gate, hc := newGate(emu)
 	r := startRelay(t, emu, relayOptions{
-		Apps:       []appConf{{Name: "contoso", Tenant: tenantID, Client: secretApp, Secret: clientSec}},
+		Apps:       []testkit.App{{Name: "contoso", TenantID: tenantID, ClientID: secretApp, ClientSecret: clientSec}},
 		Mailboxes:  mconf,
 		HTTPClient: hc,
 		NoDelivery: true,
