@@ -24,7 +24,7 @@ import (
 // Hooks let the caller count what delivery does (metrics).
 type Hooks struct {
 	// Attempt is called after every delivery attempt of a message.
-	Attempt func(mailbox, result, replyClass string)
+	Attempt func(mailbox, transport, result, replyClass string)
 	// Throttled is called when Exchange asks a mailbox to slow down.
 	Throttled func(mailbox string)
 	// Conns is called with the change in open upstream connections.

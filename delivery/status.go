@@ -4,7 +4,10 @@ import "time"
 
 // MailboxStatus is what health and metrics show per mailbox.
 type MailboxStatus struct {
-	Mailbox     string
+	Mailbox string
+	// Transport is the mailbox's configured door ("smtp", "graph",
+	// "hve"); empty when the mailbox is no longer configured.
+	Transport   string
 	Paused      bool
 	PausedUntil time.Time
 	ConfigFault bool
@@ -22,8 +25,12 @@ func (s *Scheduler) Status() []MailboxStatus {
 	now := s.o.Now()
 	var out []MailboxStatus
 	for _, mb := range s.mbx {
+		tr := ""
+		if mc := s.cfg.Mailbox(mb.addr); mc != nil {
+			tr = mc.Transport
+		}
 		out = append(out, MailboxStatus{
-			Mailbox: mb.addr, Paused: now.Before(mb.pausedUntil), PausedUntil: mb.pausedUntil,
+			Mailbox: mb.addr, Transport: tr, Paused: now.Before(mb.pausedUntil), PausedUntil: mb.pausedUntil,
 			ConfigFault: mb.configFault, Reason: mb.pauseReason, Fix: mb.pauseFix,
 			Ready: len(mb.fresh) + len(mb.retry), Waiting: mb.later.Len(), Connections: mb.conns,
 		})

@@ -140,9 +140,9 @@ func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cf
 	now := s.o.Now()
 	pending := env.PendingAddresses()
 	a := applyResult(env, res, now)
-	env.Attempts = append(env.Attempts, queue.Attempt{At: start, Duration: queue.Millis(now.Sub(start).Milliseconds()), Result: a.Result, Reply: a.Reply, Recipients: pending})
+	env.Attempts = append(env.Attempts, queue.Attempt{At: start, Duration: queue.Millis(now.Sub(start).Milliseconds()), Result: a.Result, Reply: a.Reply, Recipients: pending, Transport: mc.Transport})
 	if s.o.Hooks.Attempt != nil {
-		s.o.Hooks.Attempt(mc.Address, a.Result, (&transport.Verdict{Reply: a.Reply}).ReplyClass())
+		s.o.Hooks.Attempt(mc.Address, mc.Transport, a.Result, (&transport.Verdict{Reply: a.Reply}).ReplyClass())
 	}
 	if res.Note != "" {
 		s.log.Info("recipients adjusted for the upstream", "id", env.ID, "mailbox", mc.Address, "change", res.Note)

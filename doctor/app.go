@@ -12,6 +12,7 @@ import (
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/tokens"
 	"github.com/oauthrelay/oauthrelay/transport"
+	"github.com/oauthrelay/oauthrelay/transport/graph"
 )
 
 // checkApp gets a token for each resource the app's mailboxes use and
@@ -75,6 +76,13 @@ func (r *run) checkResource(ctx context.Context, app *config.App, res transport.
 				seen[mb.Transport] = true
 				r.checkClaims(in, app, claims, expectFor(app, mb.Transport), seen[config.TransportSMTP] && seen[config.TransportHVE])
 			}
+		}
+		// Graph sends mail over about 3 MB through a draft, which needs a
+		// second permission; a token without roles (RBAC for
+		// Applications) cannot tell.
+		if res == transport.Graph && len(claims.Roles) > 0 && !claims.HasRole(graph.RoleMailReadWrite) {
+			r.warn(in, "claims: the token has no "+graph.RoleMailReadWrite+" role: messages over about 3 MB, which Graph takes as a draft with upload sessions, will be refused",
+				"in the app registration "+app.ClientID+" (tenant "+app.TenantID+") add Microsoft Graph → Application permissions → "+graph.RoleMailReadWrite+" and grant admin consent, if the applications send large attachments")
 		}
 	}
 	for _, mb := range mailboxes {

@@ -67,13 +67,13 @@ func New(spool *queue.Spool, now func() time.Time) *Metrics {
 		Name: "oauthrelay_messages_refused_total", Help: "Messages, logins or connections refused by the listener, by reason.",
 	}, []string{"reason"})
 	m.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "oauthrelay_delivery_attempts_total", Help: "Delivery attempts to Microsoft 365, by result and class of the upstream's reply (2xx, 4xx, 5xx, none).",
-	}, []string{"result", "reply_class"})
+		Name: "oauthrelay_delivery_attempts_total", Help: "Delivery attempts to Microsoft 365, by transport (smtp, graph, hve), result and class of the upstream's reply (2xx, 4xx, 5xx, none).",
+	}, []string{"transport", "result", "reply_class"})
 	m.tokenReqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "oauthrelay_token_requests_total", Help: "Requests to the Entra ID token endpoint, by app and result (ok, transient, config_fault).",
 	}, []string{"app", "result"})
 	m.throttled = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "oauthrelay_throttled_total", Help: "Times Exchange Online asked a mailbox to slow down (432, 421 4.4.2).",
+		Name: "oauthrelay_throttled_total", Help: "Times Microsoft 365 asked a mailbox to slow down (SMTP 432 or 421 4.4.2, Graph 429).",
 	}, []string{"mailbox"})
 	m.conns = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "oauthrelay_upstream_connections", Help: "Open authenticated connections to Microsoft 365, by mailbox.",
@@ -121,8 +121,8 @@ func (m *Metrics) RelayHooks() relay.Hooks {
 // DeliveryHooks counts attempts, throttling and open connections.
 func (m *Metrics) DeliveryHooks() delivery.Hooks {
 	return delivery.Hooks{
-		Attempt: func(_, result, replyClass string) {
-			m.attempts.WithLabelValues(result, replyClass).Inc()
+		Attempt: func(_, transport, result, replyClass string) {
+			m.attempts.WithLabelValues(transport, result, replyClass).Inc()
 		},
 		Throttled: func(mailbox string) { m.throttled.WithLabelValues(strings.ToLower(mailbox)).Inc() },
 		Conns: func(mailbox string, delta int) {
@@ -186,7 +186,7 @@ func (m *Metrics) Ready() []string {
 			if !st.ConfigFault {
 				continue
 			}
-			p := fmt.Sprintf("mailbox %s is paused by a configuration fault: %s", st.Mailbox, st.Reason)
+			p := fmt.Sprintf("mailbox %s (transport %s) is paused by a configuration fault: %s", st.Mailbox, st.Transport, st.Reason)
 			if st.Fix != "" {
 				p += "\n  fix: " + st.Fix
 			}

@@ -74,7 +74,7 @@ func TestMetricsFromSpoolAndHooks(t *testing.T) {
 	rh.Accepted("erp")
 	rh.Accepted("erp")
 	rh.Refused("sender_not_allowed")
-	dh.Attempt("helpdesk@contoso.com", "deferred", "4xx")
+	dh.Attempt("helpdesk@contoso.com", "smtp", "deferred", "4xx")
 	dh.Throttled("helpdesk@contoso.com")
 	dh.Conns("helpdesk@contoso.com", 1)
 	dh.Conns("helpdesk@contoso.com", 1)
@@ -94,7 +94,7 @@ func TestMetricsFromSpoolAndHooks(t *testing.T) {
 		`oauthrelay_queue_oldest_age_seconds 5400`,
 		`oauthrelay_messages_accepted_total{client="erp"} 2`,
 		`oauthrelay_messages_refused_total{reason="sender_not_allowed"} 1`,
-		`oauthrelay_delivery_attempts_total{reply_class="4xx",result="deferred"} 1`,
+		`oauthrelay_delivery_attempts_total{reply_class="4xx",result="deferred",transport="smtp"} 1`,
 		`oauthrelay_throttled_total{mailbox="helpdesk@contoso.com"} 1`,
 		`oauthrelay_upstream_connections{mailbox="helpdesk@contoso.com"} 1`,
 		`oauthrelay_token_requests_total{app="contoso",result="ok"} 1`,

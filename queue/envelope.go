@@ -81,6 +81,9 @@ type Attempt struct {
 	Reply string `json:"reply"`
 	// Recipients are the recipients this attempt was for.
 	Recipients []string `json:"recipients,omitempty"`
+	// Transport is the door the attempt went through: "smtp", "graph"
+	// or "hve" (empty in envelopes written before transports existed).
+	Transport string `json:"transport,omitempty"`
 }
 
 // Millis is a duration stored as whole milliseconds, so the JSON stays

@@ -91,8 +91,13 @@ func queueList(spool *queue.Spool, f filter, asJSON bool, stdout, stderr io.Writ
 		if len(last) > 70 {
 			last = last[:69] + "…"
 		}
+		mailbox := e.Mailbox
+		if n := len(e.Attempts); n > 0 && e.Attempts[n-1].Transport != "" && e.Attempts[n-1].Transport != "smtp" {
+			// Say when mail waits on Graph or HVE rather than SMTP AUTH.
+			mailbox += " (" + e.Attempts[n-1].Transport + ")"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\n", e.ID, e.State, shortDur(e.Age(time.Now())), humanBytes(e.Size),
-			e.Mailbox, e.Client, len(e.Pending()), len(e.Recipients), len(e.Attempts), next, last)
+			mailbox, e.Client, len(e.Pending()), len(e.Recipients), len(e.Attempts), next, last)
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "%d message(s)\n", len(rows))
@@ -146,7 +151,11 @@ func queueShow(spool *queue.Spool, id string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "\nattempts (%d):\n", len(e.Attempts))
 	for i, a := range e.Attempts {
-		fmt.Fprintf(stdout, "  %d. %s  %-12s %s  (%s)\n", i+1, a.At.Local().Format(time.RFC3339), a.Result, a.Reply, time.Duration(a.Duration)*time.Millisecond)
+		via := ""
+		if a.Transport != "" {
+			via = ", via " + a.Transport
+		}
+		fmt.Fprintf(stdout, "  %d. %s  %-12s %s  (%s%s)\n", i+1, a.At.Local().Format(time.RFC3339), a.Result, a.Reply, time.Duration(a.Duration)*time.Millisecond, via)
 		if len(a.Recipients) > 0 {
 			fmt.Fprintf(stdout, "     for %s\n", strings.Join(a.Recipients, ", "))
 		}

@@ -296,7 +296,7 @@ func TestQueueRetryAllAfterOutage(t *testing.T) {
 	}
 	for _, want := range []string{
 		`oauthrelay_queue_messages{mailbox="` + opsMailbox + `",state="deferred"} 3`,
-		`oauthrelay_delivery_attempts_total{reply_class="4xx",result="deferred"} 3`,
+		`oauthrelay_delivery_attempts_total{reply_class="4xx",result="deferred",transport="smtp"} 3`,
 		`oauthrelay_messages_accepted_total{client="erp"} 3`,
 		`oauthrelay_token_requests_total{app="contoso",result="ok"}`,
 		`oauthrelay_token_seconds_left{app="contoso",resource="exchange"}`,
