@@ -155,6 +155,16 @@ func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cf
 		// the pause this one is under.
 		s.unpause(mb)
 	}
+	for _, r := range a.NewlyFailed {
+		v, ok := res.Rcpts[r.Address]
+		if !ok && res.Msg != nil {
+			v = *res.Msg
+		}
+		if v.Fix != "" {
+			s.log.Warn("recipient refused for good; the sender gets a delivery status notification", "id", env.ID, "mailbox", mc.Address,
+				"recipient", r.Address, "reply", v.Reply, "fix", v.Fix)
+		}
+	}
 	if len(a.NewlyFailed) > 0 {
 		s.notifyFailure(env, a.NewlyFailed, cfg)
 	}

@@ -1,7 +1,7 @@
 // Package e2e holds end-to-end tests: the whole relay — listener, spool,
 // delivery scheduler, token sources — runs in-process against the
-// Microsoft 365 emulator (package msemu), proving issue 3's "Done when"
-// list: every credential kind delivers, one token request serves any
+// Microsoft 365 emulator (package msemu), proving what the relay promises
+// about credentials and delivery: every credential kind delivers, one token request serves any
 // number of concurrent deliveries, no AUTH presents a token under the
 // minimum lifetime, token faults are explained and keep mail queued, an
 // outage backs off, and no secret, key or token reaches any output.

@@ -18,7 +18,7 @@ import (
 // Kind is what a result means for the message and the mailbox.
 type Kind int
 
-// The kinds of result, from the reference's §3 table.
+// The kinds of result, one for each way Exchange Online's replies are acted on.
 const (
 	// Delivered: the upstream took the message (or recipient).
 	Delivered Kind = iota
@@ -133,8 +133,8 @@ func replyLine(se *smtp.SMTPError) string {
 	return fmt.Sprintf("%d %s", se.Code, se.Message)
 }
 
-// Fixes for Microsoft's replies, from the reference's §3 and §5. %s is the
-// mailbox.
+// Fixes for Microsoft's replies, naming the Entra and Exchange setup step
+// that each one points to. %s is the mailbox.
 const (
 	fixAuth = "the app may not sign in as %[1]s: grant admin consent for SMTP.SendAsApp (app registration → API permissions), register the service principal in Exchange " +
 		"(New-ServicePrincipal -AppId <client id> -ObjectId <Enterprise application object id>) and give it the mailbox " +
@@ -146,7 +146,9 @@ const (
 	fixLogon           = "the app cannot open mailbox %[1]s: Add-MailboxPermission -Identity %[1]s -User <service principal id> -AccessRights FullAccess (a fresh grant can take up to an hour)"
 	fixMailboxFull     = "mailbox %[1]s is full (Sent Items counts toward its quota): empty Sent Items or raise the quota"
 	fixTLS             = "Microsoft 365 requires TLS 1.2 or newer; this should not happen with oauthrelay — check for a TLS-downgrading proxy between the relay and Microsoft"
-	fixBasicAuth       = "the upstream wants OAuth: the relay always uses XOAUTH2, so check that [upstream] address is smtp.office365.com:587"
+	fixHVEExternal     = "the High Volume Email endpoint delivers only to recipients inside the organization (its accepted domains), so this recipient cannot be reached through mailbox %[1]s; " +
+		"send mail for outside recipients through a mailbox with transport = \"smtp\" or \"graph\""
+	fixBasicAuth = "the upstream wants OAuth: the relay always uses XOAUTH2, so check that [upstream] address is smtp.office365.com:587"
 )
 
 func classifyReply(stage Stage, se *smtp.SMTPError, mailbox string) Verdict {
@@ -177,6 +179,9 @@ func classifyReply(stage Stage, se *smtp.SMTPError, mailbox string) Verdict {
 	case strings.Contains(msg, "submissionquotaexceeded"):
 		v.Kind = Quota
 		v.Fix = fmt.Sprintf("mailbox %s reached Exchange Online's 10,000 recipients per day; mail waits for the 24-hour window to roll (spread the load over more mailboxes if this repeats)", mailbox)
+	case enh == "5.5.105":
+		// HVE: an external recipient. Permanent for that recipient.
+		v.Kind, v.Fix = Permanent, fix(fixHVEExternal)
 	case strings.Contains(msg, "sendasdenied") || enh == "5.7.60":
 		v.Kind, v.Fix = Permanent, fix(fixSendAs)
 	case strings.Contains(msg, "quotaexceededexception") || strings.Contains(msg, "mailbox full"):

@@ -61,7 +61,7 @@ func (e *GraphError) Error() string {
 // graphDefaultWait is how long a 429 without Retry-After holds the mailbox.
 const graphDefaultWait = 30 * time.Second
 
-// Fixes for Graph's answers (reference §6). The verbs are filled in from
+// Fixes for Graph's answers. The verbs are filled in from
 // GraphError.App and the mailbox.
 const (
 	fixGraphToken = "Microsoft Graph refused the app's token for %[1]s: check that the app's graph_scope is https://graph.microsoft.com/.default " +

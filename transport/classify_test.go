@@ -50,6 +50,7 @@ func TestClassifyReference(t *testing.T) {
 		{StageAuth, "535 5.7.139 Authentication unsuccessful, user is locked by your organization's security defaults policy. Contact your administrator.", ConfigFault, false, "security defaults"},
 		{StageMail, msemu.ReplyNotAuthenticated, ConfigFault, true, "SMTP.SendAsApp"},
 		{StageMail, msemu.ReplySendAsDenied, Permanent, false, "Add-RecipientPermission"},
+		{StageRcpt, "550 5.5.105 Recipient <x@fabrikam.com> is external; High Volume Email delivers only to recipients in the organization's accepted domains", Permanent, false, "delivers only to recipients inside the organization"},
 		{StageData, "554 5.2.252 SendAsDenied; helpdesk@contoso.com not allowed to send as other@contoso.com; STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; Failed to process message", Permanent, false, "Add-RecipientPermission"},
 		{StageData, "554 5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied;", Permanent, false, "SendAs"},
 		{StageData, "430 4.2.0 STOREDRV; mailbox logon failure; STOREDRV.Submission.Exception:ConnectionFailedTransientException.MapiExceptionLogonFailed;", Transient, false, "Add-MailboxPermission -Identity " + mbx},

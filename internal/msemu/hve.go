@@ -6,7 +6,7 @@ import (
 )
 
 // High Volume Email (smtp-hve.office365.com:587) speaks the same SMTP as
-// SMTP AUTH submission with three differences (reference §6): the token
+// SMTP AUTH submission with three differences (Microsoft's High Volume Email documentation): the token
 // must carry Exchange's Mail.Send role, it must have at least ten minutes
 // left, and only internal recipients are accepted. The SMTP AUTH switches
 // (Set-CASMailbox, Set-TransportConfig) do not apply to it.

@@ -47,7 +47,7 @@ var (
 	domainRE = regexp.MustCompile(`^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?\.)+[a-zA-Z]{2,}$`)
 )
 
-// aadError is an Entra ID error answer (reference §1).
+// aadError is an Entra ID error answer, shaped like the real token endpoint's.
 type aadError struct {
 	status int
 	err    string
@@ -315,7 +315,7 @@ func checkScope(scope, tenant, graphURL string) (string, *aadError) {
 	return aud, nil
 }
 
-// accessClaims are the v1 access token claims Exchange reads (reference §2).
+// accessClaims are the v1 access token claims Exchange reads.
 type accessClaims struct {
 	Aud      string   `json:"aud"`
 	Iss      string   `json:"iss"`
