@@ -20,7 +20,12 @@
 #        latency  bench/loadgen at a fixed offered load: DATA's dot → 250;
 #      then, oauthrelay only:
 #        drain    10,000 spooled messages, 20 mailboxes (2 apps), into the
-#                 emulator with its limits lifted; CPU profile of the relay;
+#                 emulator with its limits lifted, twice: over SMTP AUTH
+#                 (3 connections a mailbox), then over Microsoft Graph
+#                 sendMail (transport = "graph", 4 requests a mailbox, the
+#                 emulator's Graph listener as graph_url); for each, rate,
+#                 CPU and peak RSS of the relay, upstream connections (TLS
+#                 handshakes), token requests, delivered count, CPU profile;
 #        memory   one 35 MB message end to end; 1,000 idle connections;
 #   5. prints one table, and stops everything it started.
 #
@@ -30,7 +35,8 @@
 #
 # Environment: BENCH_DIR (work directory, default a new /var/tmp dir, kept
 # for inspection), BENCH_N (messages per accept phase, default 5000),
-# BENCH_RATE (latency offered load, default 200/s), BENCH_REPS (accept
+# BENCH_RATE (latency offered load, default 200/s), BENCH_DRAIN_N
+# (messages per drain, default 10000), BENCH_REPS (accept
 # rounds, default 3; the table shows medians), BENCH_KEEP=1 (keep the work
 # directory), BENCH_BASELINE_BIN (another oauthrelay binary, e.g. built from
 # an older commit, run in the accept rounds too for a before/after).
@@ -157,9 +163,10 @@ emu_start() { # name
 		>"$W/$1.out" 2>"$W/$1.err" &
 	EMU_PID=$!
 	PIDS+=("$EMU_PID")
-	for _ in $(seq 1 100); do grep -q '^smtp' "$W/$1.out" 2>/dev/null && break; sleep 0.05; done
+	for _ in $(seq 1 100); do grep -q '^running' "$W/$1.out" 2>/dev/null && break; sleep 0.05; done
 	EMU_AUTH=$(awk '$1=="authority"{print $2}' "$W/$1.out")
 	EMU_SMTP=$(awk '$1=="smtp"{print $2}' "$W/$1.out")
+	EMU_GRAPH=$(awk '$1=="graph"{print $2}' "$W/$1.out")
 	if [ -z "$EMU_SMTP" ]; then
 		log "the emulator did not start; see $W/$1.err:"; cat "$W/$1.err" >&2; exit 1
 	fi
@@ -169,15 +176,29 @@ emu_stop() {
 	wait "$EMU_PID" 2>/dev/null || true
 	forget "$EMU_PID"
 }
-emu_stats() { # name → "tokens conns delivered"
-	sed -n 's/^stopped: \([0-9]*\) token requests, \([0-9]*\) SMTP connections, \([0-9]*\) messages delivered.*/\1 \2 \3/p' "$W/$1.out"
+# emu_stats name → "tokens smtp_conns delivered graph_requests graph_conns"
+# from the emulator's last line, "stopped: T token requests, C SMTP
+# connections, D messages delivered (G by Graph), R Graph requests, H Graph
+# connections, V HVE connections (time)".
+emu_stats() {
+	sed -n 's/^stopped: \([0-9]*\) token requests, \([0-9]*\) SMTP connections, \([0-9]*\) messages delivered ([0-9]* by Graph), \([0-9]*\) Graph requests, \([0-9]*\) Graph connections.*/\1 \2 \3 \4 \5/p' "$W/$1.out"
+}
+# emu_graph_statuses name → "202=9990 429=10": Graph answers by HTTP status
+# (0 counts requests aborted without an answer).
+emu_graph_statuses() {
+	sed -n 's/^graph statuses: //p' "$W/$1.out"
 }
 
 RELAY_PID=
+# RELAY_TRANSPORT is the mailboxes' transport for the next relay_start:
+# "smtp" (the default; 3 connections a mailbox) or "graph" (sendMail to the
+# emulator's Graph listener; 4 concurrent requests a mailbox, Graph's limit).
+RELAY_TRANSPORT=smtp
 relay_start() { # name per_minute spooldir binary [env...]
 	local name=$1 perMin=$2 spool=$3 bin=$4
 	shift 4
-	local cfg=$W/$name.toml
+	local cfg=$W/$name.toml conns=3 graphURL=
+	if [ "$RELAY_TRANSPORT" = graph ]; then conns=4; graphURL="graph_url = \"$EMU_GRAPH\""; fi
 	{
 		cat <<EOF
 [listen]
@@ -189,6 +210,7 @@ max_connections = 2000
 dir = "$spool"
 [upstream]
 address = "$EMU_SMTP"
+$graphURL
 ca_file = "$W/emu-ca.pem"
 [log]
 level = "info"
@@ -211,7 +233,8 @@ senders = ["*"]
 EOF
 		for i in $(seq 0 19); do
 			app=a; [ "$i" -ge 10 ] && app=b
-			printf '[[mailbox]]\naddress = "mbx%d@bench.example"\napp = "%s"\nmax_per_minute = %d\nmax_connections = 3\n' "$i" "$app" "$perMin"
+			printf '[[mailbox]]\naddress = "mbx%d@bench.example"\napp = "%s"\ntransport = "%s"\nmax_per_minute = %d\nmax_connections = %d\n' \
+				"$i" "$app" "$RELAY_TRANSPORT" "$perMin" "$conns"
 		done
 	} >"$cfg"
 	env "$@" "$bin" serve -config "$cfg" 2>"$W/$name.log" &
@@ -294,19 +317,45 @@ latency or $RELAY_PORT
 relay_stop
 postfix -c "$PF_CONF" stop >/dev/null 2>&1 || true
 
-log "drain: spooling $DRAIN_N messages for 20 mailboxes"
-emu_stop emu >/dev/null
-emu_start emu-drain
-$LG fill -spool "$W/spool-drain" -n "$DRAIN_N" -mailboxes 20 -domain bench.example >/dev/null
-relay_start relay-drain 1000000 "$W/spool-drain" "$R" OAUTHRELAY_CPUPROFILE="$W/drain.pprof"
-DRAIN=$($LG spoolwait -spool "$W/spool-drain" -timeout 4m)
-DRAIN_CPU=$($LG proc -pid "$RELAY_PID")
-kill -USR1 "$RELAY_PID"
-sleep 0.5
-relay_stop
-emu_stop emu-drain
-read -r D_TOK D_CONN D_DELIV <<<"$(emu_stats emu-drain)"
-log "drain: $DRAIN $DRAIN_CPU tokens=$D_TOK conns=$D_CONN delivered=$D_DELIV"
+# drain name transport: spool DRAIN_N messages for the 20 mailboxes, start
+# a fresh emulator and a relay whose mailboxes use transport, and time the
+# spool's emptying. Records drain.<transport>.* for the table; the
+# emulator's output is $W/emu-<name>.out, the relay's log $W/relay-<name>.log,
+# its CPU profile $W/<name>.pprof.
+drain() {
+	local name=$1 tr=$2 out pr
+	log "drain ($tr): spooling $DRAIN_N messages for 20 mailboxes"
+	emu_start "emu-$name"
+	$LG fill -spool "$W/spool-$name" -n "$DRAIN_N" -mailboxes 20 -domain bench.example >/dev/null
+	RELAY_TRANSPORT=$tr relay_start "relay-$name" 1000000 "$W/spool-$name" "$R" OAUTHRELAY_CPUPROFILE="$W/$name.pprof"
+	if ! out=$($LG spoolwait -spool "$W/spool-$name" -timeout 4m); then
+		log "warning: the $tr drain did not finish in 4 minutes"
+		out="elapsed=-"
+	fi
+	pr=$($LG proc -pid "$RELAY_PID")
+	kill -USR1 "$RELAY_PID"
+	sleep 0.5
+	relay_stop
+	emu_stop
+	local tok conn deliv greq gconn
+	read -r tok conn deliv greq gconn <<<"$(emu_stats "emu-$name")"
+	if [ "$tr" = graph ]; then conn=$gconn; fi
+	rec "drain.$tr.rate" "$(awk -v n="$DRAIN_N" -v e="$(kv elapsed "$out")" 'BEGIN{ if (e+0>0) printf "%.0f", n/e; else print "-" }')"
+	rec "drain.$tr.cpu" "$(kv cpu "$pr")"
+	rec "drain.$tr.mem" "$(awk -v k="$(kv mem_kb "$pr")" 'BEGIN{printf "%.1f", k/1024}')"
+	rec "drain.$tr.tok" "$tok"
+	rec "drain.$tr.conn" "$conn"
+	rec "drain.$tr.deliv" "$deliv"
+	rec "drain.$tr.req" "$greq"
+	rec "drain.$tr.left" "$(find "$W/spool-$name"/{incoming,active,deferred,hold} -type f 2>/dev/null | wc -l)"
+	rec "drain.$tr.failed" "$(find "$W/spool-$name/failed" -type f 2>/dev/null | wc -l)"
+	rec "drain.$tr.warn" "$(grep -c 'level=WARN\|level=ERROR' "$W/relay-$name.log" || true)"
+	go tool pprof -top -nodecount=25 "$R" "$W/$name.pprof" >"$W/$name-top.txt" 2>/dev/null || true
+	log "drain ($tr): $out $pr tokens=$tok conns=$conn delivered=$deliv graph_requests=$greq graph_statuses=$(emu_graph_statuses "emu-$name")"
+}
+emu_stop
+drain drain smtp
+drain graph-drain graph
 
 log "memory: one 35 MB message end to end"
 emu_start emu-mem
@@ -334,8 +383,6 @@ emu_stop emu-mem
 log "idle: $(cat "$W/idle.out") $IDLE_KB"
 
 # --- 5. the table -------------------------------------------------------------
-go tool pprof -top -nodecount=25 "$R" "$W/drain.pprof" >"$W/drain-top.txt" 2>/dev/null || true
-
 mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a!="-" && b>0) printf "%.2fx", a/b; else print "-" }'; }
 row() { printf '%-36s %12s %12s %9s\n' "$@"; }
@@ -357,14 +404,24 @@ echo "latency, DATA's dot to 250, $RATE msg/s offered"
 row "  p50 ms" "$(med pf.p50)" "$(med or.p50)" "$(ratio "$(med or.p50)" "$(med pf.p50)")"
 row "  p99 ms" "$(med pf.p99)" "$(med or.p99)" "$(ratio "$(med or.p99)" "$(med pf.p99)")"
 row "  achieved messages/s" "$(med pf.achieved)" "$(med or.achieved)" ""
-de=$(kv elapsed "$DRAIN")
 echo "drain, $DRAIN_N messages, 20 mailboxes, 2 apps, into the emulator"
-row "  messages/s" "" "$(awk -v n="$DRAIN_N" -v e="$de" 'BEGIN{printf "%.0f", n/e}')" ""
-row "  delivered (emulator's count)" "" "$D_DELIV" ""
-row "  token requests (one per app: 2)" "" "$D_TOK" ""
-row "  upstream connections" "" "$D_CONN" ""
-row "  messages per connection" "" "$(awk -v d="$D_DELIV" -v c="$D_CONN" 'BEGIN{ if (c>0) printf "%.0f", d/c }')" ""
-row "  relay CPU seconds" "" "$(kv cpu "$DRAIN_CPU")" ""
+row "" "SMTP AUTH" "Graph" ""
+d() { row "  $1" "$(med "drain.smtp.$2")" "$(med "drain.graph.$2")" ""; }
+d "messages/s" rate
+d "delivered (emulator's count)" deliv
+d "left in the spool (not delivered)" left
+d "failed (bounced)" failed
+d "token requests (one per app: 2)" tok
+d "connections (TLS handshakes)" conn
+row "  messages per connection" \
+	"$(awk -v d="$(med drain.smtp.deliv)" -v c="$(med drain.smtp.conn)" 'BEGIN{ if (c>0) printf "%.0f", d/c; else print "-" }')" \
+	"$(awk -v d="$(med drain.graph.deliv)" -v c="$(med drain.graph.conn)" 'BEGIN{ if (c>0) printf "%.0f", d/c; else print "-" }')" ""
+row "  Graph requests" "" "$(med drain.graph.req)" ""
+d "relay CPU seconds" cpu
+d "relay peak RSS (VmHWM), MB" mem
+d "relay log lines at WARN/ERROR" warn
+echo "  Graph answers by HTTP status: $(emu_graph_statuses emu-graph-drain)"
+echo "  Graph connections: $(sed -n 's/^graph connections: //p' "$W/emu-graph-drain.out")"
 echo "memory, oauthrelay peak RSS"
 row "  one 35 MB message end to end, MB" "" "$(mb "$(kv mem_kb "$BIG_KB")")" "(<64)"
 row "  1,000 idle connections, MB" "" "$(mb "$(kv mem_kb "$IDLE_KB")")" "(<150)"
@@ -373,8 +430,11 @@ echo "(*) oauthrelay: VmHWM of its one process. Postfix: the sum of Pss (shared 
 echo "    divided among sharers) over master and all its daemons, sampled every 100 ms."
 echo "    CPU: utime+stime; for Postfix, of master, its live daemons and the ones it reaped."
 echo
-echo "Relay CPU profile during drain (go tool pprof -top), top functions:"
-grep -m1 '^Duration' "$W/drain-top.txt" || true
-sed -n '/flat%/,$p' "$W/drain-top.txt" | head -21
+for p in drain:SMTP graph-drain:Graph; do
+	echo "Relay CPU profile during the ${p#*:} drain (go tool pprof -top), top functions:"
+	grep -m1 '^Duration' "$W/${p%%:*}-top.txt" || true
+	sed -n '/flat%/,$p' "$W/${p%%:*}-top.txt" | head -21
+	echo
+done
 echo
 echo "work directory: $W"
