@@ -22,6 +22,7 @@ func (s *Scheduler) pause(mb *mbox, v transport.Verdict, base, maxDelay time.Dur
 		return mb.pausedUntil
 	}
 	mb.faults++
+	mb.pauseSeq++
 	d := backoff.Doubling(base, maxDelay, mb.faults)
 	// A shorter pause never cuts a longer one (a throttle after the
 	// daily quota).
@@ -36,9 +37,23 @@ func (s *Scheduler) pause(mb *mbox, v transport.Verdict, base, maxDelay time.Dur
 	return mb.pausedUntil
 }
 
-func (s *Scheduler) unpause(mb *mbox) {
+// pauseEpoch is the number of pauses the mailbox has had; an attempt
+// notes it when it starts.
+func (s *Scheduler) pauseEpoch(mb *mbox) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return mb.pauseSeq
+}
+
+// unpause lifts the mailbox's pause after a delivery by an attempt that
+// started in epoch. An attempt that started before the pause began (on a
+// connection opened before a 432, say) proves nothing about it.
+func (s *Scheduler) unpause(mb *mbox, epoch int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if epoch != mb.pauseSeq {
+		return
+	}
 	if mb.faults > 0 || mb.configFault {
 		if mb.configFault {
 			s.log.Info("mailbox works again", "mailbox", mb.addr)

@@ -76,6 +76,8 @@ type Scheduler struct {
 	// sendCtx is cancelled ShutdownGrace after the run context, to cut
 	// off deliveries that do not finish in time.
 	sendCtx context.Context
+	// spoolErr is set while the spool cannot be written.
+	spoolErr *spoolFault
 }
 
 // item is one message the scheduler knows about.
@@ -106,6 +108,7 @@ type mbox struct {
 	pauseFix     string
 	configFault  bool
 	faults       int // consecutive config faults or throttles, for backoff
+	pauseSeq     int // pauses begun so far; see unpause
 	sent         window
 	inflight     int
 	rcpts        window

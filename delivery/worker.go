@@ -92,13 +92,14 @@ func (w *worker) process(ctx context.Context, it *item) {
 	env.NextAttempt, _ = pol.Next(env.Received, start, len(env.Attempts)+1, s.o.Jitter())
 	if err := s.spool.Move(env, queue.Active); err != nil {
 		if !errors.Is(err, queue.ErrNotFound) {
-			s.log.Error("cannot mark message active", "id", env.ID, "error", err.Error())
-			s.reschedule(it, env.State, start.Add(pol.Min), transport.Transient)
+			d := s.spoolWriteFailed("cannot mark message active", env.ID, err, pol.Min, pol.Max)
+			s.reschedule(it, env.State, start.Add(d), transport.Transient)
 			return
 		}
 		s.forget(it)
 		return
 	}
+	s.spoolWriteOK()
 	// add() reads state under s.mu (it may see this item in a scan).
 	s.mu.Lock()
 	it.state = queue.Active
@@ -113,9 +114,10 @@ func (w *worker) process(ctx context.Context, it *item) {
 		s.finishDeferred(it, env, wait, transport.Quota, "")
 		return
 	}
+	epoch := s.pauseEpoch(w.mb)
 	out := w.attempt(sendCtx, cfg, mc, env, pending)
 	s.release(w.mb, out, len(pending))
-	s.record(it, env, mc, cfg, out, start)
+	s.record(it, env, mc, cfg, out, start, epoch)
 }
 
 // attempt hands one message to the mailbox's transport.
@@ -136,7 +138,8 @@ func (w *worker) attempt(ctx context.Context, cfg *config.Config, mc *config.Mai
 // record writes the attempt into the envelope and moves it on: removed when
 // done, to failed/ with a DSN when recipients failed for good, or back to
 // deferred/ with its next attempt.
-func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cfg *config.Config, res transport.Result, start time.Time) {
+// epoch is the mailbox's pause epoch when the attempt started.
+func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cfg *config.Config, res transport.Result, start time.Time, epoch int) {
 	now := s.o.Now()
 	pending := env.PendingAddresses()
 	a := applyResult(env, res, now)
@@ -153,7 +156,7 @@ func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cf
 		// Only mail getting through proves the mailbox works again; a 451
 		// or a refused recipient on another connection says nothing about
 		// the pause this one is under.
-		s.unpause(mb)
+		s.unpause(mb, epoch)
 	}
 	for _, r := range a.NewlyFailed {
 		v, ok := res.Rcpts[r.Address]
@@ -199,7 +202,7 @@ func (s *Scheduler) finishDeferred(it *item, env *queue.Envelope, next time.Time
 			s.forget(it)
 			return
 		}
-		s.log.Error("cannot write the envelope back to the spool; the message stays in active/ and is retried after restart", "id", env.ID, "error", err.Error())
+		s.spoolWriteFailed("cannot write the envelope back to deferred/; the message stays in active/ and is retried after restart", env.ID, err, 0, 0)
 		s.forget(it)
 		return
 	}
@@ -226,7 +229,7 @@ func (s *Scheduler) complete(it *item, env *queue.Envelope, start time.Time) {
 	dur := s.o.Now().Sub(start).Round(time.Millisecond).String()
 	if len(failed) == 0 {
 		if err := s.spool.Remove(env); err != nil {
-			s.log.Error("delivered, but cannot remove the message from the spool", "id", env.ID, "error", err.Error())
+			s.spoolWriteFailed("delivered, but cannot remove the message from the spool; it is delivered again after restart", env.ID, err, 0, 0)
 		}
 		s.log.Info("delivered", "id", env.ID, "mailbox", env.Mailbox, "from", env.MailFrom, "recipients", strings.Join(delivered, ","), "reply", reply, "duration", dur, "attempts", len(env.Attempts))
 		s.forget(it)
@@ -241,7 +244,7 @@ func (s *Scheduler) complete(it *item, env *queue.Envelope, start time.Time) {
 	}
 	env.FailReason = strings.Join(reasons, "; ")
 	if err := s.spool.Move(env, queue.Failed); err != nil && !errors.Is(err, queue.ErrNotFound) {
-		s.log.Error("cannot move the message to failed/", "id", env.ID, "error", err.Error())
+		s.spoolWriteFailed("cannot move the message to failed/", env.ID, err, 0, 0)
 	}
 	if len(delivered) > 0 {
 		s.log.Info("delivered", "id", env.ID, "mailbox", env.Mailbox, "from", env.MailFrom, "recipients", strings.Join(delivered, ","), "reply", reply, "duration", dur)

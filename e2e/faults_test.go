@@ -325,11 +325,16 @@ func TestReadOnlySpool(t *testing.T) {
 	if !strings.Contains(r.logs.String(), "cannot queue message: spool write failed") {
 		t.Errorf("no log line for the read-only spool")
 	}
-	// Delivery cannot mark mail active: it keeps it and says so.
+	// Delivery cannot mark mail active: it keeps it and says so, once for
+	// the fault however many messages and retries run into it.
 	r.startDelivery()
-	testkit.WaitFor(ctx, t, "delivery to report the read-only spool", func() bool {
-		return strings.Contains(r.logs.String(), "cannot mark message active")
+	testkit.WaitFor(ctx, t, "delivery to run into the read-only spool at least 4 times", func() bool {
+		_, n := r.sched.SpoolFault()
+		return n >= 4
 	})
+	if n := strings.Count(r.logs.String(), "level=ERROR msg=\"cannot mark message active"); n != 1 {
+		t.Errorf("the read-only spool was logged %d times at ERROR, want once per fault:\n%s", n, r.logs.String())
+	}
 	if len(emu.Delivered()) != 0 {
 		t.Errorf("delivered from a spool it could not update")
 	}
@@ -337,6 +342,9 @@ func TestReadOnlySpool(t *testing.T) {
 	r.sendTagged(ctx, "ro-after", 1)
 	r.waitAllDelivered(ctx, "ro", 2, false)
 	r.waitAllDelivered(ctx, "ro-after", 1, false)
+	if n := strings.Count(r.logs.String(), "the spool can be written again"); n != 1 {
+		t.Errorf("the end of the fault was logged %d times, want once", n)
+	}
 	r.spoolIntact()
 }
 
