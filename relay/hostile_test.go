@@ -183,14 +183,15 @@ func TestHostileInput(t *testing.T) {
 		{"AUTH with broken base64", func(t *testing.T, r *testRelay, s *rawSession) {
 			s.write("EHLO hostile.test\r\n")
 			s.expect("250 ")
-			// go-smtp answers undecodable SASL data with 454 4.7.0 (RFC
-			// 4954 suggests 501); either way no password was tried.
+			// Undecodable SASL data is the client's syntax error: 501
+			// 5.5.2 (RFC 4954), not go-smtp's 454 4.7.0 that invites a
+			// retry of the same bytes. No password was tried.
 			s.write("AUTH PLAIN !!!notbase64\r\n")
-			s.expect("454 4.7.0 Invalid base64 data")
+			s.expect("501 5.5.2 Invalid base64 data in AUTH")
 			s.write("AUTH LOGIN\r\n")
 			s.expect("334 ")
 			s.write("%%%\r\n")
-			s.expect("454 4.7.0 Invalid base64 data")
+			s.expect("501 5.5.2 Invalid base64 data in AUTH")
 			s.write("AUTH PLAIN AGFwcA==\r\n") // "\0app": no password at all
 			s.expect("501 5.5.2")
 			s.write("MAIL FROM:<noreply@contoso.com>\r\n")

@@ -240,15 +240,22 @@ func queuedReply(id string) *smtp.SMTPError {
 // with plain ones in the relay's voice, and for MAIL and RCPT with the
 // enhanced codes RFC 3463 gives a valid sender (2.1.0) and recipient
 // (2.1.5). A %s stands for the address go-smtp echoes; replyWriter does
-// the replacing.
-var ownTexts = []struct{ goSMTP, ours string }{
-	{"250 2.0.0 Roger, accepting mail from <%s>", "250 2.1.0 Sender <%s> OK"},
-	{"250 2.0.0 I'll make sure <%s> gets this", "250 2.1.5 Recipient <%s> OK"},
-	{"250 2.0.0 I have successfully done nothing", "250 2.0.0 OK"},
-	{"354 Go ahead. End your data with <CR><LF>.<CR><LF>", "354 End data with <CR><LF>.<CR><LF>"},
-	{"421 4.4.2 Idle timeout, bye bye", "421 4.4.2 Idle timeout: no command received in time; closing the connection"},
-	{"421 4.4.0 Connection error, sorry", "421 4.4.0 Connection error; closing the connection"},
-	{"500 5.5.1 Too many errors. Quiting now", "500 5.5.1 Too many errors; closing the connection"},
+// the replacing. One row changes the class of go-smtp's reply, on purpose
+// (reclass): undecodable AUTH data is the client's syntax error, 501
+// 5.5.2 as RFC 4954 has it, not go-smtp's 454 4.7.0, which tells the
+// client to try the same bytes again.
+var ownTexts = []struct {
+	goSMTP, ours string
+	reclass      bool
+}{
+	{"250 2.0.0 Roger, accepting mail from <%s>", "250 2.1.0 Sender <%s> OK", false},
+	{"250 2.0.0 I'll make sure <%s> gets this", "250 2.1.5 Recipient <%s> OK", false},
+	{"250 2.0.0 I have successfully done nothing", "250 2.0.0 OK", false},
+	{"354 Go ahead. End your data with <CR><LF>.<CR><LF>", "354 End data with <CR><LF>.<CR><LF>", false},
+	{"421 4.4.2 Idle timeout, bye bye", "421 4.4.2 Idle timeout: no command received in time; closing the connection", false},
+	{"421 4.4.0 Connection error, sorry", "421 4.4.0 Connection error; closing the connection", false},
+	{"500 5.5.1 Too many errors. Quiting now", "500 5.5.1 Too many errors; closing the connection", false},
+	{"454 4.7.0 Invalid base64 data", "501 5.5.2 Invalid base64 data in AUTH: nothing was checked; send the credentials base64-encoded", true},
 }
 
 // ownText returns the relay's text for a reply line go-smtp wrote

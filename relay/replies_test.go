@@ -125,6 +125,7 @@ func TestOwnText(t *testing.T) {
 		{"354 Go ahead. End your data with <CR><LF>.<CR><LF>", "354 End data with <CR><LF>.<CR><LF>"},
 		{"421 4.4.2 Idle timeout, bye bye", "421 4.4.2 Idle timeout: no command received in time; closing the connection"},
 		{"500 5.5.1 Too many errors. Quiting now", "500 5.5.1 Too many errors; closing the connection"},
+		{"454 4.7.0 Invalid base64 data", "501 5.5.2 Invalid base64 data in AUTH: nothing was checked; send the credentials base64-encoded"},
 		{"250 2.0.0 OK: queued as x", ""},
 		{"250 2.0.0 Roger, accepting mail from", ""},
 		{"550 5.7.1 Sender <x> is not allowed", ""},
@@ -136,7 +137,7 @@ func TestOwnText(t *testing.T) {
 	}
 	for _, o := range ownTexts {
 		code, _ := strconv.Atoi(o.ours[:3])
-		if o.ours[:1] != o.goSMTP[:1] || code < 200 || o.ours[3] != ' ' {
+		if o.ours[:1] != o.goSMTP[:1] && !o.reclass || code < 200 || o.ours[3] != ' ' {
 			t.Errorf("%q replaces %q with another class of reply", o.ours, o.goSMTP)
 		}
 	}
