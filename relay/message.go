@@ -69,7 +69,7 @@ func (m *message) copy(w io.Writer, r io.Reader) error {
 		}
 	}
 	mh := mail.Header{Header: gomessage.Header{Header: h}}
-	d := decideSender(m.cfg, m.client, m.from, parseSenderHeader(mh))
+	d := decideSender(m.cfg, m.client, m.from, parseSenderHeader(fieldsOf(mh)))
 	m.headerFrom = d.HeaderFrom
 	if d.Refusal != nil {
 		return d.Refusal
@@ -140,8 +140,11 @@ func rewrite(h *mail.Header, rewriteFrom string) {
 		}
 	}
 	h.SetAddressList("From", []*mail.Address{{Name: name, Address: rewriteFrom}})
-	// A device's own Sender: would contradict the rewritten From.
+	// A device's own Sender: and Resent- fields would contradict the
+	// rewritten From.
 	h.Del("Sender")
+	h.Del("Resent-From")
+	h.Del("Resent-Sender")
 }
 
 // received is our trace header (RFC 5321 §4.4).

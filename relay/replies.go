@@ -68,6 +68,7 @@ const (
 	tooBig
 	headerNotAddress
 	fromDenied
+	duplicateField
 	fromOtherMailbox
 	connLimit
 )
@@ -154,6 +155,8 @@ var refusals = [...]refusalSpec{
 		ReasonBadHeader, slog.LevelWarn, "refused message", ""},
 	fromDenied: {550, ec(5, 7, 1), "%s: <%s> is not allowed for client %q; use one of its senders or ask the relay's administrator to add it",
 		ReasonFromDenied, slog.LevelWarn, "refused message", ""},
+	duplicateField: {550, ec(5, 6, 0), "The message has %d %s: fields and RFC 5322 allows %s; nothing was accepted",
+		ReasonBadHeader, slog.LevelWarn, "refused message", ""},
 	fromOtherMailbox: {550, ec(5, 7, 1), "%s: <%s> belongs to mailbox %s but the envelope sender <%s> is sent through %s; Microsoft 365 would refuse it. Use matching addresses",
 		ReasonFromDenied, slog.LevelWarn, "refused message", ""},
 	// Written by the listener before go-smtp sees the connection, with

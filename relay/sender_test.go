@@ -46,7 +46,16 @@ func hdr(from, sender string) *senderHeader {
 	if sender != "-" {
 		h.Set("Sender", sender)
 	}
-	return parseSenderHeader(h)
+	return parseSenderHeader(fieldsOf(h))
+}
+
+// fields builds a parsed header from name, value pairs, in order.
+func fields(nv ...string) *senderHeader {
+	var fs []headerField
+	for i := 0; i+1 < len(nv); i += 2 {
+		fs = append(fs, headerField{Name: nv[i], Value: nv[i+1]})
+	}
+	return parseSenderHeader(fs)
 }
 
 func TestDecideSender(t *testing.T) {
@@ -90,6 +99,14 @@ func TestDecideSender(t *testing.T) {
 		{"DATA: any sender, From: no mailbox sends as", anyone, "noreply@contoso.com", hdr("ceo@contoso.com", "-"), fromDenied, "", "", 0, "ceo@contoso.com", `From: <ceo@contoso.com> is not allowed for client "any"`},
 		{"DATA: envelope refused before the header", erp, "ceo@contoso.com", hdr("noreply@contoso.com", "-"), senderDenied, "", "", 0, "", "Sender <ceo@contoso.com>"},
 		{"DATA: rewrite_from ignores From and Sender", scanner, "x@printer.local", hdr("Scanner <scan@printer.local>", "root@printer.local"), -1, "noreply@contoso.com", "helpdesk@contoso.com", rewriteFrom, "scan@printer.local", ""},
+		{"DATA: a second From:", erp, "noreply@contoso.com", fields("From", "<noreply@contoso.com>", "From", "<ceo@contoso.com>"), duplicateField, "", "", 0, "", "The message has 2 From: fields and RFC 5322 allows exactly one"},
+		{"DATA: two allowed From: fields are still two", erp, "noreply@contoso.com", fields("From", "noreply@contoso.com", "Subject", "x", "From", "noreply@contoso.com"), duplicateField, "", "", 0, "", "2 From: fields"},
+		{"DATA: a second Sender:", erp, "noreply@contoso.com", fields("From", "noreply@contoso.com", "Sender", "noreply@contoso.com", "Sender", "ceo@contoso.com"), duplicateField, "", "", 0, "", "2 Sender: fields and RFC 5322 allows at most one"},
+		{"DATA: rewrite_from with two From: fields", scanner, "x@printer.local", fields("From", "a@printer.local", "From", "b@printer.local"), duplicateField, "", "", 0, "", "2 From: fields"},
+		{"DATA: Resent-From not allowed", erp, "noreply@contoso.com", fields("From", "noreply@contoso.com", "Resent-From", "<ceo@contoso.com>"), fromDenied, "", "", 0, "ceo@contoso.com", "Resent-From: <ceo@contoso.com> is not allowed"},
+		{"DATA: Resent-Sender not allowed", erp, "noreply@contoso.com", fields("Resent-Sender", "ceo@contoso.com", "From", "noreply@contoso.com"), fromDenied, "", "", 0, "ceo@contoso.com", "Resent-Sender: <ceo@contoso.com>"},
+		{"DATA: several allowed Resent-From: fields", erp, "noreply@contoso.com", fields("Resent-From", "noreply@contoso.com", "Resent-From", "helpdesk@contoso.com", "From", "noreply@contoso.com"), -1, "noreply@contoso.com", "helpdesk@contoso.com", keepHeader, "helpdesk@contoso.com", ""},
+		{"DATA: rewrite_from ignores Resent-From", scanner, "x@printer.local", fields("Resent-From", "ceo@contoso.com"), -1, "noreply@contoso.com", "helpdesk@contoso.com", rewriteFrom, "", ""},
 		{"DATA: rewrite_from without From", scanner, "x@printer.local", hdr("-", "-"), -1, "noreply@contoso.com", "helpdesk@contoso.com", rewriteFrom, "", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
