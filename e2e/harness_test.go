@@ -195,6 +195,14 @@ func (r *testRelay) stopDelivery() {
 // relay's final reply error (nil for 250). Everything the relay answers is
 // kept in r.transcripts.
 func (r *testRelay) send(ctx context.Context, from string, to []string, body string) error {
+	msg := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: e2e\r\nMessage-ID: <%d@app.e2e.test>\r\n\r\n%s\r\n",
+		from, strings.Join(to, ">, <"), time.Now().UnixNano(), body)
+	return r.sendRaw(ctx, from, to, []byte(msg))
+}
+
+// sendRaw submits msg as it is (the client dot-stuffs it) with the
+// envelope from and to, and returns the relay's final reply error.
+func (r *testRelay) sendRaw(ctx context.Context, from string, to []string, msg []byte) error {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", r.addr)
 	if err != nil {
@@ -220,9 +228,7 @@ func (r *testRelay) send(ctx context.Context, from string, to []string, body str
 	if err != nil {
 		return err
 	}
-	msg := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: e2e\r\nMessage-ID: <%d@app.e2e.test>\r\n\r\n%s\r\n",
-		from, strings.Join(to, ">, <"), time.Now().UnixNano(), body)
-	if _, err := io.WriteString(w, msg); err != nil {
+	if _, err := w.Write(msg); err != nil {
 		return err
 	}
 	if err := w.Close(); err != nil {
