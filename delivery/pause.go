@@ -66,7 +66,7 @@ func (s *Scheduler) unpause(mb *mbox, epoch int) {
 // pauseFor pauses a mailbox after an attempt whose kind concerns the whole
 // mailbox (a refused setup, a throttle, the daily quota) and says so in the
 // log with the fix.
-func (s *Scheduler) pauseFor(mb *mbox, mc *config.Mailbox, cfg *config.Config, a applied) {
+func (s *Scheduler) pauseFor(mb *mbox, mc *config.Mailbox, cfg *config.Config, a applied, from string) {
 	minDelay, maxDelay := cfg.Spool.MinRetryDelay.Duration, cfg.Spool.MaxRetryDelay.Duration
 	switch a.Kind {
 	case transport.ConfigFault:
@@ -89,6 +89,11 @@ func (s *Scheduler) pauseFor(mb *mbox, mc *config.Mailbox, cfg *config.Config, a
 				s.o.Hooks.Throttled(b.addr)
 			}
 			s.log.Warn("Microsoft 365 throttled the mailbox; backing off", "mailbox", b.addr, "app_wide", a.AppWide, "reply", a.Reply, "until", until.Format(time.RFC3339))
+		}
+	case transport.SenderFault:
+		if s.noteSenderFault(mb, from, a.Reply, a.Fix) {
+			s.log.Error("Microsoft 365 refused a sender the mailbox may not send as (a missing SendAs grant); its mail stays queued, the mailbox's other senders go on",
+				"mailbox", mc.Address, "sender", from, "transport", mc.Transport, "reply", a.Reply, "fix", a.Fix)
 		}
 	case transport.Quota:
 		s.pause(mb, transport.Verdict{Kind: transport.Quota, Reply: a.Reply, Fix: a.Fix}, time.Hour, time.Hour)
@@ -120,10 +125,14 @@ func (s *Scheduler) SetConfig(cfg *config.Config) {
 	now := s.o.Now()
 	for _, mb := range s.mbx {
 		mb.warnedNoConf = false
-		// Only a configuration fault is lifted: a reload does not make
-		// Exchange's throttling or daily quota go away.
-		if mb.configFault {
-			mb.pausedUntil, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix, mb.faults = time.Time{}, false, transport.Delivered, "", "", 0
+		// Only configuration faults (our setup, a SendAs grant) are
+		// lifted: a reload does not make Exchange's throttling or daily
+		// quota go away.
+		if mb.configFault || len(mb.senderFaults) > 0 {
+			if mb.configFault {
+				mb.pausedUntil, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix, mb.faults = time.Time{}, false, transport.Delivered, "", "", 0
+			}
+			mb.senderFaults = nil
 			// Mail held back by the fault is due now; mail deferred for
 			// other reasons (a 451, the daily quota) keeps its time.
 			var keep itemHeap
@@ -131,7 +140,7 @@ func (s *Scheduler) SetConfig(cfg *config.Config) {
 				e := heap.Pop(&mb.later).(*heapEntry)
 				switch {
 				case e.seq != e.it.seq:
-				case e.it.lastKind == transport.ConfigFault:
+				case e.it.lastKind == transport.ConfigFault || e.it.lastKind == transport.SenderFault:
 					s.makeReady(mb, e.it, now)
 				default:
 					keep = append(keep, e)

@@ -109,6 +109,8 @@ type mbox struct {
 	configFault  bool
 	faults       int // consecutive config faults or throttles, for backoff
 	pauseSeq     int // pauses begun so far; see unpause
+	// senderFaults are senders the mailbox may not send as (SendAs).
+	senderFaults map[string]senderFault
 	sent         window
 	inflight     int
 	rcpts        window

@@ -16,6 +16,9 @@ type MailboxStatus struct {
 	Ready       int
 	Waiting     int
 	Connections int
+	// SenderFaults are the senders the mailbox may not send as; their
+	// mail waits for the SendAs grant.
+	SenderFaults []SenderFault
 }
 
 // Status reports every mailbox the scheduler has seen.
@@ -33,6 +36,7 @@ func (s *Scheduler) Status() []MailboxStatus {
 			Mailbox: mb.addr, Transport: tr, Paused: now.Before(mb.pausedUntil), PausedUntil: mb.pausedUntil,
 			ConfigFault: mb.configFault, Reason: mb.pauseReason, Fix: mb.pauseFix,
 			Ready: len(mb.fresh) + len(mb.retry), Waiting: mb.later.Len(), Connections: mb.conns,
+			SenderFaults: senderFaultsLocked(mb),
 		})
 	}
 	return out

@@ -151,12 +151,15 @@ func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cf
 		s.log.Info("recipients adjusted for the upstream", "id", env.ID, "mailbox", mc.Address, "change", res.Note)
 	}
 	mb := s.mailboxFor(mc.Address)
-	s.pauseFor(mb, mc, cfg, a)
+	// The fix for a missing SendAs grant names the sender.
+	a.Fix = strings.ReplaceAll(a.Fix, "<from address>", env.MailFrom)
+	s.pauseFor(mb, mc, cfg, a, env.MailFrom)
 	if a.Delivered > 0 {
 		// Only mail getting through proves the mailbox works again; a 451
 		// or a refused recipient on another connection says nothing about
 		// the pause this one is under.
 		s.unpause(mb, epoch)
+		s.clearSenderFault(mb, env.MailFrom)
 	}
 	for _, r := range a.NewlyFailed {
 		v, ok := res.Rcpts[r.Address]

@@ -183,6 +183,14 @@ func (m *Metrics) Ready() []string {
 		sts := mailboxes()
 		sort.Slice(sts, func(i, j int) bool { return sts[i].Mailbox < sts[j].Mailbox })
 		for _, st := range sts {
+			for _, f := range st.SenderFaults {
+				p := fmt.Sprintf("mailbox %s (transport %s) may not send as %s: %s", st.Mailbox, st.Transport, f.Sender, f.Reply)
+				if f.Fix != "" {
+					p += "\n  fix: " + f.Fix
+				}
+				p += "\n  mail from " + f.Sender + " stays queued until then (at most [spool] max_age); reload the relay (SIGHUP) to retry at once"
+				problems = append(problems, p)
+			}
 			if !st.ConfigFault {
 				continue
 			}

@@ -275,7 +275,7 @@ func (s *Source) startLocked() *call {
 func (s *Source) fetch(c *call) {
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	defer cancel()
-	s.log.Debug("requesting token", "scope", s.scope)
+	s.log.Debug("requesting token")
 	res, err := s.client.AcquireTokenByCredential(ctx, []string{s.scope})
 	got := s.now()
 	var tok Token

@@ -34,10 +34,15 @@ const (
 	// Quota: the mailbox's 10,000 recipients a day are used up; the window
 	// rolls, so wait about a day instead of bouncing.
 	Quota
+	// SenderFault: the mailbox may not send as this message's sender (a
+	// missing SendAs grant). Our configuration, not the sender's mistake:
+	// never a bounce, the message waits for the grant (until max_age),
+	// and the mailbox's other senders go on.
+	SenderFault
 )
 
 func (k Kind) String() string {
-	return [...]string{"delivered", "deferred", "failed", "config_fault", "throttled", "quota"}[k]
+	return [...]string{"delivered", "deferred", "failed", "config_fault", "throttled", "quota", "sender_fault"}[k]
 }
 
 // Verdict is the classification of one upstream result.
@@ -142,7 +147,7 @@ const (
 	fixSMTPAuthMailbox = "SMTP AUTH is disabled for the mailbox: Set-CASMailbox -Identity %[1]s -SmtpClientAuthenticationDisabled $false"
 	fixSMTPAuthTenant  = "SMTP AUTH is disabled for the whole tenant: Set-TransportConfig -SmtpClientAuthenticationDisabled $false (or enable it for just this mailbox: Set-CASMailbox -Identity %[1]s -SmtpClientAuthenticationDisabled $false)"
 	fixSecDefaults     = "security defaults or a Conditional Access policy blocks SMTP AUTH for %[1]s: exclude the mailbox or the app from the policy in the Entra admin center"
-	fixSendAs          = "grant the right to send as this address: Add-RecipientPermission -Identity <from address> -Trustee <service principal id> -AccessRights SendAs (and list it under send_as of mailbox %[1]s)"
+	fixSendAs          = "grant the right to send as this address: Add-RecipientPermission -Identity <from address> -Trustee <service principal id> -AccessRights SendAs (and list it under send_as of mailbox %[1]s); grants can take up to an hour to apply, then reload the relay (SIGHUP) to retry at once"
 	fixLogon           = "the app cannot open mailbox %[1]s: Add-MailboxPermission -Identity %[1]s -User <service principal id> -AccessRights FullAccess (a fresh grant can take up to an hour)"
 	fixMailboxFull     = "mailbox %[1]s is full (Sent Items counts toward its quota): empty Sent Items or raise the quota"
 	fixTLS             = "Microsoft 365 requires TLS 1.2 or newer; this should not happen with oauthrelay — check for a TLS-downgrading proxy between the relay and Microsoft"
@@ -183,7 +188,7 @@ func classifyReply(stage Stage, se *smtp.SMTPError, mailbox string) Verdict {
 		// HVE: an external recipient. Permanent for that recipient.
 		v.Kind, v.Fix = Permanent, fix(fixHVEExternal)
 	case strings.Contains(msg, "sendasdenied") || enh == "5.7.60":
-		v.Kind, v.Fix = Permanent, fix(fixSendAs)
+		v.Kind, v.Fix = SenderFault, fix(fixSendAs)
 	case strings.Contains(msg, "quotaexceededexception") || strings.Contains(msg, "mailbox full"):
 		v.Kind, v.Fix = ConfigFault, fix(fixMailboxFull)
 	case se.Code == 432 || (se.Code == 421 && enh == "4.4.2"):

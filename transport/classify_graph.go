@@ -116,7 +116,7 @@ func classifyGraph(e *GraphError, mailbox string) Verdict {
 		}
 		v.AppWide = code == "applicationthrottled" && !strings.Contains(msg, "mailboxconcurrency")
 	case strings.Contains(code, "sendasdenied") || strings.Contains(msg, "right to send mail on behalf of"):
-		v.Kind = ConfigFault
+		v.Kind = SenderFault
 		v.Fix = fmt.Sprintf(fixGraphSendAs, mailbox, orPlaceholder(e.From, "<from address>"))
 	case code == "errorinvaliduser" || code == "mailboxnotenabledforrestapi" || code == "errormailboxnotenabledforrestapi" ||
 		(e.Status == 404 && code == "resourcenotfound") || code == "request_resourcenotfound":

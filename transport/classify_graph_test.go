@@ -34,7 +34,7 @@ func TestClassifyGraph(t *testing.T) {
 		{"draft without Mail.ReadWrite", GraphError{Status: 403, Code: "ErrorAccessDenied", Message: "Access is denied. Check credentials and try again.", Draft: true},
 			ConfigFault, false, 0, false, []string{"Mail.ReadWrite", consent}, ""},
 		{"send as denied", GraphError{Status: 403, Code: "ErrorSendAsDenied", Message: "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account.", From: "billing@contoso.com"},
-			ConfigFault, false, 0, false, []string{"Add-RecipientPermission -Identity billing@contoso.com -Trustee " + mbx + " -AccessRights SendAs"}, ""},
+			SenderFault, false, 0, false, []string{"Add-RecipientPermission -Identity billing@contoso.com -Trustee " + mbx + " -AccessRights SendAs"}, ""},
 		{"no such user", GraphError{Status: 404, Code: "ErrorInvalidUser", Message: "The requested user 'x' is invalid."},
 			ConfigFault, false, 0, false, []string{mbx, app.TenantID, "license"}, ""},
 		{"resource not found", GraphError{Status: 404, Code: "ResourceNotFound", Message: "Resource could not be discovered."},

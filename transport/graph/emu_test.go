@@ -225,19 +225,20 @@ func TestConfigFaults(t *testing.T) {
 		setup func(e *msemu.Emulator)
 		msg   string
 		fix   []string
+		kind  transport.Kind
 	}{
 		{"no Mail.Send", func(e *msemu.Emulator) {
 			e.AddApp(msemu.App{TenantID: tenantID, ClientID: clientID, Secrets: []string{secret}, Consent: true, ServicePrincipal: true})
-		}, small, []string{"Mail.Send", consent}},
+		}, small, []string{"Mail.Send", consent}, transport.ConfigFault},
 		{"send as denied", nil, strings.Replace(small, "helpdesk@contoso.com", "billing@contoso.com", 1),
-			[]string{"Add-RecipientPermission -Identity billing@contoso.com -Trustee " + mbx + " -AccessRights SendAs"}},
+			[]string{"Add-RecipientPermission -Identity billing@contoso.com -Trustee " + mbx + " -AccessRights SendAs"}, transport.SenderFault},
 		{"unlicensed mailbox", func(e *msemu.Emulator) {
 			e.AddMailbox(msemu.Mailbox{Address: mbx, FullAccess: []string{clientID}, Unlicensed: true})
-		}, small, []string{"license", tenantID}},
+		}, small, []string{"license", tenantID}, transport.ConfigFault},
 		{"mailbox out of scope", func(e *msemu.Emulator) {
 			e.AddApp(msemu.App{TenantID: tenantID, ClientID: clientID, Secrets: []string{secret}, Consent: true, ServicePrincipal: true,
 				GraphRoles: []string{msemu.RoleMailSend, msemu.RoleMailReadWrite}, ScopedMailboxes: []string{"other@contoso.com"}})
-		}, small, []string{"New-ManagementRoleAssignment -App ", `-Role "Application Mail.Send"`}},
+		}, small, []string{"New-ManagementRoleAssignment -App ", `-Role "Application Mail.Send"`}, transport.ConfigFault},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t)
@@ -245,7 +246,7 @@ func TestConfigFaults(t *testing.T) {
 				tc.setup(r.emu)
 			}
 			res := r.deliver(t, []byte(tc.msg), "alice@fabrikam.example")
-			if res.Msg == nil || res.Msg.Kind != transport.ConfigFault {
+			if res.Msg == nil || res.Msg.Kind != tc.kind {
 				t.Fatalf("%+v", res.Msg)
 			}
 			for _, f := range tc.fix {
