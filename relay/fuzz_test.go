@@ -245,6 +245,7 @@ func FuzzListener(f *testing.F) {
 		"EHLO a\r\nJUNK\r\n\x01\x02\r\nMAIL\r\nRCPT TO:<x>\r\nDATA\r\nBDAT\r\nBDAT -1\r\nBDAT 99999999999999999999\r\nRSET\r\nNOOP\r\nVRFY x\r\nSTARTTLS\r\n",
 		"EHLO a\r\n" + auth + "MAIL FROM:<noreply@contoso.com>\r\nRCPT TO:<a@example.com>\r\nDATA\r\nFrom: stranger@evil.example\r\n\r\nx\r\n.\r\n",
 		"EHLO a\r\n" + auth + "MAIL FROM:<noreply@contoso.com>\r\nRCPT TO:<a@example.com>\r\nDATA\r\nFrom: noreply@contoso.com\r\n\r\nsmuggle\n.\nMAIL FROM:<x@evil.example>\r\n.\r\n",
+		"EHLO a\r\n" + auth + "MAIL FROM:<noreply@contoso.com>\r\nRCPT TO:<a@example.com>\r\nDATA\r\nFrom: noreply@contoso.com\r\nSubject: x\rFrom: <ceo@contoso.com>\r\n\r\nx\r.\r\n.\ry\r\n.\r\r\n.\r\nNOOP\r\n",
 		"MAIL FROM:<noreply@contoso.com> AUTH=<> RET=HDRS ENVID=x\r\nRCPT TO:<a@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a@example.com\r\n",
 	} {
 		f.Add([]byte(s))

@@ -60,3 +60,50 @@ func TestDuplicateFromAcrossBDATChunks(t *testing.T) {
 	testkit.Eventually(t, "the session to end", func() bool { return r.srv.conns.Load() == 0 })
 	r.assertEmpty()
 }
+
+// TestLoneCRAndLF sends what go-smtp forwarded byte for byte: a lone CR
+// that hides a From: inside the Subject: line, a lone CR before a "."
+// line, and a line-initial ".\r" that go-smtp dropped before losing
+// track of line starts. What is spooled has CRLF line ends only, the
+// sender check sees the hidden From:, and the data ends where RFC 5321
+// says it does.
+func TestLoneCRAndLF(t *testing.T) {
+	r := startRelay(t, "", nil)
+	r.setPeer("192.0.2.60")
+	c := r.dial()
+	c.ehlo()
+	c.cmd("250", "MAIL FROM:<noreply@contoso.com>")
+	c.cmd("250", "RCPT TO:<a@example.com>")
+	c.cmd("354", "DATA")
+	c.write("From: <noreply@contoso.com>\r\nSubject: x\rFrom: <ceo@contoso.com>\r\n\r\nbody\r\n.\r\n")
+	c.read("550 5.6.0 The message has 2 From: fields")
+
+	c.cmd("250", "MAIL FROM:<noreply@contoso.com>")
+	c.cmd("250", "RCPT TO:<a@example.com>")
+	c.cmd("354", "DATA")
+	c.write("From: <noreply@contoso.com>\r\nSubject: y\n\nline\r.\r\n.\rnext\r\n.\r\r\n.\r\n")
+	body, _ := r.stored(queuedID(t, c.read("250 2.0.0")))
+	_, got, _ := strings.Cut(body, "From: <noreply@contoso.com>\r\n")
+	if want := "Subject: y\r\nMessage-ID: <"; !strings.HasPrefix(got, want) {
+		t.Errorf("header after From: %q", got)
+	}
+	if _, b, _ := strings.Cut(got, "\r\n\r\n"); b != "line\r\n.\r\n\r\nnext\r\n\r\n\r\n" {
+		t.Errorf("body %q", b)
+	}
+	if strings.Contains(strings.ReplaceAll(body, "\r\n", ""), "\r") || strings.Contains(strings.ReplaceAll(body, "\r\n", ""), "\n") {
+		t.Errorf("a lone CR or LF was spooled: %q", body)
+	}
+	// The connection is in step: the next command is a command.
+	c.cmd("250", "NOOP")
+	if strings.Contains(r.logs.String(), "cannot be replaced") {
+		t.Errorf("the relay could not read DATA itself:\n%s", r.logs.String())
+	}
+}
+
+// write sends raw bytes, for input no client library would send.
+func (c *client) write(s string) {
+	c.t.Helper()
+	if _, err := c.Conn().Write([]byte(s)); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}

@@ -48,6 +48,7 @@ type Server struct {
 	servers    []*smtp.Server
 	conns      atomic.Int64
 	ownReplies sync.Once // warns once if go-smtp's texts cannot be replaced
+	rawData    sync.Once // warns once if go-smtp's DATA reader cannot be replaced
 
 	// peerIP decides the address a connection comes from. Tests replace it
 	// to play a peer that is not on loopback; production always uses the

@@ -206,6 +206,32 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	start := ss.s.now()
 	cfg, l := ss.cfg, ss.s.listen
+	// After DATA the relay decodes the stream itself (datareader.go);
+	// BDAT's chunks come as they are.
+	dot := takeOverData(r)
+	if dot != nil {
+		r = dot
+	} else if _, bdat := r.(*io.PipeReader); !bdat {
+		ss.s.rawData.Do(func() {
+			ss.s.log.Warn("go-smtp's DATA reader cannot be replaced; lone CRs and \".\\r\" lines are read as go-smtp reads them",
+				"fix", "a go-smtp upgrade changed its internals: update relay/datareader.go")
+		})
+	}
+	// The read deadline grows with progress but never past data_timeout,
+	// so a slow 35 MB upload works and a stalled client is cut off.
+	dr := &deadlineReader{r: r, conn: ss.conn, idle: l.IdleTimeout.Duration, end: time.Now().Add(l.DataTimeout.Duration)}
+	// Whatever happens to the message, the rest of the data is read
+	// (and dropped) to its end here, so that go-smtp's own reader,
+	// which loses track of lines, reads none of it. A client that
+	// stalled or broke off gets a 421 and the connection is closed.
+	defer func() {
+		if dot != nil {
+			if !dot.done() && !dr.timedOut && dr.err == nil {
+				io.Copy(io.Discard, dr)
+			}
+			dot.handBack()
+		}
+	}()
 	w, err := ss.s.spool.Create()
 	if err != nil {
 		id := "-"
@@ -215,15 +241,12 @@ func (ss *session) Data(r io.Reader) error {
 		}
 		return ss.spoolFailure(id, err)
 	}
-	// The read deadline grows with progress but never past data_timeout,
-	// so a slow 35 MB upload works and a stalled client is cut off.
-	dr := &deadlineReader{r: r, conn: ss.conn, idle: l.IdleTimeout.Duration, end: time.Now().Add(l.DataTimeout.Duration)}
 	msg := &message{
 		client: ss.client, cfg: cfg, from: ss.from, maxSize: int64(l.MaxMessageSize), id: w.ID(), now: start,
 		helo: ss.helo, ip: ss.ip, tls: ss.tls, authed: ss.authed != "",
 		hostname: l.Hostname, rcpts: ss.rcpts,
 	}
-	if err := msg.copy(w, dr); err != nil {
+	if err := msg.copy(w, &crlfReader{r: dr, max: int64(l.MaxMessageSize)}); err != nil {
 		w.Abort()
 		return ss.copyFailure(err, dr, msg)
 	}
