@@ -74,9 +74,14 @@ func (v *validator) apps(getenv func(string) string) map[string]*App {
 			cloud = "global"
 		}
 		preset, ok := Clouds[cloud]
+		a.cloud = cloud
 		if !ok {
 			v.add(line("cloud"), key("cloud"), fmt.Sprintf("%q is not a Microsoft cloud", a.Cloud), `use "global", "usgov" or "china"`)
-			preset = Clouds["global"]
+			preset, a.cloud = Clouds["global"], ""
+		} else {
+			v.appCloud(a, cloud, "authority", a.Authority, preset.Authority, key, line)
+			v.appCloud(a, cloud, "scope", a.Scope, preset.Scope, key, line)
+			v.appCloud(a, cloud, "graph_scope", a.GraphScope, graphScope(preset.Graph), key, line)
 		}
 		if a.Authority == "" {
 			a.Authority = preset.Authority
@@ -130,6 +135,9 @@ func (v *validator) credential(i int, a *App, key func(string) string, line func
 	}
 	switch {
 	case a.ClientSecret != "":
+		if envRE.ReplaceAllString(a.ClientSecret, "") != "" {
+			v.inline(line("client_secret"), key("client_secret"), "app "+a.Name+"'s client_secret", true)
+		}
 		var missing []string
 		s := envRE.ReplaceAllStringFunc(a.ClientSecret, func(m string) string {
 			name := envRE.FindStringSubmatch(m)[1]

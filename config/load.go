@@ -99,7 +99,12 @@ func Load(path string) (*Config, error) {
 		}
 		return nil, &Error{Problems: []Problem{{File: path, Msg: "cannot read the configuration file: " + errText(err), Fix: fix}}}
 	}
-	return Parse(path, data, os.Getenv)
+	c, err := Parse(path, data, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	c.warnReadableFile(path)
+	return c, nil
 }
 
 // Parse is Load for a file already in memory. getenv expands ${VAR}.
@@ -128,6 +133,8 @@ func Parse(path string, data []byte, getenv func(string) string) (*Config, error
 	c.Upstream.explicitGraph = md.IsDefined("upstream", "graph_url")
 	c.Upstream.explicitHVE = md.IsDefined("upstream", "hve_address")
 	v.validate(getenv)
+	sortProblems(v.problems)
+	sortProblems(v.warnings)
 	c.Warnings = v.warnings
 	if len(v.problems) > 0 {
 		return nil, &Error{Problems: v.problems}
@@ -158,6 +165,9 @@ type validator struct {
 	src      string
 	problems []Problem
 	warnings []Problem
+	// cloudSeen remembers which [upstream] key was refused for which app,
+	// so that each is reported once.
+	cloudSeen map[string]bool
 }
 
 func (v *validator) add(line int, key, msg, fix string) {
@@ -300,5 +310,7 @@ func LoadForCheck(path string) (*Config, error) {
 			Key: "${" + name + "}", Msg: "environment variable " + name + " is not set here, so the secret was not checked",
 			Fix: "set it in the service's environment (systemd: EnvironmentFile); serve refuses to start without it"})
 	}
+	sortProblems(c.Warnings)
+	c.warnReadableFile(path)
 	return c, nil
 }

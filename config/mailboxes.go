@@ -108,6 +108,7 @@ func (v *validator) mailboxes(apps map[string]*App) {
 		} else {
 			m.AppRef = a
 			v.hveApp(m, a, key, line)
+			v.upstreamCloud(m, a)
 		}
 		for j, s := range append([]string{m.Address}, m.SendAs...) {
 			if s == "" {

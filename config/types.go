@@ -33,6 +33,9 @@ type Config struct {
 
 	// senders maps every lower-cased allowed From address to its mailbox.
 	senders map[string]*Mailbox
+	// inline lists the secrets written in the file itself, for the
+	// warning about a file every user can read.
+	inline []inlineSecret
 }
 
 // Listen is the [listen] table: the side legacy applications talk to.
@@ -124,6 +127,10 @@ type App struct {
 	// HVEAddress is the High Volume Email host:port of this app's "hve"
 	// mailboxes: [upstream] hve_address.
 	HVEAddress string `toml:"-"`
+
+	// cloud is the app's cloud with the default filled in, or "" when
+	// cloud names no Microsoft cloud.
+	cloud string
 }
 
 // Mailbox is one [[mailbox]]: an Exchange mailbox the app signs in as.

@@ -194,6 +194,9 @@ func (v *validator) clients() {
 				v.add(line("username"), key("username"), fmt.Sprintf("username %q is used by two clients", cl.Username), "give each client its own username")
 			}
 			users[strings.ToLower(cl.Username)] = true
+			if cl.PasswordHash != "" {
+				v.inline(line("password_hash"), key("password_hash"), "client "+cl.Name+"'s password_hash", false)
+			}
 			if cl.PasswordHash == "" {
 				v.add(line("password_hash"), key("password_hash"), "a username needs a password_hash", "run `oauthrelay hash-password` and paste its output here")
 			} else if _, err := bcrypt.Cost([]byte(cl.PasswordHash)); err != nil {

@@ -3,27 +3,21 @@ package oauth
 import (
 	"bytes"
 	"crypto"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/des"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/sha256"
-	"crypto/sha512"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"hash"
+	"math"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -31,8 +25,6 @@ import (
 	"time"
 
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
-
-	"github.com/oauthrelay/oauthrelay/internal/guid"
 )
 
 // CertInfo describes a certificate the way an Entra administrator needs it.
@@ -42,10 +34,26 @@ type CertInfo struct {
 	NotAfter  time.Time
 	SHA1      string // uppercase hex thumbprint, as the Entra portal shows it
 	SHA256    string // uppercase hex
+	// KeyID is the manifest's keyId for the certificate: derived from its
+	// SHA-256 thumbprint, so every command shows the same one.
+	KeyID string
 	// KeyCredentials is a ready-to-paste "keyCredentials" block for the app
-	// manifest (customKeyIdentifier = base64 of the SHA-1 thumbprint, a new
-	// keyId, type AsymmetricX509Cert, usage Verify, value = base64 DER).
+	// manifest (customKeyIdentifier = base64 of the SHA-1 thumbprint,
+	// keyId = KeyID, type AsymmetricX509Cert, usage Verify, value = base64
+	// DER).
 	KeyCredentials string
+}
+
+// keyID formats the first 16 bytes of a SHA-256 thumbprint as a GUID with
+// the version and variant of an RFC 9562 custom (version 8) UUID: the same
+// certificate always gets the same keyId, and two certificates never
+// share one in practice.
+func keyID(s256 [sha256.Size]byte) string {
+	b := s256[:16]
+	b[6] = b[6]&0x0f | 0x80 // version 8
+	b[8] = b[8]&0x3f | 0x80 // RFC 9562 variant
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 // Describe returns the facts about cert an administrator compares with the
@@ -53,11 +61,12 @@ type CertInfo struct {
 func Describe(cert *x509.Certificate) CertInfo {
 	s1 := sha1.Sum(cert.Raw)
 	s256 := sha256.Sum256(cert.Raw)
+	id := keyID(s256)
 	kc := struct {
 		KeyCredentials []map[string]string `json:"keyCredentials"`
 	}{[]map[string]string{{
 		"customKeyIdentifier": base64.StdEncoding.EncodeToString(s1[:]),
-		"keyId":               guid.New(),
+		"keyId":               id,
 		"type":                "AsymmetricX509Cert",
 		"usage":               "Verify",
 		"value":               base64.StdEncoding.EncodeToString(cert.Raw),
@@ -72,6 +81,7 @@ func Describe(cert *x509.Certificate) CertInfo {
 		NotAfter:       cert.NotAfter,
 		SHA1:           strings.ToUpper(hex.EncodeToString(s1[:])),
 		SHA256:         strings.ToUpper(hex.EncodeToString(s256[:])),
+		KeyID:          id,
 		KeyCredentials: strings.TrimSpace(dedent(block)),
 	}
 }
@@ -93,32 +103,15 @@ func dedent(s string) string {
 // certificate matching the key comes first. It does not reject expired
 // certificates; see [Describe] for dates.
 func LoadCertificate(file, password string) ([]*x509.Certificate, crypto.PrivateKey, error) {
+	certs, key, err := ReadCertificateFile(file, password)
+	if err != nil {
+		return nil, nil, err
+	}
 	fail := func(format string, a ...any) ([]*x509.Certificate, crypto.PrivateKey, error) {
 		return nil, nil, fmt.Errorf("certificate file %s: "+format, append([]any{file}, a...)...)
 	}
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return fail("cannot read it: %v", errors.Unwrap(err))
-	}
-	ext := strings.ToLower(filepath.Ext(file))
-	var (
-		certs []*x509.Certificate
-		key   crypto.PrivateKey
-	)
-	switch {
-	case ext == ".pfx" || ext == ".p12" || (!bytes.Contains(data, []byte("-----BEGIN")) && len(data) > 0 && data[0] == 0x30):
-		certs, key, err = loadPFX(data, password)
-	default:
-		certs, key, err = loadPEM(data, password)
-	}
-	if err != nil {
-		return fail("%v", err)
-	}
-	if len(certs) == 0 {
-		return fail("no certificate found (a PEM file needs a -----BEGIN CERTIFICATE----- block next to the key)")
-	}
 	if key == nil {
-		return fail("no private key found (the file must hold the private key as well as the certificate)")
+		return fail("no private key found (certificate_file needs the private key as well as the certificate: the .pem that 'oauthrelay cert new' wrote, not the .cer uploaded to Entra ID)")
 	}
 	rk, ok := key.(*rsa.PrivateKey)
 	if !ok {
@@ -131,6 +124,45 @@ func LoadCertificate(file, password string) ([]*x509.Certificate, crypto.Private
 		}
 	}
 	return fail("the private key does not match any certificate in the file")
+}
+
+// ReadCertificateFile reads the certificates of a file and its private
+// key when it holds one (nil otherwise): a PEM file, a PKCS#12 file
+// (.pfx/.p12) or a single DER certificate (a .cer as Windows exports it).
+// It checks nothing about the key; [LoadCertificate] does.
+func ReadCertificateFile(file, password string) ([]*x509.Certificate, crypto.PrivateKey, error) {
+	fail := func(format string, a ...any) ([]*x509.Certificate, crypto.PrivateKey, error) {
+		return nil, nil, fmt.Errorf("certificate file %s: "+format, append([]any{file}, a...)...)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return fail("cannot read it: %v", errors.Unwrap(err))
+	}
+	ext := strings.ToLower(filepath.Ext(file))
+	var (
+		certs []*x509.Certificate
+		key   crypto.PrivateKey
+	)
+	der := !bytes.Contains(data, []byte("-----BEGIN")) && len(data) > 0 && data[0] == 0x30
+	switch {
+	case ext == ".pfx" || ext == ".p12":
+		certs, key, err = loadPFX(data, password)
+	case der:
+		if c, cerr := x509.ParseCertificate(data); cerr == nil {
+			certs = []*x509.Certificate{c}
+		} else {
+			certs, key, err = loadPFX(data, password)
+		}
+	default:
+		certs, key, err = loadPEM(data, password)
+	}
+	if err != nil {
+		return fail("%v", err)
+	}
+	if len(certs) == 0 {
+		return fail("no certificate found (a PEM file needs a -----BEGIN CERTIFICATE----- block next to the key)")
+	}
+	return certs, key, nil
 }
 
 func keyKind(k crypto.PrivateKey) string {
@@ -232,117 +264,6 @@ func loadPEM(data []byte, password string) ([]*x509.Certificate, crypto.PrivateK
 		return nil, nil, errors.New("neither PEM nor PKCS#12 (.pfx/.p12) data")
 	}
 	return certs, key, nil
-}
-
-// PKCS#5 v2 (RFC 8018) object identifiers for encrypted PKCS#8 keys.
-var (
-	oidPBES2      = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 13}
-	oidPBKDF2     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 12}
-	oidHMACSHA1   = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 7}
-	oidHMACSHA224 = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 8}
-	oidHMACSHA256 = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 9}
-	oidHMACSHA384 = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 10}
-	oidHMACSHA512 = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 11}
-	oidAES128CBC  = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 2}
-	oidAES192CBC  = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 22}
-	oidAES256CBC  = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 42}
-	oidDESEDE3CBC = asn1.ObjectIdentifier{1, 2, 840, 113549, 3, 7}
-)
-
-type encryptedPrivateKeyInfo struct {
-	Algo pkix.AlgorithmIdentifier
-	Data []byte
-}
-
-type pbes2Params struct {
-	KDF pkix.AlgorithmIdentifier
-	Enc pkix.AlgorithmIdentifier
-}
-
-type pbkdf2Params struct {
-	Salt      []byte
-	Iter      int
-	KeyLength int                      `asn1:"optional"`
-	PRF       pkix.AlgorithmIdentifier `asn1:"optional"`
-}
-
-// decryptPKCS8 decrypts a PBES2 (PBKDF2 + AES-CBC or 3DES-CBC) encrypted
-// PKCS#8 key, the format of `openssl genpkey -aes256` and `openssl pkcs8
-// -topk8`. A few dozen lines here spare a dependency for it.
-func decryptPKCS8(der []byte, password string) ([]byte, error) {
-	var info encryptedPrivateKeyInfo
-	if _, err := asn1.Unmarshal(der, &info); err != nil {
-		return nil, fmt.Errorf("the ENCRYPTED PRIVATE KEY block cannot be parsed: %v", err)
-	}
-	if !info.Algo.Algorithm.Equal(oidPBES2) {
-		return nil, fmt.Errorf("the private key uses encryption %v; only PBES2 is supported (re-encrypt with `openssl pkcs8 -topk8 -v2 aes256`)", info.Algo.Algorithm)
-	}
-	var p pbes2Params
-	if _, err := asn1.Unmarshal(info.Algo.Parameters.FullBytes, &p); err != nil || !p.KDF.Algorithm.Equal(oidPBKDF2) {
-		return nil, errors.New("the private key's PBES2 parameters are not PBKDF2")
-	}
-	var kp pbkdf2Params
-	if _, err := asn1.Unmarshal(p.KDF.Parameters.FullBytes, &kp); err != nil {
-		return nil, errors.New("the private key's PBKDF2 parameters cannot be parsed")
-	}
-	var prf func() hash.Hash
-	switch a := kp.PRF.Algorithm; {
-	case len(a) == 0 || a.Equal(oidHMACSHA1):
-		prf = sha1.New
-	case a.Equal(oidHMACSHA224):
-		prf = sha256.New224
-	case a.Equal(oidHMACSHA256):
-		prf = sha256.New
-	case a.Equal(oidHMACSHA384):
-		prf = sha512.New384
-	case a.Equal(oidHMACSHA512):
-		prf = sha512.New
-	default:
-		return nil, fmt.Errorf("the private key uses an unsupported PBKDF2 hash %v", a)
-	}
-	var keyLen int
-	var newCipher func([]byte) (cipher.Block, error)
-	switch a := p.Enc.Algorithm; {
-	case a.Equal(oidAES128CBC):
-		keyLen, newCipher = 16, aes.NewCipher
-	case a.Equal(oidAES192CBC):
-		keyLen, newCipher = 24, aes.NewCipher
-	case a.Equal(oidAES256CBC):
-		keyLen, newCipher = 32, aes.NewCipher
-	case a.Equal(oidDESEDE3CBC):
-		keyLen, newCipher = 24, des.NewTripleDESCipher
-	default:
-		return nil, fmt.Errorf("the private key uses an unsupported cipher %v", a)
-	}
-	var iv []byte
-	if _, err := asn1.Unmarshal(p.Enc.Parameters.FullBytes, &iv); err != nil {
-		return nil, errors.New("the private key's cipher IV cannot be parsed")
-	}
-	if kp.Iter < 1 || kp.Iter > 10_000_000 {
-		return nil, errors.New("the private key's PBKDF2 iteration count is out of range")
-	}
-	k, err := pbkdf2.Key(prf, password, kp.Salt, kp.Iter, keyLen)
-	if err != nil {
-		return nil, fmt.Errorf("deriving the key: %v", err)
-	}
-	block, err := newCipher(k)
-	if err != nil {
-		return nil, err
-	}
-	if len(iv) != block.BlockSize() || len(info.Data) == 0 || len(info.Data)%block.BlockSize() != 0 {
-		return nil, errors.New("the encrypted private key is malformed")
-	}
-	out := make([]byte, len(info.Data))
-	cipher.NewCBCDecrypter(block, iv).CryptBlocks(out, info.Data)
-	pad := int(out[len(out)-1])
-	if pad == 0 || pad > block.BlockSize() || !bytes.Equal(out[len(out)-pad:], bytes.Repeat([]byte{byte(pad)}, pad)) {
-		return nil, errors.New("wrong password for the encrypted private key")
-	}
-	out = out[:len(out)-pad]
-	if _, err := x509.ParsePKCS8PrivateKey(out); err != nil {
-		return nil, errors.New("wrong password for the encrypted private key")
-	}
-	return out, nil
 }
 
 // File names written by NewCertificate.
@@ -475,14 +396,20 @@ func parseSubject(s string) (pkix.Name, error) {
 }
 
 // ExpiryWarning is the admin's warning for a certificate that has expired
-// or expires within 30 days at now, and "" otherwise. Every command that
-// shows a certificate says it the same way.
+// or expires within 30 days at now, and "" otherwise. Days are rounded,
+// so a certificate made for 10 days says 10 and not 9 a second later; the
+// last 12 hours are counted in hours. Every command that shows a
+// certificate says it the same way.
 func (c CertInfo) ExpiryWarning(now time.Time) string {
 	switch left := c.NotAfter.Sub(now); {
 	case left <= 0:
 		return fmt.Sprintf("this certificate EXPIRED on %s; Entra ID refuses it (AADSTS700027). Create a new one with 'oauthrelay cert new', upload it, then switch certificate_file.", c.NotAfter.Format("2006-01-02"))
 	case left < 30*24*time.Hour:
-		return fmt.Sprintf("this certificate expires in %d day(s), on %s. Create a new one with 'oauthrelay cert new', upload it, then switch certificate_file.", int(left.Hours()/24), c.NotAfter.Format("2006-01-02"))
+		when := fmt.Sprintf("in %d day(s)", int(math.Round(left.Hours()/24)))
+		if left < 12*time.Hour {
+			when = fmt.Sprintf("in %d hour(s)", int(math.Ceil(left.Hours())))
+		}
+		return fmt.Sprintf("this certificate expires %s, on %s. Create a new one with 'oauthrelay cert new', upload it, then switch certificate_file.", when, c.NotAfter.Format("2006-01-02"))
 	}
 	return ""
 }

@@ -233,7 +233,7 @@ func TestNewCertificateAndDescribe(t *testing.T) {
 	}
 	k := kc.KeyCredentials[0]
 	if k["customKeyIdentifier"] != base64.StdEncoding.EncodeToString(s1[:]) || k["type"] != "AsymmetricX509Cert" ||
-		k["usage"] != "Verify" || k["value"] != base64.StdEncoding.EncodeToString(c.Raw) || len(k["keyId"]) != 36 {
+		k["usage"] != "Verify" || k["value"] != base64.StdEncoding.EncodeToString(c.Raw) || k["keyId"] != info.KeyID {
 		t.Fatalf("keyCredentials = %v", k)
 	}
 	if strings.Contains(info.KeyCredentials, "PRIVATE") {

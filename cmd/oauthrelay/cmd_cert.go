@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -26,7 +25,10 @@ func certUsage(w io.Writer) {
 
 new   creates a self-signed RSA 2048 certificate: DIR/oauthrelay.pem (private key +
       certificate, for certificate_file) and DIR/oauthrelay.cer (upload it to Entra ID).
-show  prints the thumbprints, dates and manifest keyCredentials of a PEM or PFX file.`)
+show  prints the thumbprints, dates and manifest keyCredentials of a certificate:
+      the .pem or .pfx with its key, or the public .cer (PEM or DER).
+
+Run 'oauthrelay cert new -h' or 'oauthrelay cert show -h' for their flags.`)
 }
 
 func runCert(args []string, stdout, stderr io.Writer) int {
@@ -49,8 +51,7 @@ func runCert(args []string, stdout, stderr io.Writer) int {
 }
 
 func runCertNew(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("cert new", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("cert new", stderr)
 	subject := fs.String("subject", "CN=oauthrelay", `certificate subject, e.g. "CN=oauthrelay,O=Contoso"`)
 	days := fs.Int("days", 730, "validity in days")
 	out := fs.String("out", ".", "directory to write oauthrelay.pem and oauthrelay.cer into")
@@ -85,8 +86,7 @@ Next steps:
 }
 
 func runCertShow(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("cert show", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("cert show", stderr)
 	pwFile := fs.String("password-file", "", "file holding the password of an encrypted PEM key or a PFX")
 	// Accept the file before or after the flags.
 	var file string
@@ -115,12 +115,21 @@ func runCertShow(args []string, stdout, stderr io.Writer) int {
 		}
 		password = strings.TrimRight(string(b), "\r\n")
 	}
-	certs, _, err := oauth.LoadCertificate(file, password)
+	// A public certificate (the .cer uploaded to Entra ID) is shown too;
+	// a file with a key must hold the key's certificate.
+	certs, key, err := oauth.ReadCertificateFile(file, password)
+	if err == nil && key != nil {
+		certs, _, err = oauth.LoadCertificate(file, password)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "oauthrelay cert show: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "File:        %s (private key present, matches the certificate)\n", file)
+	if key != nil {
+		fmt.Fprintf(stdout, "File:        %s (private key present, matches the certificate)\n", file)
+	} else {
+		fmt.Fprintf(stdout, "File:        %s (public certificate, no private key: the file to upload to Entra ID; certificate_file needs the one with the key)\n", file)
+	}
 	info := oauth.Describe(certs[0])
 	printCertInfo(stdout, info)
 	if len(certs) > 1 {
@@ -141,5 +150,6 @@ func printCertInfo(w io.Writer, info oauth.CertInfo) {
 	fmt.Fprintf(w, "Valid:       %s to %s\n", info.NotBefore.UTC().Format("2006-01-02 15:04 MST"), info.NotAfter.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(w, "Thumbprint:  %s  (SHA-1, as the Entra portal shows it)\n", info.SHA1)
 	fmt.Fprintf(w, "SHA-256:     %s\n", info.SHA256)
+	fmt.Fprintf(w, "Key ID:      %s  (the keyCredentials keyId, derived from the SHA-256 thumbprint)\n", info.KeyID)
 	fmt.Fprintf(w, "\nApp manifest keyCredentials (alternative to uploading the .cer):\n%s\n", info.KeyCredentials)
 }

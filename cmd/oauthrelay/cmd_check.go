@@ -18,10 +18,13 @@ func init() {
 	register("hash-password", command{summary: "hash a client password for password_hash (reads standard input)", run: runHashPassword})
 }
 
-// newFlags makes a FlagSet whose errors and help go to stderr.
+// newFlags makes a FlagSet whose errors and help go to stderr. Its -h
+// prints the command's synopsis, what it does and its flags (see usages);
+// name is the command, or the command and its action ("queue show").
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("oauthrelay "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { printUsage(fs.Output(), name, fs) }
 	return fs
 }
 
