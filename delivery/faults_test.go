@@ -349,3 +349,39 @@ func TestFailedAttemptsDoNotUseTheDailyLimit(t *testing.T) {
 		t.Errorf("delivered %+v, want one message to both recipients", msgs)
 	}
 }
+
+// After the admin fixes a setup fault and restarts the relay, the mail it
+// held is due at once, not at its scheduled retry an hour later; mail
+// deferred for another reason keeps its time.
+func TestRestartRetriesMailHeldByOurSetup(t *testing.T) {
+	h := newHarness(t, hopts{minRetry: "1h", maxRetry: "2h", maxAge: "5d"})
+	h.emu.AddMailbox(msemu.Mailbox{Address: tMailbox, FullAccess: []string{tClient}, SendAs: []string{tSendAs}, SMTPAuthDisabled: true})
+	held := h.enqueue(tSendAs, []string{"a@example.org"}, testMessage(tSendAs, "held by 5.7.139"))
+	testkit.Eventually(t, "the message to wait in deferred/", func() bool {
+		_, err := h.spool.Load(queue.Deferred, held)
+		return err == nil
+	})
+	h.stop()
+	// A second message deferred by a 451 an hour from now.
+	other := h.enqueue(tSendAs, []string{"b@example.org"}, testMessage(tSendAs, "a 451"))
+	env, err := h.spool.Load(queue.Incoming, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Attempts = append(env.Attempts, queue.Attempt{At: time.Now(), Result: "deferred", Reply: "451 4.3.0 later"})
+	env.NextAttempt = time.Now().Add(time.Hour)
+	if err := h.spool.Move(env, queue.Deferred); err != nil {
+		t.Fatal(err)
+	}
+	// The admin enables SMTP AUTH and restarts.
+	h.emu.AddMailbox(msemu.Mailbox{Address: tMailbox, FullAccess: []string{tClient}, SendAs: []string{tSendAs}})
+	h.sched = h.newScheduler()
+	h.start()
+	msgs := h.waitDelivered(1)
+	if !strings.Contains(string(msgs[0].Data), "Subject: held by 5.7.139") {
+		t.Fatalf("delivered %q first", msgs[0].Data[:80])
+	}
+	if _, err := h.spool.Load(queue.Deferred, other); err != nil {
+		t.Errorf("the 451 message did not keep its retry time: %v", err)
+	}
+}

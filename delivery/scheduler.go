@@ -283,12 +283,26 @@ func (s *Scheduler) add(id string, st queue.State) {
 	s.tracked[id] = it
 	mb := s.mailbox(it.mailbox)
 	now := s.o.Now()
-	if st == queue.Incoming || !it.due.After(now) {
+	if st == queue.Incoming || !it.due.After(now) || heldByOurSetup(env) {
 		s.makeReady(mb, it, now)
 	} else {
 		heap.Push(&mb.later, &heapEntry{it: it, seq: it.seq, due: it.due})
 	}
 	s.poke()
+}
+
+// heldByOurSetup reports whether a message's last attempt was refused for
+// the relay's own setup (credentials, permissions, a SendAs grant). Such
+// mail is due as soon as delivery starts: the admin has most likely
+// restarted the relay after fixing it, and it should not sit out a retry
+// delay of up to an hour.
+func heldByOurSetup(env *queue.Envelope) bool {
+	n := len(env.Attempts)
+	if n == 0 {
+		return false
+	}
+	r := env.Attempts[n-1].Result
+	return r == transport.ConfigFault.String() || r == transport.SenderFault.String()
 }
 
 func (s *Scheduler) mailbox(addr string) *mbox {
