@@ -50,9 +50,16 @@ func (r *run) checkResource(ctx context.Context, app *config.App, res transport.
 		r.skipMailboxes(mailboxes)
 		return
 	}
-	tctx, cancel := context.WithTimeout(ctx, 2*r.o.Timeout)
+	tctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
+	start := r.o.Now()
 	tok, err := src.Token(tctx)
 	cancel()
+	if err != nil && r.silent(start) {
+		r.fail(in, fmt.Sprintf("%s: no answer from %s in %s", label, app.Authority, r.o.Timeout),
+			"check that this host may reach "+app.Authority+" over HTTPS (firewall, proxy: [[app]] proxy_url or HTTPS_PROXY)"+where)
+		r.skipMailboxes(mailboxes)
+		return
+	}
 	if err != nil {
 		var te *oauth.Error
 		if errors.As(err, &te) {

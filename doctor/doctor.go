@@ -55,11 +55,15 @@ type Options struct {
 	// Resolver looks up the upstream's name; nil uses net.DefaultResolver.
 	Resolver *net.Resolver
 	// Timeout bounds each network step; 0 means [upstream] timeout, at
-	// most 30 s.
+	// most StepTimeout.
 	Timeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
+
+// StepTimeout is the longest any one step waits for an answer, so a
+// server that accepts and says nothing is reported in seconds.
+const StepTimeout = 20 * time.Second
 
 // Result counts what a run found.
 type Result struct {
@@ -118,9 +122,9 @@ func Run(ctx context.Context, o Options) Result {
 	}
 	cfg := o.Config
 	if o.Timeout == 0 {
-		o.Timeout = min(cfg.Upstream.Timeout.Duration, 30*time.Second)
+		o.Timeout = min(cfg.Upstream.Timeout.Duration, StepTimeout)
 		if o.Timeout <= 0 {
-			o.Timeout = 30 * time.Second
+			o.Timeout = StepTimeout
 		}
 	}
 	r := &run{o: o, cfg: cfg}

@@ -87,7 +87,13 @@ func (r *run) checkEndpoint(ctx context.Context, kind, ep string) bool {
 		return r.checkHTTPS(ctx, c, host, addr)
 	}
 	c.Close()
+	start = r.o.Now()
 	st, err := submit.ProbeTLS(ctx, r.o.Dial, addr, r.cfg.Listen.Hostname, r.roots, r.o.Timeout)
+	if err != nil && r.silent(start) {
+		r.fail(in, fmt.Sprintf("TLS: no answer from %s in %s (no greeting, EHLO or STARTTLS reply)", addr, r.o.Timeout),
+			"the server accepted the connection but said nothing; check that "+addr+" is Microsoft 365's submission server ("+want+") and that no proxy or firewall holds the connection")
+		return false
+	}
 	if err != nil {
 		v := transport.Classify(transport.StageConnect, err, "")
 		fix := v.Fix
@@ -108,8 +114,14 @@ func (r *run) checkHTTPS(ctx context.Context, c net.Conn, host, addr string) boo
 	tc := tls.Client(c, &tls.Config{ServerName: host, RootCAs: r.roots, MinVersion: tls.VersionTLS12})
 	defer tc.Close()
 	hctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
+	start := r.o.Now()
 	err := tc.HandshakeContext(hctx)
 	cancel()
+	if err != nil && r.silent(start) {
+		r.fail(in, fmt.Sprintf("TLS: no answer from %s in %s (no TLS handshake)", addr, r.o.Timeout),
+			"the server accepted the connection but did not answer; check that "+addr+" is Microsoft Graph and that no proxy or firewall holds the connection")
+		return false
+	}
 	if err != nil {
 		v := transport.Classify(transport.StageConnect, err, "")
 		fix := v.Fix

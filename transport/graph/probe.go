@@ -32,10 +32,18 @@ var probeMessage = map[string]any{"message": map[string]any{"subject": "oauthrel
 // one), for doctor to show its roles (RoleMailSend, RoleMailReadWrite;
 // under Exchange RBAC for Applications a token has none).
 func Probe(ctx context.Context, deps transport.Deps, app *config.App, mailbox string) (transport.Verdict, oauth.Claims, error) {
-	return newTransport(deps).probe(ctx, app, mailbox)
+	return newTransport(deps).probe(ctx, app, mailbox, "")
 }
 
-func (t *Transport) probe(ctx context.Context, app *config.App, mailbox string) (transport.Verdict, oauth.Claims, error) {
+// ProbeFrom is Probe with the message's From set to from, an address the
+// mailbox sends as: Graph checks SendAs for it before it looks for
+// recipients (as Microsoft's emulated behaviour has it; real Graph may
+// check it only when it sends, so a pass here is a good sign, not proof).
+func ProbeFrom(ctx context.Context, deps transport.Deps, app *config.App, mailbox, from string) (transport.Verdict, oauth.Claims, error) {
+	return newTransport(deps).probe(ctx, app, mailbox, from)
+}
+
+func (t *Transport) probe(ctx context.Context, app *config.App, mailbox, from string) (transport.Verdict, oauth.Claims, error) {
 	s, err := t.session(nil, &config.Mailbox{Address: mailbox, App: app.Name, AppRef: app})
 	if err != nil {
 		return transport.Classify(transport.StageToken, err, mailbox), oauth.Claims{}, err
@@ -45,8 +53,14 @@ func (t *Transport) probe(ctx context.Context, app *config.App, mailbox string) 
 		return transport.Classify(transport.StageToken, err, mailbox), oauth.Claims{}, err
 	}
 	claims, _ := oauth.ParseClaims(tok.AccessToken)
+	msg := probeMessage
+	if from != "" {
+		s.from = from
+		msg = map[string]any{"message": map[string]any{"subject": "oauthrelay doctor", "from": map[string]any{"emailAddress": map[string]any{"address": from}}},
+			"saveToSentItems": false}
+	}
 	id, err := s.do(ctx, call{op: "sendMail (doctor probe)", method: "POST", url: s.user + "/sendMail",
-		contentType: "application/json", body: jsonBody(probeMessage)}, nil)
+		contentType: "application/json", body: jsonBody(msg)}, nil)
 	var ge *transport.GraphError
 	switch {
 	case errors.As(err, &ge) && ge.Status == 400 && ge.Code == "ErrorInvalidRecipients":

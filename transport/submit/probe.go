@@ -72,5 +72,16 @@ func (s *Session) Send(from string, rcpts []string, body []byte) (string, transp
 	return reply, "", nil
 }
 
+// TryFrom opens a transaction from from and resets it before any
+// recipient: Exchange decides SendAs for the envelope sender at MAIL FROM
+// (550 5.7.60), so this proves the grant without sending anything. It
+// cannot prove what Exchange checks on the From: header after DATA.
+func (s *Session) TryFrom(from string) error {
+	if err := s.u.c.Mail(from, nil); err != nil {
+		return err
+	}
+	return s.u.reset()
+}
+
 // Close quits the session.
 func (s *Session) Close() { s.u.close() }
