@@ -111,6 +111,12 @@ type mbox struct {
 	pauseSeq     int // pauses begun so far; see unpause
 	// senderFaults are senders the mailbox may not send as (SendAs).
 	senderFaults map[string]senderFault
+	// failing counts attempts in a row that failed for the whole message
+	// with a temporary error (Microsoft unreachable, say), since when,
+	// and the last reply; a delivery resets it.
+	failing      int
+	failingSince time.Time
+	failingReply string
 	sent         window
 	inflight     int
 	rcpts        window

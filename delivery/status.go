@@ -19,6 +19,12 @@ type MailboxStatus struct {
 	// SenderFaults are the senders the mailbox may not send as; their
 	// mail waits for the SendAs grant.
 	SenderFaults []SenderFault
+	// Failing counts the attempts in a row that failed for the whole
+	// message with a temporary error since FailingSince; LastError is
+	// the last one's reply. A delivery resets them.
+	Failing      int
+	FailingSince time.Time
+	LastError    string
 }
 
 // Status reports every mailbox the scheduler has seen.
@@ -37,6 +43,7 @@ func (s *Scheduler) Status() []MailboxStatus {
 			ConfigFault: mb.configFault, Reason: mb.pauseReason, Fix: mb.pauseFix,
 			Ready: len(mb.fresh) + len(mb.retry), Waiting: mb.later.Len(), Connections: mb.conns,
 			SenderFaults: senderFaultsLocked(mb),
+			Failing:      mb.failing, FailingSince: mb.failingSince, LastError: mb.failingReply,
 		})
 	}
 	return out

@@ -151,6 +151,7 @@ func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cf
 		s.log.Info("recipients adjusted for the upstream", "id", env.ID, "mailbox", mc.Address, "change", res.Note)
 	}
 	mb := s.mailboxFor(mc.Address)
+	s.noteFailing(mb, res, a, now)
 	// The fix for a missing SendAs grant names the sender.
 	a.Fix = strings.ReplaceAll(a.Fix, "<from address>", env.MailFrom)
 	s.pauseFor(mb, mc, cfg, a, env.MailFrom)
@@ -189,6 +190,24 @@ func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cf
 	}
 	env.LastError = a.Reply
 	s.finishDeferred(it, env, next, a.Kind, a.Reply)
+}
+
+// noteFailing keeps count of attempts in a row that failed for the whole
+// message with a temporary error, so health can tell an outage (every
+// attempt failing for minutes) from one failed connection.
+func (s *Scheduler) noteFailing(mb *mbox, res transport.Result, a applied, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case a.Delivered > 0:
+		mb.failing, mb.failingSince, mb.failingReply = 0, time.Time{}, ""
+	case res.Msg != nil && res.Msg.Kind == transport.Transient:
+		if mb.failing == 0 {
+			mb.failingSince = now
+		}
+		mb.failing++
+		mb.failingReply = res.Msg.Reply
+	}
 }
 
 func (s *Scheduler) mailboxFor(addr string) *mbox {

@@ -169,12 +169,21 @@ func (m *Metrics) Handler() http.Handler {
 	return mux
 }
 
+// A mailbox whose every attempt has failed with a temporary error, at
+// least OutageAttempts in a row for at least OutageAfter, makes /readyz
+// fail: one failed connection is not an outage, minutes of them are.
+const (
+	OutageAttempts = 3
+	OutageAfter    = 5 * time.Minute
+)
+
 // Ready checks that the spool is writable and that no mailbox is paused,
 // and no app's token refused, by a configuration fault. It returns one
 // human-readable problem per failing check (error and fix); none means
 // ready.
 func (m *Metrics) Ready() []string {
 	var problems []string
+	now := m.now()
 	if err := m.spool.Probe(); err != nil {
 		problems = append(problems, fmt.Sprintf("spool %s is not writable: %v\n  fix: free disk space and check that the relay's user owns %s (mode 0700)", m.spool.Dir(), err, m.spool.Dir()))
 	}
@@ -190,6 +199,11 @@ func (m *Metrics) Ready() []string {
 				}
 				p += "\n  mail from " + f.Sender + " stays queued until then (at most [spool] max_age); reload the relay (SIGHUP) to retry at once"
 				problems = append(problems, p)
+			}
+			if st.Failing >= OutageAttempts && now.Sub(st.FailingSince) >= OutageAfter {
+				problems = append(problems, fmt.Sprintf("mailbox %s (transport %s): every delivery attempt for %s has failed (%d in a row); last: %s\n"+
+					"  fix: check that this host can reach Microsoft 365 (DNS, firewall, proxy; `oauthrelay doctor -mailbox %s` checks each step); mail stays queued meanwhile",
+					st.Mailbox, st.Transport, now.Sub(st.FailingSince).Round(time.Second), st.Failing, st.LastError, st.Mailbox))
 			}
 			if !st.ConfigFault {
 				continue

@@ -169,3 +169,41 @@ func TestReadinessNeedsWritableSpool(t *testing.T) {
 		t.Fatalf("Ready() = %q on a spool that cannot be written", p)
 	}
 }
+
+// /readyz fails when every delivery attempt of a mailbox has failed for
+// minutes (Microsoft unreachable), not at the first failed connection;
+// and it names each sender a mailbox may not send as.
+func TestReadinessOutageAndSenderFaults(t *testing.T) {
+	now := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	m := New(testSpool(t), func() time.Time { return now })
+	var statuses []delivery.MailboxStatus
+	m.SetMailboxes(func() []delivery.MailboxStatus { return statuses })
+	h := m.Handler()
+	last := "connect: dial tcp 52.96.0.1:587: i/o timeout"
+	for _, tc := range []struct {
+		name    string
+		failing int
+		since   time.Duration
+		ready   bool
+	}{
+		{"one failed connection", 1, 10 * time.Minute, true},
+		{"a short outage", 5, time.Minute, true},
+		{"minutes of failures", OutageAttempts, OutageAfter, false},
+	} {
+		statuses = []delivery.MailboxStatus{{Mailbox: "helpdesk@contoso.com", Transport: "smtp", Failing: tc.failing, FailingSince: now.Add(-tc.since), LastError: last}}
+		code, body := get(t, h, "/readyz")
+		if (code == 200) != tc.ready {
+			t.Errorf("%s: /readyz = %d %q", tc.name, code, body)
+		}
+		if !tc.ready && (!strings.Contains(body, "every delivery attempt for 5m0s has failed (3 in a row); last: "+last) || !strings.Contains(body, "oauthrelay doctor -mailbox helpdesk@contoso.com")) {
+			t.Errorf("%s: /readyz body %q", tc.name, body)
+		}
+	}
+	statuses = []delivery.MailboxStatus{{Mailbox: "helpdesk@contoso.com", Transport: "smtp", SenderFaults: []delivery.SenderFault{{
+		Sender: "billing@contoso.com", Reply: "550 5.7.60 SMTP; Client does not have permissions to send as this sender",
+		Fix: "Add-RecipientPermission -Identity billing@contoso.com -Trustee <service principal id> -AccessRights SendAs"}}}}
+	code, body := get(t, h, "/readyz")
+	if code != 503 || !strings.Contains(body, "may not send as billing@contoso.com") || !strings.Contains(body, "Add-RecipientPermission -Identity billing@contoso.com") {
+		t.Errorf("sender fault: /readyz = %d %q", code, body)
+	}
+}
