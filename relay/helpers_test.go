@@ -34,7 +34,7 @@ var (
 	netHash  string
 )
 
-func hashes(t *testing.T) (string, string) {
+func hashes(t testing.TB) (string, string) {
 	hashOnce.Do(func() {
 		a, _ := bcrypt.GenerateFromPassword([]byte(appPassword), bcrypt.MinCost)
 		n, _ := bcrypt.GenerateFromPassword([]byte(netPassword), bcrypt.MinCost)
@@ -104,7 +104,7 @@ senders = ["noreply@contoso.com"]
 // testRelay is an in-process relay on 127.0.0.1:0 with a spool in a
 // temporary directory.
 type testRelay struct {
-	t       *testing.T
+	t       testing.TB
 	cfg     *config.Config
 	src     string // the configuration file's text
 	spool   *queue.Spool
@@ -120,7 +120,7 @@ type testRelay struct {
 
 // startRelay starts a relay; listenExtra is added to [listen], and setup
 // (if not nil) may adjust the server before it serves.
-func startRelay(t *testing.T, listenExtra string, setup func(*testRelay)) *testRelay {
+func startRelay(t testing.TB, listenExtra string, setup func(*testRelay)) *testRelay {
 	t.Helper()
 	dir := t.TempDir()
 	ca := testkit.NewCA(t)
@@ -182,7 +182,7 @@ func (r *testRelay) tlsConfig() *tls.Config { return r.ca.ClientTLS("relay.test"
 // read best.
 type client struct {
 	*testkit.SMTPClient
-	t *testing.T
+	t testing.TB
 }
 
 func (r *testRelay) dial() *client {
@@ -199,7 +199,7 @@ func (r *testRelay) dialTLS() *client {
 	return newClient(r.t, testkit.NewSMTPClient(r.t, c))
 }
 
-func newClient(t *testing.T, s *testkit.SMTPClient) *client {
+func newClient(t testing.TB, s *testkit.SMTPClient) *client {
 	t.Helper()
 	c := &client{SMTPClient: s, t: t}
 	c.check("greeting", s.Greeting, "220")
@@ -250,7 +250,7 @@ func (c *client) send(from string, to []string, msg string) string {
 var queuedRE = regexp.MustCompile(`queued as (\S+)`)
 
 // queuedID extracts the queue id from a 250 reply.
-func queuedID(t *testing.T, reply string) string {
+func queuedID(t testing.TB, reply string) string {
 	t.Helper()
 	m := queuedRE.FindStringSubmatch(reply)
 	if m == nil || !queue.ValidID(m[1]) {

@@ -16,7 +16,7 @@ import (
 // input no well-behaved client library would send.
 type rawSession struct {
 	*testkit.SMTPClient
-	t *testing.T
+	t testing.TB
 }
 
 func (r *testRelay) raw() *rawSession {

@@ -63,8 +63,8 @@ const (
 	dataTimeout
 	dataConnError
 	lineTooLong
-	headerUnreadable
 	headerTooBig
+	senderFieldsTooBig
 	tooBig
 	headerNotAddress
 	fromDenied
@@ -145,9 +145,9 @@ var refusals = [...]refusalSpec{
 		ReasonClientTimeout, slog.LevelWarn, "connection failed during DATA; message discarded", ""},
 	lineTooLong: {554, ec(5, 6, 0), "A line of the message is too long (RFC 5322 allows 998 characters); nothing was accepted",
 		ReasonBadHeader, slog.LevelWarn, "refused message", ""},
-	headerUnreadable: {554, ec(5, 6, 0), "The message header could not be read (%s); nothing was accepted",
-		ReasonBadHeader, slog.LevelWarn, "refused message", ""},
 	headerTooBig: {552, ec(5, 3, 4), "Message header too big (over %s); nothing was accepted",
+		ReasonTooLarge, slog.LevelWarn, "refused message", ""},
+	senderFieldsTooBig: {552, ec(5, 3, 4), "The message's From:, Sender: and Resent- fields are too long together (over %s); nothing was accepted",
 		ReasonTooLarge, slog.LevelWarn, "refused message", ""},
 	tooBig: {552, ec(5, 3, 4), "Message too big: this relay accepts at most %s (listen.max_message_size); nothing was accepted",
 		ReasonTooLarge, slog.LevelWarn, "refused message", ""},
