@@ -127,7 +127,10 @@ func classifyGraph(e *GraphError, mailbox string) Verdict {
 	case code == "errorquotaexceeded" || code == "quotaexceeded":
 		v.Kind, v.Fix = ConfigFault, fmt.Sprintf(fixGraphFull, mailbox)
 	case e.Status == 403 || code == "erroraccessdenied" || code == "accessdenied" || code == "authorization_requestdenied":
-		v.Kind = ConfigFault
+		// A token carries the roles granted when it was issued: after the
+		// admin grants Mail.Send, only a fresh token has it. So the first
+		// 403 earns one, as 535 5.7.3 does on SMTP.
+		v.Kind, v.RetryToken = ConfigFault, true
 		readWrite, role := "", ""
 		if e.Draft {
 			// Large messages go through a draft, which Mail.Send alone

@@ -132,14 +132,22 @@ func queueShow(spool *queue.Spool, id string, stdout, stderr io.Writer) int {
 	if e.State == queue.Deferred || e.State == queue.Incoming {
 		fmt.Fprintf(stdout, "next attempt: %s\n", e.NextAttempt.Local().Format(time.RFC3339))
 	}
-	if e.LastError != "" {
+	// A failed message's last deferral is older than what failed it,
+	// which fail_reason says.
+	if e.LastError != "" && e.State != queue.Failed {
 		fmt.Fprintf(stdout, "last error:   %s\n", e.LastError)
 	}
 	if e.FailReason != "" {
 		fmt.Fprintf(stdout, "failed:       %s\n", e.FailReason)
 	}
 	if len(e.Notified) > 0 {
-		fmt.Fprintf(stdout, "sender told:  %s\n", strings.Join(e.Notified, ", "))
+		// Notified lists the recipients a DSN was sent about, to the
+		// envelope sender.
+		to := "<" + e.MailFrom + ">"
+		if e.MailFrom == "" {
+			to = "no one (no envelope sender)"
+		}
+		fmt.Fprintf(stdout, "DSN sent to:  %s, about %s\n", to, strings.Join(e.Notified, ", "))
 	}
 	fmt.Fprintln(stdout, "\nrecipients:")
 	for _, r := range e.Recipients {
