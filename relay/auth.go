@@ -4,28 +4,26 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/oauthrelay/oauthrelay/config"
 )
 
-// dummyHash is compared against when the username is unknown, so that a
-// wrong username takes as long as a wrong password and cannot be probed.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("oauthrelay-no-such-user"), bcrypt.DefaultCost)
-
-// checkPassword compares in constant time relative to the hash's cost.
-func checkPassword(hash string, password string) bool {
-	if hash == "" {
-		bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
-		return false
-	}
-	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
-}
-
-// limiter slows down and then locks out addresses that keep failing AUTH.
+// limiter slows down and then locks out addresses that keep failing AUTH,
+// and keeps password checks from taking the machine: bcrypt is slow on
+// purpose, so unchecked parallel guesses would hold every core and keep
+// legitimate logins waiting.
+//
+// An attempt reserves its place in the address's failure count before
+// the password is compared, so at most max guesses per lockout period
+// come from one address however many connections carry them; one compare
+// at a time runs per address, and at most one per core in all.
 type limiter struct {
 	mu       sync.Mutex
 	max      int
@@ -33,16 +31,33 @@ type limiter struct {
 	now      func() time.Time
 	sleep    func(time.Duration)
 	failures map[netip.Addr]*failState
+	// compares holds a place per password compare running.
+	compares chan struct{}
+	// compare checks password against hash; tests replace it to watch.
+	compare func(hash, password []byte) bool
+
+	dummyMu sync.Mutex
+	dummies map[int][]byte // by cost
 }
 
 type failState struct {
-	n           int
+	n           int // failures (and the attempt running) in this period
 	last        time.Time
 	lockedUntil time.Time
+	// turn is held by the one attempt comparing a password for this
+	// address; users counts the attempts holding or waiting for it, so
+	// that gc keeps the state while they do.
+	turn  chan struct{}
+	users int
 }
 
 func newLimiter(max int, lockout time.Duration, now func() time.Time) *limiter {
-	return &limiter{max: max, lockout: lockout, now: now, sleep: time.Sleep, failures: map[netip.Addr]*failState{}}
+	return &limiter{max: max, lockout: lockout, now: now, sleep: time.Sleep, failures: map[netip.Addr]*failState{},
+		compares: make(chan struct{}, runtime.GOMAXPROCS(0)), compare: bcryptMatches, dummies: map[int][]byte{}}
+}
+
+func bcryptMatches(hash, password []byte) bool {
+	return bcrypt.CompareHashAndPassword(hash, password) == nil
 }
 
 // locked returns how long ip is still locked out.
@@ -59,47 +74,115 @@ func (l *limiter) locked(ip netip.Addr) time.Duration {
 	return 0
 }
 
-// fail records a failure and returns the delay to apply before answering
-// and whether the address is now locked out.
-func (l *limiter) fail(ip netip.Addr) (time.Duration, bool) {
+// attemptResult is the outcome of one login attempt.
+type attemptResult struct {
+	ok bool
+	// lockedFor is set when the address was locked out before the
+	// attempt: no password was compared.
+	lockedFor time.Duration
+	// nowLocked: this failure locked the address out.
+	nowLocked bool
+	// delay is how long to wait before answering a failure.
+	delay time.Duration
+}
+
+// attempt runs check, which compares a password, for a login from ip:
+// after the address's earlier attempts, within the global limit, and
+// only if the address is not locked out. A failure counts against ip; a
+// success clears its count.
+func (l *limiter) attempt(ip netip.Addr, check func() bool) attemptResult {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	l.gc(now)
 	f := l.failures[ip]
-	if f == nil || now.Sub(f.last) > l.lockout {
-		f = &failState{}
+	if f == nil {
+		l.gc(l.now())
+		f = &failState{turn: make(chan struct{}, 1)}
 		l.failures[ip] = f
 	}
+	f.users++
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		f.users--
+		l.mu.Unlock()
+	}()
+
+	f.turn <- struct{}{}
+	defer func() { <-f.turn }()
+	l.mu.Lock()
+	now := l.now()
+	if d := f.lockedUntil.Sub(now); d > 0 {
+		l.mu.Unlock()
+		return attemptResult{lockedFor: d}
+	}
+	if now.Sub(f.last) > l.lockout {
+		f.n = 0
+	}
+	// Reserved before the compare: a guess counts whatever happens to
+	// the connection that carries it.
 	f.n++
 	f.last = now
-	if f.n >= l.max {
-		f.lockedUntil = now.Add(l.lockout)
+	l.mu.Unlock()
+
+	l.compares <- struct{}{}
+	ok := check()
+	<-l.compares
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ok {
 		f.n = 0
-		return 0, true
+		return attemptResult{ok: true}
+	}
+	if f.n >= l.max {
+		f.lockedUntil = l.now().Add(l.lockout)
+		f.n = 0
+		return attemptResult{nowLocked: true}
 	}
 	// One second per failure so far: harmless for a person who mistyped,
 	// ruinous for a dictionary.
-	return time.Duration(f.n) * time.Second, false
-}
-
-func (l *limiter) succeed(ip netip.Addr) {
-	l.mu.Lock()
-	delete(l.failures, ip)
-	l.mu.Unlock()
+	return attemptResult{delay: time.Duration(f.n) * time.Second}
 }
 
 // gc forgets addresses idle for longer than the lockout, so a scan from
-// many addresses cannot grow the map without bound.
+// many addresses cannot grow the map without bound. Called with l.mu held.
 func (l *limiter) gc(now time.Time) {
 	if len(l.failures) < 10000 {
 		return
 	}
 	for ip, f := range l.failures {
-		if now.Sub(f.last) > l.lockout && now.After(f.lockedUntil) {
+		if f.users == 0 && now.Sub(f.last) > l.lockout && now.After(f.lockedUntil) {
 			delete(l.failures, ip)
 		}
 	}
+}
+
+// dummyHash is what a password is compared against when the username is
+// unknown: a hash of the same cost as the configured ones, so that a
+// wrong username takes as long as a wrong password and cannot be probed.
+func (l *limiter) dummyHash(cost int) []byte {
+	l.dummyMu.Lock()
+	defer l.dummyMu.Unlock()
+	h := l.dummies[cost]
+	if h == nil {
+		h, _ = bcrypt.GenerateFromPassword([]byte("oauthrelay-no-such-user"), cost)
+		l.dummies[cost] = h
+	}
+	return h
+}
+
+// hashCost is the bcrypt cost of the configured clients' password hashes
+// (the highest, if they differ), or bcrypt's default when none has one.
+func hashCost(clients []*config.Client) int {
+	cost := 0
+	for _, c := range clients {
+		if n, err := bcrypt.Cost([]byte(c.PasswordHash)); err == nil && n > cost {
+			cost = n
+		}
+	}
+	if cost == 0 {
+		return bcrypt.DefaultCost
+	}
+	return cost
 }
 
 // loginServer implements the server side of AUTH LOGIN, which go-sasl

@@ -89,28 +89,36 @@ func roundUp(d time.Duration) string {
 
 func (ss *session) checkLogin(username, password string) error {
 	cfg := ss.s.Config()
+	lim := ss.s.lim
 	cl := cfg.ClientByUsername(username)
-	hash := ""
-	if cl != nil {
-		hash = cl.PasswordHash
+	outside := false
+	res := lim.attempt(ss.ip, func() bool {
+		if cl == nil || cl.PasswordHash == "" {
+			lim.compare(lim.dummyHash(hashCost(cfg.Clients)), []byte(password))
+			return false
+		}
+		if !lim.compare([]byte(cl.PasswordHash), []byte(password)) {
+			return false
+		}
+		outside = len(cl.Prefixes) > 0 && !cl.Trusts(ss.ip)
+		return !outside
+	})
+	if res.lockedFor > 0 {
+		return ss.refuse(newRefusal(authLocked, ss.ip, roundUp(res.lockedFor)), "remaining", res.lockedFor.Round(time.Second).String())
 	}
-	ok := checkPassword(hash, password)
-	if ok && len(cl.Prefixes) > 0 && !cl.Trusts(ss.ip) {
+	if outside {
 		ss.s.log.Warn("auth refused: client logged in from outside its networks", "client", cl.Name, "remote", ss.ip.String(), "networks", strings.Join(cl.Networks, ","),
 			"fix", "add the address to the client's networks if it is legitimate")
-		ok = false
 	}
-	if !ok {
-		delay, locked := ss.s.lim.fail(ss.ip)
+	if !res.ok {
 		r := newRefusal(authFailed)
-		if locked {
-			r = newRefusal(authFailedLockout, ss.ip, roundUp(ss.s.lim.lockout))
+		if res.nowLocked {
+			r = newRefusal(authFailedLockout, ss.ip, roundUp(lim.lockout))
 		}
-		se := ss.refuse(r, "username", sanitize(username), "locked_out", locked)
-		ss.s.lim.sleep(delay)
+		se := ss.refuse(r, "username", sanitize(username), "locked_out", res.nowLocked)
+		lim.sleep(res.delay)
 		return se
 	}
-	ss.s.lim.succeed(ss.ip)
 	ss.authed = cl.Name
 	ss.s.log.Debug("auth ok", "client", cl.Name, "remote", ss.ip.String(), "tls", ss.tls)
 	return nil
