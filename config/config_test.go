@@ -174,6 +174,10 @@ func TestValidationRules(t *testing.T) {
 		{"negative connections", `app = "contoso"`, "app = \"contoso\"\nmax_connections = -1", nil, "max_connections", "cannot be negative"},
 		{"zero idle timeout", `address = "127.0.0.1:2525"`, "address = \"127.0.0.1:2525\"\nidle_timeout = \"0s\"", nil, "listen.idle_timeout", "more than zero"},
 		{"zero lockout", `address = "127.0.0.1:2525"`, "address = \"127.0.0.1:2525\"\nauth_lockout = \"0s\"", nil, "listen.auth_lockout", "more than zero"},
+		{"zero login timeout", `address = "127.0.0.1:2525"`, "address = \"127.0.0.1:2525\"\nlogin_timeout = \"0s\"", nil, "listen.login_timeout", "more than zero"},
+		{"zero connections per address", `address = "127.0.0.1:2525"`, "address = \"127.0.0.1:2525\"\nmax_connections_per_ip = 0", nil, "listen.max_connections_per_ip", "more than zero"},
+		{"negative connections per trusted address", `address = "127.0.0.1:2525"`, "address = \"127.0.0.1:2525\"\nmax_connections_per_trusted_ip = -1", nil, "listen.max_connections_per_trusted_ip", "more than zero"},
+		{"zero refused commands", `address = "127.0.0.1:2525"`, "address = \"127.0.0.1:2525\"\nmax_refused_commands = 0", nil, "listen.max_refused_commands", "more than zero"},
 		{"bad duration", `dir = "/tmp/spool"`, "dir = \"/tmp/spool\"\nmax_age = \"5 days\"", nil, "", "not a duration"},
 		{"bad size", `address = "127.0.0.1:2525"`, "address = \"127.0.0.1:2525\"\nmax_message_size = \"35 parsecs\"", nil, "", "not a size"},
 		{"bad CIDR", `networks = ["10.0.0.0/24"]`, `networks = ["10.0.0.300/24"]`, nil, "client[0] (erp).networks", "not a valid network"},
@@ -385,4 +389,17 @@ func mustAddr(t *testing.T, s string) netip.Addr {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// TestListenLimitDefaults: the limits against hostile clients are on
+// when the file does not set them.
+func TestListenLimitDefaults(t *testing.T) {
+	c, probs := parse(t, base, func(string) string { return "" })
+	if len(probs) > 0 {
+		t.Fatal(probs)
+	}
+	l := c.Listen
+	if l.MaxConnectionsPerIP != 20 || l.MaxConnectionsPerTrustedIP != 200 || l.LoginTimeout.Duration != time.Minute || l.MaxRefusedCommands != 50 {
+		t.Errorf("defaults: per ip %d, per trusted ip %d, login timeout %s, refused commands %d", l.MaxConnectionsPerIP, l.MaxConnectionsPerTrustedIP, l.LoginTimeout.Duration, l.MaxRefusedCommands)
+	}
 }

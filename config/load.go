@@ -61,15 +61,21 @@ var Clouds = map[string]Cloud{
 func Defaults() *Config {
 	return &Config{
 		Listen: Listen{
-			Address:         DefaultListenAddress,
-			Hostname:        DefaultHostname,
-			MaxMessageSize:  DefaultMaxMessageSize,
-			MaxRecipients:   DefaultMaxRecipients,
-			IdleTimeout:     Duration{5 * time.Minute},
-			DataTimeout:     Duration{10 * time.Minute},
-			MaxConnections:  1000,
-			AuthMaxFailures: 5,
-			AuthLockout:     Duration{15 * time.Minute},
+			Address:        DefaultListenAddress,
+			Hostname:       DefaultHostname,
+			MaxMessageSize: DefaultMaxMessageSize,
+			MaxRecipients:  DefaultMaxRecipients,
+			IdleTimeout:    Duration{5 * time.Minute},
+			DataTimeout:    Duration{10 * time.Minute},
+			MaxConnections: 1000,
+			// One address may not hold more than a few slots; an app
+			// server on a trusted network may open many.
+			MaxConnectionsPerIP:        20,
+			MaxConnectionsPerTrustedIP: 200,
+			LoginTimeout:               Duration{time.Minute},
+			MaxRefusedCommands:         50,
+			AuthMaxFailures:            5,
+			AuthLockout:                Duration{15 * time.Minute},
 		},
 		Spool: Spool{
 			Dir:           DefaultSpoolDir,

@@ -52,8 +52,20 @@ type Listen struct {
 	IdleTimeout       Duration `toml:"idle_timeout"`
 	DataTimeout       Duration `toml:"data_timeout"`
 	MaxConnections    int      `toml:"max_connections"`
-	AuthMaxFailures   int      `toml:"auth_max_failures"`
-	AuthLockout       Duration `toml:"auth_lockout"`
+	// MaxConnectionsPerIP bounds the connections from one address, so one
+	// host cannot take every slot; MaxConnectionsPerTrustedIP is the
+	// bound for addresses a [[client]]'s networks include.
+	MaxConnectionsPerIP        int `toml:"max_connections_per_ip"`
+	MaxConnectionsPerTrustedIP int `toml:"max_connections_per_trusted_ip"`
+	// LoginTimeout is the whole time a connection gets to log in (or,
+	// from a trusted network, to have a sender accepted), however many
+	// commands it sends meanwhile.
+	LoginTimeout Duration `toml:"login_timeout"`
+	// MaxRefusedCommands is how many refusals one session may collect
+	// before it is closed with 421.
+	MaxRefusedCommands int      `toml:"max_refused_commands"`
+	AuthMaxFailures    int      `toml:"auth_max_failures"`
+	AuthLockout        Duration `toml:"auth_lockout"`
 }
 
 // Spool is the [spool] table: where and how long mail is kept.

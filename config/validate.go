@@ -95,6 +95,7 @@ func (v *validator) listen() {
 		{"idle_timeout", l.IdleTimeout, `use "5m"`},
 		{"data_timeout", l.DataTimeout, `use "10m"`},
 		{"auth_lockout", l.AuthLockout, `use "15m"`},
+		{"login_timeout", l.LoginTimeout, `use "1m"`},
 	} {
 		// Zero does not mean "no limit": a zero timeout would cut every
 		// client off at once, a zero lockout would never lock out.
@@ -102,8 +103,20 @@ func (v *validator) listen() {
 			v.add(v.lineOf("listen", -1, d.key), "listen."+d.key, "must be more than zero", d.fix)
 		}
 	}
-	if l.AuthMaxFailures <= 0 {
-		v.add(v.lineOf("listen", -1, "auth_max_failures"), "listen.auth_max_failures", "must be more than zero", "use 5")
+	for _, n := range []struct {
+		key string
+		v   int
+		fix string
+	}{
+		{"auth_max_failures", l.AuthMaxFailures, "use 5"},
+		{"max_connections_per_ip", l.MaxConnectionsPerIP, "use 20"},
+		{"max_connections_per_trusted_ip", l.MaxConnectionsPerTrustedIP, "use 200, or the number of connections your busiest trusted host opens at once"},
+		{"max_refused_commands", l.MaxRefusedCommands, "use 50"},
+	} {
+		// Zero does not mean "no limit" either: it would refuse everyone.
+		if n.v <= 0 {
+			v.add(v.lineOf("listen", -1, n.key), "listen."+n.key, "must be more than zero", n.fix)
+		}
 	}
 }
 

@@ -21,7 +21,7 @@ import (
 // right password after them was accepted.)
 func TestParallelGuesses(t *testing.T) {
 	var compares, inFlight, most atomic.Int64
-	r := startRelay(t, "auth_max_failures = 5", func(r *testRelay) {
+	r := startRelay(t, "auth_max_failures = 5\nmax_connections_per_ip = 100", func(r *testRelay) {
 		r.srv.lim.sleep = func(time.Duration) {}
 		r.srv.lim.compare = func(hash, pw []byte) bool {
 			compares.Add(1)
@@ -111,7 +111,7 @@ func BenchmarkLoginUnderAttack(b *testing.B) {
 		b.Fatal(err)
 	}
 	started := make(chan struct{}, 1000)
-	r := startRelay(b, "max_connections = 2000", func(r *testRelay) {
+	r := startRelay(b, "max_connections = 2000\nmax_connections_per_ip = 1000", func(r *testRelay) {
 		r.cfg.Client("app").PasswordHash = string(h)
 		r.srv.lim.compare = func(hash, pw []byte) bool {
 			select {

@@ -71,7 +71,7 @@ func BenchmarkHeaderMemory(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("OAUTHRELAY_BENCH_CONNS")); err == nil {
 		conns = v
 	}
-	r := startRelay(b, "max_connections = 2000\nidle_timeout = \"5m\"\ndata_timeout = \"10m\"", nil)
+	r := startRelay(b, "max_connections = 2000\nmax_connections_per_trusted_ip = 2000\nidle_timeout = \"5m\"\ndata_timeout = \"10m\"", nil)
 	r.setPeer("192.0.2.60")
 	header := []byte("From: <noreply@contoso.com>\r\n" + padHeader(990*1000))
 	for range b.N {

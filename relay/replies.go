@@ -19,19 +19,22 @@ import (
 
 // Refusal reasons, used in logs and the refused-messages metric.
 const (
-	ReasonAuthFailed    = "auth_failed"
-	ReasonAuthLocked    = "auth_locked"
-	ReasonAuthRequired  = "auth_required"
-	ReasonTLSRequired   = "tls_required"
-	ReasonSenderDenied  = "sender_denied"
-	ReasonFromDenied    = "from_denied"
-	ReasonBadHeader     = "bad_header"
-	ReasonTooLarge      = "too_large"
-	ReasonTooManyRcpts  = "too_many_recipients"
-	ReasonSpoolError    = "spool_error"
-	ReasonBadRecipient  = "bad_recipient"
-	ReasonConnLimit     = "connection_limit"
-	ReasonClientTimeout = "timeout"
+	ReasonAuthFailed      = "auth_failed"
+	ReasonAuthLocked      = "auth_locked"
+	ReasonAuthRequired    = "auth_required"
+	ReasonTLSRequired     = "tls_required"
+	ReasonSenderDenied    = "sender_denied"
+	ReasonFromDenied      = "from_denied"
+	ReasonBadHeader       = "bad_header"
+	ReasonTooLarge        = "too_large"
+	ReasonTooManyRcpts    = "too_many_recipients"
+	ReasonSpoolError      = "spool_error"
+	ReasonBadRecipient    = "bad_recipient"
+	ReasonConnLimit       = "connection_limit"
+	ReasonClientTimeout   = "timeout"
+	ReasonConnLimitIP     = "connection_limit_per_ip"
+	ReasonLoginTimeout    = "login_timeout"
+	ReasonTooManyRefusals = "too_many_refusals"
 )
 
 // kind names one row of the refusals table.
@@ -71,6 +74,9 @@ const (
 	duplicateField
 	fromOtherMailbox
 	connLimit
+	connLimitIP
+	loginTimeout
+	tooManyRefusals
 )
 
 // refusalSpec is one row of the table: the reply (code, enhanced code and
@@ -165,6 +171,17 @@ var refusals = [...]refusalSpec{
 	// is overwhelmed; the metric counts them.
 	connLimit: {421, ec(4, 7, 0), "%s Too many connections to the relay right now; try again shortly",
 		ReasonConnLimit, slog.LevelWarn, "", ""},
+	// Not logged either, for the same reason: one host opening
+	// connections in a loop would write a line for each.
+	connLimitIP: {421, ec(4, 7, 0), "%s Too many connections from %s; close some of them or try again shortly",
+		ReasonConnLimitIP, slog.LevelWarn, "", ""},
+	// Written in place of go-smtp's idle timeout when the peer used up
+	// listen.login_timeout, which its commands do not extend.
+	loginTimeout: {421, ec(4, 7, 0), "%s Not logged in within %s; closing the connection",
+		ReasonLoginTimeout, slog.LevelInfo, "closed: no login or accepted sender within listen.login_timeout", ""},
+	tooManyRefusals: {421, ec(4, 7, 0), "%s Too many refused commands (%d) on this connection; closing it",
+		ReasonTooManyRefusals, slog.LevelWarn, "closed: too many refused commands (listen.max_refused_commands)",
+		"check the application's configuration (sender, recipients, password) in the lines logged before for this address"},
 }
 
 func ec(class, subject, detail int) smtp.EnhancedCode {
@@ -195,12 +212,18 @@ func (r *refusal) reply() *smtp.SMTPError {
 // refuse reports a refusal: it counts it under its reason, logs its line
 // with attrs (key-value pairs) and returns the reply to send.
 func (s *Server) refuse(r *refusal, attrs ...any) *smtp.SMTPError {
+	return s.report(r, true, attrs...)
+}
+
+// report is refuse, with the log line left out unless log is set (a
+// session logs each reason once, session.refuse).
+func (s *Server) report(r *refusal, log bool, attrs ...any) *smtp.SMTPError {
 	sp := refusals[r.kind]
 	se := r.reply()
 	if sp.reason != "" && s.hooks.Refused != nil {
 		s.hooks.Refused(sp.reason)
 	}
-	if sp.log != "" {
+	if log && sp.log != "" {
 		if sp.reason != "" {
 			attrs = append([]any{"reason", sp.reason}, attrs...)
 		}
@@ -255,11 +278,15 @@ var ownTexts = []struct {
 	{"250 2.0.0 I'll make sure <%s> gets this", "250 2.1.5 Recipient <%s> OK", false},
 	{"250 2.0.0 I have successfully done nothing", "250 2.0.0 OK", false},
 	{"354 Go ahead. End your data with <CR><LF>.<CR><LF>", "354 End data with <CR><LF>.<CR><LF>", false},
-	{"421 4.4.2 Idle timeout, bye bye", "421 4.4.2 Idle timeout: no command received in time; closing the connection", false},
+	{goSMTPIdleTimeout, "421 4.4.2 Idle timeout: no command received in time; closing the connection", false},
 	{"421 4.4.0 Connection error, sorry", "421 4.4.0 Connection error; closing the connection", false},
 	{"500 5.5.1 Too many errors. Quiting now", "500 5.5.1 Too many errors; closing the connection", false},
 	{"454 4.7.0 Invalid base64 data", "501 5.5.2 Invalid base64 data in AUTH: nothing was checked; send the credentials base64-encoded", true},
 }
+
+// goSMTPIdleTimeout is go-smtp's reply when a read deadline passes; the
+// relay answers it with loginTimeout when login_timeout is what passed.
+const goSMTPIdleTimeout = "421 4.4.2 Idle timeout, bye bye"
 
 // ownText returns the relay's text for a reply line go-smtp wrote
 // (without its line end), or false when the line is not one of go-smtp's

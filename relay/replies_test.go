@@ -35,7 +35,7 @@ func TestReplyWording(t *testing.T) {
 		if len(strings.Fields(msg)) < 4 || !(unicode.IsUpper([]rune(msg)[0]) || strings.HasPrefix(msg, "%s: ")) {
 			t.Errorf("refusal %d: reply text %q is not a sentence", k, msg)
 		}
-		if sp.log == "" && k != int(connLimit) {
+		if sp.log == "" && k != int(connLimit) && k != int(connLimitIP) {
 			t.Errorf("refusal %d (%q) is not logged", k, msg)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"net"
 	"net/textproto"
 	"reflect"
 	"unsafe"
@@ -14,14 +15,42 @@ import (
 // replyWriter sits between go-smtp and the client and replaces go-smtp's
 // chatty reply texts with the relay's own (ownText in replies.go). go-smtp
 // writes each reply line in one Write, which is what it matches; anything
-// else passes through unchanged.
-type replyWriter struct{ w io.Writer }
+// else passes through unchanged. After a reply that closes the session (a
+// 421 of ours) it closes the connection, which go-smtp does not do.
+type replyWriter struct {
+	w  net.Conn
+	ss *session
+}
 
-// Write writes p, or the relay's text for it.
+// Write writes p, or the relay's text for it. Once the session is
+// closing, nothing more is written.
 func (r replyWriter) Write(p []byte) (int, error) {
+	if r.ss.rl.hungUp.Load() {
+		return len(p), nil
+	}
+	n, err := r.write(p)
+	if r.ss.rl.hangup.Load() {
+		r.ss.rl.hungUp.Store(true)
+		if cc := connOf(r.w); cc != nil {
+			cc.hangUp(r.w)
+		} else {
+			r.w.Close()
+		}
+	}
+	return n, err
+}
+
+func (r replyWriter) write(p []byte) (int, error) {
 	line, ok := bytes.CutSuffix(p, []byte("\r\n"))
 	if ok && bytes.IndexByte(line, '\n') < 0 {
-		if ours, ok := ownText(string(line)); ok {
+		ours, ok := ownText(string(line))
+		if ok && string(line) == goSMTPIdleTimeout {
+			// go-smtp's idle timeout: the login time may be what ran out.
+			if cc := connOf(r.w); cc != nil && cc.loginExpired() {
+				ours = wireText(r.ss.refuse(newRefusal(loginTimeout, r.ss.s.listen.Hostname, r.ss.s.listen.LoginTimeout.Duration)))
+			}
+		}
+		if ok {
 			if _, err := io.WriteString(r.w, ours+"\r\n"); err != nil {
 				return 0, err
 			}
@@ -47,7 +76,7 @@ var textprotoConn = reflect.TypeFor[*textproto.Conn]()
 // covered. Before it (the greeting, commands sent before EHLO) go-smtp's
 // texts stand. TestOwnRepliesOnEveryTransport fails if a go-smtp upgrade
 // moves the field.
-func useOwnReplies(c *smtp.Conn) bool {
+func useOwnReplies(c *smtp.Conn, ss *session) bool {
 	f := reflect.ValueOf(c).Elem().FieldByName("text")
 	if !f.IsValid() || f.Type() != textprotoConn {
 		return false
@@ -58,6 +87,6 @@ func useOwnReplies(c *smtp.Conn) bool {
 	}
 	// The old writer is empty: go-smtp flushes after every line. It wrote
 	// to c.Conn() (go-smtp's Server.Debug, which would tee it, is unset).
-	tc.Writer.W = bufio.NewWriter(replyWriter{c.Conn()})
+	tc.Writer.W = bufio.NewWriter(replyWriter{w: c.Conn(), ss: ss})
 	return true
 }

@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -47,6 +46,7 @@ type Server struct {
 	mu         sync.Mutex
 	servers    []*smtp.Server
 	conns      atomic.Int64
+	perIP      ipCounts
 	ownReplies sync.Once // warns once if go-smtp's texts cannot be replaced
 	rawData    sync.Once // warns once if go-smtp's DATA reader cannot be replaced
 
@@ -186,57 +186,14 @@ type backend struct{ s *Server }
 
 // NewSession implements smtp.Backend.
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	if !useOwnReplies(c) {
+	ss := newSession(b.s, c)
+	if !useOwnReplies(c, ss) {
 		b.s.ownReplies.Do(func() {
 			b.s.log.Warn("go-smtp's reply texts cannot be replaced; clients see go-smtp's own (\"Roger, accepting mail from\")",
 				"fix", "a go-smtp upgrade changed its internals: update relay/replywriter.go")
 		})
 	}
-	return newSession(b.s, c), nil
-}
-
-// limitListener answers connections over listen.max_connections with a 421
-// instead of letting them pile up.
-type limitListener struct {
-	net.Listener
-	s        *Server
-	max      int64
-	implicit bool
-}
-
-// Accept returns the next connection within the limit.
-func (l *limitListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if l.max > 0 && l.s.conns.Load() >= l.max {
-			se := l.s.refuse(newRefusal(connLimit, l.s.listen.Hostname))
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			// On the implicit-TLS port a plain-text reply would only read
-			// as a broken handshake: just close.
-			if !l.implicit {
-				io.WriteString(c, wireText(se)+"\r\n")
-			}
-			c.Close()
-			continue
-		}
-		l.s.conns.Add(1)
-		return &countedConn{Conn: c, s: l.s}, nil
-	}
-}
-
-type countedConn struct {
-	net.Conn
-	s    *Server
-	once sync.Once
-}
-
-// Close releases the connection's place in the limit once.
-func (c *countedConn) Close() error {
-	c.once.Do(func() { c.s.conns.Add(-1) })
-	return c.Conn.Close()
+	return ss, nil
 }
 
 // remoteIP extracts the peer address of a connection.

@@ -35,6 +35,8 @@ type session struct {
 	sendFrom string // envelope sender to use upstream (after rewrite_from)
 	utf8     bool
 	rcpts    []string
+
+	rl refusalLog
 }
 
 func newSession(s *Server, c *smtp.Conn) *session {
@@ -58,6 +60,9 @@ func (ss *session) AuthMechanisms() []string {
 
 // Auth implements smtp.AuthSession.
 func (ss *session) Auth(mech string) (sasl.Server, error) {
+	if err := ss.closing(); err != nil {
+		return nil, err
+	}
 	if !ss.authAllowed() {
 		return nil, ss.refuse(newRefusal(authInClear, ss.ip))
 	}
@@ -72,11 +77,6 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 		return saslWrap{&loginServer{auth: check}, ss}, nil
 	}
 	return nil, ss.refuse(newRefusal(authMechanism, sanitize(mech)))
-}
-
-// refuse reports a refusal of this session's peer.
-func (ss *session) refuse(r *refusal, attrs ...any) *smtp.SMTPError {
-	return ss.s.refuse(r, append(attrs, "remote", ss.ip.String())...)
 }
 
 func roundUp(d time.Duration) string {
@@ -120,6 +120,7 @@ func (ss *session) checkLogin(username, password string) error {
 		return se
 	}
 	ss.authed = cl.Name
+	ss.gotIn()
 	ss.s.log.Debug("auth ok", "client", cl.Name, "remote", ss.ip.String(), "tls", ss.tls)
 	return nil
 }
@@ -137,6 +138,9 @@ func (ss *session) currentClient(cfg *config.Config) *config.Client {
 
 // Mail decides who the connection is and whether it may use from.
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	if err := ss.closing(); err != nil {
+		return err
+	}
 	ss.Reset()
 	cfg := ss.s.Config()
 	if cfg.Listen.RequireTLS && !ss.tls {
@@ -160,11 +164,15 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	ss.cfg, ss.client, ss.mailbox = cfg, cl, d.Mailbox
 	ss.from, ss.sendFrom = from, d.SendFrom
 	ss.utf8 = opts != nil && opts.UTF8
+	ss.gotIn()
 	return nil
 }
 
 // Rcpt accepts a recipient within listen.max_recipients.
 func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if err := ss.closing(); err != nil {
+		return err
+	}
 	if ss.client == nil {
 		return ss.refuse(newRefusal(rcptBeforeMail))
 	}
@@ -209,6 +217,9 @@ func isASCII(s string) bool {
 // Data checks the header against the sender policy and spools the
 // message; it answers 250 only once the message is durable.
 func (ss *session) Data(r io.Reader) error {
+	if err := ss.closing(); err != nil {
+		return err
+	}
 	if ss.client == nil {
 		return ss.refuse(newRefusal(dataBeforeMail))
 	}
@@ -311,8 +322,23 @@ func (ss *session) Reset() {
 	ss.cfg, ss.client, ss.mailbox, ss.from, ss.sendFrom, ss.rcpts, ss.utf8 = nil, nil, nil, "", "", nil, false
 }
 
-// Logout implements smtp.Session.
-func (ss *session) Logout() error { return nil }
+// Logout implements smtp.Session: it logs how often each refusal that
+// was logged once happened in the session.
+func (ss *session) Logout() error {
+	ss.logSummary()
+	return nil
+}
+
+// clientName names the session's client for logs, "" if none yet.
+func (ss *session) clientName() string {
+	if ss.authed != "" {
+		return ss.authed
+	}
+	if cl := ss.s.Config().TrustedClient(ss.ip); cl != nil {
+		return cl.Name
+	}
+	return ""
+}
 
 // deadlineReader extends the connection's read deadline as data arrives.
 type deadlineReader struct {
