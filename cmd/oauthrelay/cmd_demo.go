@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -40,7 +39,7 @@ const (
 	demoPassword = "demo-password"
 )
 
-func runDemo(args []string, stdout, stderr io.Writer) int {
+func runDemo(args []string, stdout, stderr io.Writer) (code int) {
 	fs := newFlags("demo", stderr)
 	listen := fs.String("listen", "127.0.0.1:2525", "where the demo relay accepts mail")
 	dir := fs.String("dir", "", "working directory for the config, spool and delivered mail (default: a new temporary directory)")
@@ -55,6 +54,13 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		*dir = d
+		// A demo that fails leaves nothing behind; one that ran keeps its
+		// files for a look (it says where).
+		defer func() {
+			if code != 0 {
+				os.RemoveAll(d)
+			}
+		}()
 	}
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		fmt.Fprintf(stderr, "oauthrelay demo: %v\n", err)
@@ -103,9 +109,8 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	r, err := service.Start(cfg, service.Options{Logger: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "oauthrelay demo: cannot start the relay: %v\n", err)
-		var oe *net.OpError
-		if errors.As(err, &oe) {
-			fmt.Fprintf(stderr, "  another program may be using %s; try: oauthrelay demo -listen 127.0.0.1:2526\n", *listen)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			fmt.Fprintf(stderr, "  another program is using %s; try: oauthrelay demo -listen 127.0.0.1:2526\n", *listen)
 		}
 		return 1
 	}
@@ -231,7 +236,7 @@ transport = "graph"
 [[client]]
 name = "erp"
 username = %q
-password_hash = %q   # %q
+password_hash = %q   # %s
 senders = ["*"]
 
 [[client]]
