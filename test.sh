@@ -38,7 +38,11 @@ GOOS=windows GOARCH=amd64 go build -o /dev/null ./...
 GOOS=linux GOARCH=arm64 go build -o /dev/null ./...
 
 echo "== go test"
-go test -count=1 -timeout 20m ./...
+# -json through .ci/testsummary: a line per package, the output of every
+# failed test, and the count of tests (repeated as this script's last line).
+counts=$(mktemp)
+trap 'rm -f "$counts"' EXIT
+go test -count=1 -timeout 20m -json ./... | go run ./.ci/testsummary -counts "$counts"
 
 # Each fuzz target runs briefly on top of its committed seed corpus
 # (testdata/fuzz). The budgets are execution counts (a few seconds each
@@ -65,3 +69,6 @@ if [ "${GOVULNCHECK_SKIP:-0}" != 1 ]; then
   echo "== govulncheck self-test"
   ./.ci/govulncheck_test.sh
 fi
+
+echo "== done"
+cat "$counts"
