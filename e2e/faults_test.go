@@ -22,6 +22,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/oauthrelay/oauthrelay/delivery"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
@@ -105,7 +107,10 @@ func TestFaultMatrix(t *testing.T) {
 		// health must hold for the mailbox at some point during the fault.
 		health     func(st delivery.MailboxStatus) bool
 		healthWant string
-		allowDup   bool
+		// event, if set, must also hold: a fact the fault leaves behind
+		// (a counter), for states too short to catch in a snapshot.
+		event    func(r *testRelay) bool
+		allowDup bool
 	}{
 		{
 			name:    "token endpoint down",
@@ -138,14 +143,19 @@ func TestFaultMatrix(t *testing.T) {
 			allowDup: true,
 		},
 		{
+			// The throttle's pause lasts a second (min_retry_delay): a
+			// health snapshot could miss it, so the test reads the events
+			// the pause leaves, the log line and the throttle counter.
 			name:    "432 connection limit",
 			inject:  func(r *testRelay) { r.emu.FailNextConnect(2, msemu.ReplyTooManyConns) },
 			clear:   func(r *testRelay) {},
-			logLine: "Microsoft 365 throttled the mailbox; backing off",
-			health: func(st delivery.MailboxStatus) bool {
-				return st.Paused && !st.ConfigFault && strings.Contains(st.Reason, "432 4.3.2")
+			logLine: `msg="Microsoft 365 throttled the mailbox; backing off" mailbox=` + faultMailbox + ` app_wide=false reply="432 4.3.2`,
+			health:  func(st delivery.MailboxStatus) bool { return !st.ConfigFault },
+			event: func(r *testRelay) bool {
+				return counterValue(r.t, r.svc.Metrics().Registry(), "oauthrelay_throttled_total") >= 1 &&
+					!strings.Contains(r.logs.String(), "refused the relay's own setup")
 			},
-			healthWant: "paused (throttled) with the 432 as reason, no configuration fault",
+			healthWant: "a throttle with the 432 as reason, no configuration fault",
 		},
 		{
 			name: "upstream certificate does not verify",
@@ -178,7 +188,7 @@ func TestFaultMatrix(t *testing.T) {
 				if tc.health(r.status()) {
 					sawHealth = true
 				}
-				return sawHealth && strings.Contains(r.logs.String(), tc.logLine)
+				return sawHealth && strings.Contains(r.logs.String(), tc.logLine) && (tc.event == nil || tc.event(r))
 			})
 			if tc.name == "upstream certificate does not verify" {
 				if len(emu.Stats().AuthTokens) != 0 || len(emu.Delivered()) != 0 {
@@ -412,4 +422,22 @@ func TestClockJumps(t *testing.T) {
 		t.Errorf("the clock was read %d times in one second while retries were pending: a busy loop", n)
 	}
 	r.waitAllDelivered(ctx, "clock-back", 3, false)
+}
+
+// counterValue sums a counter's series in reg.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
