@@ -98,6 +98,11 @@ func (c *Config) Senders(cl *Client) []string {
 	return out
 }
 
+// SecretFromEnvironment reports whether the app's client_secret comes from
+// ${VAR}: a running relay cannot re-read its environment, so a fixed
+// secret there takes a restart, not a reload.
+func (a *App) SecretFromEnvironment() bool { return envRE.MatchString(a.ClientSecret) }
+
 // CredentialKind names how an app signs in, for humans.
 func (a *App) CredentialKind() string {
 	switch {

@@ -1,6 +1,9 @@
 package delivery
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // MailboxStatus is what health and metrics show per mailbox.
 type MailboxStatus struct {
@@ -25,6 +28,9 @@ type MailboxStatus struct {
 	Failing      int
 	FailingSince time.Time
 	LastError    string
+	// RestartToFix says a reload cannot apply the fix: the fault is the
+	// app's token and its secret comes from ${VAR}.
+	RestartToFix bool
 }
 
 // Status reports every mailbox the scheduler has seen.
@@ -34,16 +40,17 @@ func (s *Scheduler) Status() []MailboxStatus {
 	now := s.o.Now()
 	var out []MailboxStatus
 	for _, mb := range s.mbx {
-		tr := ""
+		tr, restart := "", false
 		if mc := s.cfg.Mailbox(mb.addr); mc != nil {
 			tr = mc.Transport
+			restart = mb.configFault && strings.HasPrefix(mb.pauseReason, "token:") && mc.AppRef != nil && mc.AppRef.SecretFromEnvironment()
 		}
 		out = append(out, MailboxStatus{
 			Mailbox: mb.addr, Transport: tr, Paused: now.Before(mb.pausedUntil), PausedUntil: mb.pausedUntil,
 			ConfigFault: mb.configFault, Reason: mb.pauseReason, Fix: mb.pauseFix,
 			Ready: len(mb.fresh) + len(mb.retry), Waiting: mb.later.Len(), Connections: mb.conns,
 			SenderFaults: senderFaultsLocked(mb),
-			Failing:      mb.failing, FailingSince: mb.failingSince, LastError: mb.failingReply,
+			Failing:      mb.failing, FailingSince: mb.failingSince, LastError: mb.failingReply, RestartToFix: restart,
 		})
 	}
 	return out

@@ -212,7 +212,7 @@ func (m *Metrics) Ready() []string {
 			if st.Fix != "" {
 				p += "\n  fix: " + st.Fix
 			}
-			p += "\n  then reload the relay (SIGHUP) to retry at once; mail stays queued meanwhile"
+			p += "\n  then " + applyFix(st.RestartToFix) + "; mail stays queued meanwhile"
 			problems = append(problems, p)
 		}
 	}
@@ -230,7 +230,7 @@ func (m *Metrics) Ready() []string {
 			}
 			// oauth.Error's text is built from decoded fields only and
 			// carries its own fix; it never contains the secret.
-			problems = append(problems, fmt.Sprintf("app %s cannot get a token for %s: %v", st.App, resourceName(st.Resource), st.LastError))
+			problems = append(problems, fmt.Sprintf("app %s cannot get a token for %s: %v\n  then %s", st.App, resourceName(st.Resource), st.LastError, applyFix(st.SecretFromEnv)))
 		}
 	}
 	return problems
@@ -359,4 +359,12 @@ func resourceName(r transport.Resource) string {
 		return "Microsoft Graph"
 	}
 	return "Exchange Online (SMTP AUTH)"
+}
+
+// applyFix says how a fixed credential takes effect.
+func applyFix(restart bool) string {
+	if restart {
+		return "restart the relay (systemctl restart oauthrelay): its client_secret comes from an environment variable, which a running process cannot re-read"
+	}
+	return "reload the relay (SIGHUP) to retry at once"
 }

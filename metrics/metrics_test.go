@@ -207,3 +207,27 @@ func TestReadinessOutageAndSenderFaults(t *testing.T) {
 		t.Errorf("sender fault: /readyz = %d %q", code, body)
 	}
 }
+
+// A fixed secret that comes from ${VAR} takes a restart: /readyz says so
+// instead of "reload", which would not re-read the environment.
+func TestReadinessSaysRestartForEnvironmentSecrets(t *testing.T) {
+	m := New(testSpool(t), nil)
+	var toks []tokens.Status
+	m.SetTokens(func() []tokens.Status { return toks })
+	h := m.Handler()
+	wrong := &oauth.Error{App: "contoso", AADSTS: 7000215, Cause: "the client secret is wrong", Fix: "copy the secret's Value", Permanent: true}
+	for _, fromEnv := range []bool{false, true} {
+		toks = []tokens.Status{{Status: oauth.Status{App: "contoso", LastError: wrong}, Resource: transport.Exchange, SecretFromEnv: fromEnv}}
+		_, body := get(t, h, "/readyz")
+		restart, reload := strings.Contains(body, "then restart the relay"), strings.Contains(body, "then reload the relay (SIGHUP)")
+		if restart != fromEnv || reload == fromEnv {
+			t.Errorf("secret from the environment %v: /readyz says %q", fromEnv, body)
+		}
+	}
+	statuses := []delivery.MailboxStatus{{Mailbox: "helpdesk@contoso.com", Transport: "smtp", ConfigFault: true, Reason: "token: AADSTS7000215", RestartToFix: true}}
+	m.SetMailboxes(func() []delivery.MailboxStatus { return statuses })
+	toks = nil
+	if _, body := get(t, h, "/readyz"); !strings.Contains(body, "then restart the relay") {
+		t.Errorf("mailbox paused by an environment secret: %q", body)
+	}
+}

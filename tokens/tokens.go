@@ -89,6 +89,9 @@ func Resources(cfg *config.Config, app string) []transport.Resource {
 type Status struct {
 	oauth.Status
 	Resource transport.Resource
+	// SecretFromEnv says the app's secret comes from ${VAR}, so fixing it
+	// takes a restart, not a reload.
+	SecretFromEnv bool
 }
 
 type key struct {
@@ -107,6 +110,7 @@ type Set struct {
 
 type entry struct {
 	settings oauth.AppSettings
+	fromEnv  bool
 	src      *oauth.Source
 	cancel   context.CancelFunc
 }
@@ -137,6 +141,7 @@ func (t *Set) Update(cfg *config.Config) error {
 			k := key{a.Name, r}
 			st := Settings(a, r, t.roots)
 			if old := cur[k]; old != nil && sameSettings(old.settings, st) {
+				old.fromEnv = a.SecretFromEnvironment()
 				next[k] = old
 				kept = append(kept, old)
 				continue
@@ -145,7 +150,7 @@ func (t *Set) Update(cfg *config.Config) error {
 			if err != nil {
 				return fmt.Errorf("app %q: %w", a.Name, err)
 			}
-			e := &entry{settings: st, src: src}
+			e := &entry{settings: st, src: src, fromEnv: a.SecretFromEnvironment()}
 			started = append(started, e)
 			next[k] = e
 		}
@@ -203,7 +208,7 @@ func (t *Set) Statuses() []Status {
 	defer t.mu.Unlock()
 	var out []Status
 	for k, e := range t.sources {
-		out = append(out, Status{Status: e.src.Status(), Resource: k.res})
+		out = append(out, Status{Status: e.src.Status(), Resource: k.res, SecretFromEnv: e.fromEnv})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].App != out[j].App {
