@@ -12,7 +12,8 @@
 #      (cleanup fsyncs every queue file before smtpd answers 250) and
 #      default_transport = discard, so its queue drains at once;
 #   3. starts the Microsoft 365 emulator (`oauthrelay emulator -unlimited`)
-#      and, for each phase, a fresh oauthrelay on 127.0.0.1:2525 with its
+#      and, for each phase, a fresh oauthrelay on 127.0.0.1:2525 (or
+#      BENCH_RELAY_PORT) with its
 #      spool in the work directory (same filesystem as Postfix's queue);
 #   4. runs, alternating Postfix and oauthrelay:
 #        accept   smtp-source -s 8 -l 4096 -m 5000, one message per
@@ -38,7 +39,8 @@
 # BENCH_RATE (latency offered load, default 200/s), BENCH_DRAIN_N
 # (messages per drain, default 10000), BENCH_REPS (accept
 # rounds, default 3; the table shows medians), BENCH_KEEP=1 (keep the work
-# directory), BENCH_BASELINE_BIN (another oauthrelay binary, e.g. built from
+# directory), BENCH_RELAY_PORT (the relay's port, default 2525; other
+# programs on the machine must not use it meanwhile), BENCH_BASELINE_BIN (another oauthrelay binary, e.g. built from
 # an older commit, run in the accept rounds too for a before/after).
 set -euo pipefail
 export LC_ALL=C
@@ -53,7 +55,7 @@ mkdir -p "$W"
 # mktemp makes the directory 0700; Postfix's daemons run as user postfix
 # and must reach their queue inside it.
 chmod 755 "$W"
-RELAY_PORT=2525
+RELAY_PORT=${BENCH_RELAY_PORT:-2525}
 PF_PORT=10025
 PIDS=()
 PF_CONF=$W/postfix-etc
@@ -237,10 +239,19 @@ EOF
 				"$i" "$app" "$RELAY_TRANSPORT" "$perMin" "$conns"
 		done
 	} >"$cfg"
+	if (exec 3<>"/dev/tcp/127.0.0.1/$RELAY_PORT") 2>/dev/null; then
+		echo "bench: something else listens on 127.0.0.1:$RELAY_PORT; set BENCH_RELAY_PORT" >&2
+		exit 1
+	fi
 	env "$@" "$bin" serve -config "$cfg" 2>"$W/$name.log" &
 	RELAY_PID=$!
 	PIDS+=("$RELAY_PID")
 	wait_port 127.0.0.1 $RELAY_PORT
+	# What answers must be this relay, not another program that took the port.
+	for _ in $(seq 1 100); do grep -q 'oauthrelay listening' "$W/$name.log" && return 0; sleep 0.05; done
+	echo "bench: the relay did not start; see $W/$name.log:" >&2
+	cat "$W/$name.log" >&2
+	exit 1
 }
 relay_stop() {
 	kill -TERM "$RELAY_PID" 2>/dev/null || true
@@ -336,6 +347,7 @@ drain() {
 	kill -USR1 "$RELAY_PID"
 	sleep 0.5
 	relay_stop
+	rec "drain.$tr.emucpu" "$(kv cpu "$($LG proc -pid "$EMU_PID")")"
 	emu_stop
 	local tok conn deliv greq gconn
 	read -r tok conn deliv greq gconn <<<"$(emu_stats "emu-$name")"
@@ -415,9 +427,10 @@ d "token requests (one per app: 2)" tok
 d "connections (TLS handshakes)" conn
 row "  messages per connection" \
 	"$(awk -v d="$(med drain.smtp.deliv)" -v c="$(med drain.smtp.conn)" 'BEGIN{ if (c>0) printf "%.0f", d/c; else print "-" }')" \
-	"$(awk -v d="$(med drain.graph.deliv)" -v c="$(med drain.graph.conn)" 'BEGIN{ if (c>0) printf "%.0f", d/c; else print "-" }')" ""
+	"(see below)" ""
 row "  Graph requests" "" "$(med drain.graph.req)" ""
 d "relay CPU seconds" cpu
+d "emulator CPU seconds (same 2 cores)" emucpu
 d "relay peak RSS (VmHWM), MB" mem
 d "relay log lines at WARN/ERROR" warn
 echo "  Graph answers by HTTP status: $(emu_graph_statuses emu-graph-drain)"
