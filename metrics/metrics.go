@@ -47,10 +47,12 @@ type Metrics struct {
 	tokenReqs *prometheus.CounterVec
 	throttled *prometheus.CounterVec
 	conns     *prometheus.GaugeVec
+	lockouts  prometheus.Counter
 
 	mu        sync.Mutex
 	tokens    func() []tokens.Status
 	mailboxes func() []delivery.MailboxStatus
+	lockedOut func() int
 }
 
 // New makes the registry for a relay whose spool is spool. now may be nil
@@ -78,7 +80,13 @@ func New(spool *queue.Spool, now func() time.Time) *Metrics {
 	m.conns = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "oauthrelay_upstream_connections", Help: "Open authenticated connections to Microsoft 365, by mailbox.",
 	}, []string{"mailbox"})
-	m.reg.MustRegister(m.accepted, m.refused, m.attempts, m.tokenReqs, m.throttled, m.conns,
+	m.lockouts = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "oauthrelay_auth_lockouts_total", Help: "Times failed logins locked an address out of AUTH (listen.auth_max_failures within listen.auth_lockout).",
+	})
+	lockedOut := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "oauthrelay_auth_locked_out_addresses", Help: "Addresses locked out of AUTH now; a reload (SIGHUP) lifts every lockout.",
+	}, m.lockedOutNow)
+	m.reg.MustRegister(m.accepted, m.refused, m.attempts, m.tokenReqs, m.throttled, m.conns, m.lockouts, lockedOut,
 		&stateCollector{m: m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -104,17 +112,37 @@ func (m *Metrics) SetMailboxes(f func() []delivery.MailboxStatus) {
 	m.mu.Unlock()
 }
 
+// SetLockouts sets where the number of addresses locked out of AUTH is
+// read from (relay.Server.LockedOut).
+func (m *Metrics) SetLockouts(f func() int) {
+	m.mu.Lock()
+	m.lockedOut = f
+	m.mu.Unlock()
+}
+
+func (m *Metrics) lockedOutNow() float64 {
+	m.mu.Lock()
+	f := m.lockedOut
+	m.mu.Unlock()
+	if f == nil {
+		return 0
+	}
+	return float64(f())
+}
+
 func (m *Metrics) sources() (func() []tokens.Status, func() []delivery.MailboxStatus) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.tokens, m.mailboxes
 }
 
-// RelayHooks counts what the listener accepts and refuses.
+// RelayHooks counts what the listener accepts and refuses, and its
+// lockouts.
 func (m *Metrics) RelayHooks() relay.Hooks {
 	return relay.Hooks{
-		Accepted: func(client string) { m.accepted.WithLabelValues(client).Inc() },
-		Refused:  func(reason string) { m.refused.WithLabelValues(reason).Inc() },
+		Accepted:  func(client string) { m.accepted.WithLabelValues(client).Inc() },
+		Refused:   func(reason string) { m.refused.WithLabelValues(reason).Inc() },
+		LockedOut: m.lockouts.Inc,
 	}
 }
 

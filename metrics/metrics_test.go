@@ -231,3 +231,27 @@ func TestReadinessSaysRestartForEnvironmentSecrets(t *testing.T) {
 		t.Errorf("mailbox paused by an environment secret: %q", body)
 	}
 }
+
+// TestAuthLockouts: the addresses locked out now are read at scrape time
+// (0 before the relay is wired in), and lockouts are counted.
+func TestAuthLockouts(t *testing.T) {
+	m := New(testSpool(t), nil)
+	if _, body := get(t, m.Handler(), "/metrics"); !strings.Contains(body, "\noauthrelay_auth_locked_out_addresses 0\n") {
+		t.Errorf("/metrics without a relay lacks oauthrelay_auth_locked_out_addresses 0:\n%s", body)
+	}
+	locked := 2
+	m.SetLockouts(func() int { return locked })
+	m.RelayHooks().LockedOut()
+	m.RelayHooks().LockedOut()
+	m.RelayHooks().LockedOut()
+	_, body := get(t, m.Handler(), "/metrics")
+	for _, want := range []string{"oauthrelay_auth_locked_out_addresses 2", "oauthrelay_auth_lockouts_total 3"} {
+		if !strings.Contains(body, "\n"+want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	locked = 0
+	if _, body := get(t, m.Handler(), "/metrics"); !strings.Contains(body, "\noauthrelay_auth_locked_out_addresses 0\n") {
+		t.Errorf("/metrics after the lockouts were lifted lacks oauthrelay_auth_locked_out_addresses 0")
+	}
+}

@@ -2,7 +2,9 @@ package relay
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -143,6 +145,38 @@ func (l *limiter) attempt(ip netip.Addr, check func() bool) attemptResult {
 	return attemptResult{delay: time.Duration(f.n) * time.Second}
 }
 
+// lockedOut counts the addresses locked out now.
+func (l *limiter) lockedOut() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now, n := l.now(), 0
+	for _, f := range l.failures {
+		if f.lockedUntil.After(now) {
+			n++
+		}
+	}
+	return n
+}
+
+// clear lifts every lockout and forgets every failure count, and returns
+// how many addresses were locked out. The state of an address with an
+// attempt running stays (its turn), with its count cleared.
+func (l *limiter) clear() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now, n := l.now(), 0
+	for ip, f := range l.failures {
+		if f.lockedUntil.After(now) {
+			n++
+		}
+		f.n, f.lockedUntil = 0, time.Time{}
+		if f.users == 0 {
+			delete(l.failures, ip)
+		}
+	}
+	return n
+}
+
 // gc forgets addresses idle for longer than the lockout, so a scan from
 // many addresses cannot grow the map without bound. Called with l.mu held.
 func (l *limiter) gc(now time.Time) {
@@ -154,6 +188,40 @@ func (l *limiter) gc(now time.Time) {
 			delete(l.failures, ip)
 		}
 	}
+}
+
+// failedLogin remembers a session's last failed login: a digest of its
+// username and password (the password itself is not kept) and the
+// configuration it was judged by.
+//
+// The rule: on one connection, a login with the same username and
+// password as the connection's last failed one, under the same
+// configuration, is the same failed login tried over another mechanism.
+// It is refused without a compare and without counting again. Any other
+// login (another password, another connection, a reloaded configuration)
+// is a new attempt and counts. Guessing gains nothing from it: a repeat
+// tries no new password.
+type failedLogin struct {
+	cfg *config.Config // nil: none yet
+	sum [sha256.Size]byte
+}
+
+func loginSum(username, password string) [sha256.Size]byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d:%s:%s", len(username), username, password)
+	var s [sha256.Size]byte
+	h.Sum(s[:0])
+	return s
+}
+
+func (f *failedLogin) set(cfg *config.Config, username, password string) {
+	f.cfg, f.sum = cfg, loginSum(username, password)
+}
+
+// same reports whether username and password are the last failed login's,
+// under cfg.
+func (f *failedLogin) same(cfg *config.Config, username, password string) bool {
+	return f.cfg != nil && f.cfg == cfg && f.sum == loginSum(username, password)
 }
 
 // dummyHash is what a password is compared against when the username is

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/base64"
 	"net"
 	"strings"
 	"sync"
@@ -159,4 +160,97 @@ func BenchmarkLoginUnderAttack(b *testing.B) {
 		}
 	}
 	b.ReportMetric(total.Seconds()/float64(b.N), "s/valid-login")
+}
+
+// countCompares makes r's limiter skip its delays and count the
+// passwords it compares.
+func countCompares(r *testRelay, n *atomic.Int64) {
+	r.srv.lim.sleep = func(time.Duration) {}
+	r.srv.lim.compare = func(hash, pw []byte) bool {
+		n.Add(1)
+		return bcryptMatches(hash, pw)
+	}
+}
+
+// authLogin logs in with AUTH LOGIN and returns the final reply.
+func (c *client) authLogin(want, user, pass string) string {
+	c.t.Helper()
+	b64 := base64.StdEncoding.EncodeToString
+	c.cmd("334", "AUTH LOGIN")
+	c.cmd("334", "%s", b64([]byte(user)))
+	return c.cmd(want, "%s", b64([]byte(pass)))
+}
+
+// TestSameLoginOverAnotherMechanism: a client that tries its wrong
+// password over LOGIN and then PLAIN on one connection (swaks, some
+// libraries) made one failed login and counts once; three such runs
+// locked the address out with auth_max_failures = 5. A new password, or
+// the same one on a new connection, still counts.
+func TestSameLoginOverAnotherMechanism(t *testing.T) {
+	var compares atomic.Int64
+	r := startRelay(t, "auth_max_failures = 3", func(r *testRelay) { countCompares(r, &compares) })
+	for range 2 {
+		c := r.dial()
+		c.ehlo()
+		c.authLogin("535 5.7.8", "app", "wrong")
+		c.authPlain("535 5.7.8", "app", "wrong")
+		c.authLogin("535 5.7.8", "app", "wrong")
+	}
+	if n := compares.Load(); n != 2 {
+		t.Errorf("%d passwords compared for 2 connections each repeating one password, want 2", n)
+	}
+	c := r.dial()
+	c.ehlo()
+	c.authPlain("235", "app", appPassword) // 2 failures of 3: not locked out
+
+	// Only a repeat of the last failed login is free: another password
+	// in between makes the first one count again.
+	c = r.dial()
+	c.ehlo()
+	c.authPlain("535 5.7.8", "app", "guess1")
+	c.authPlain("535 5.7.8", "app", "guess2")
+	c.authPlain("454 4.7.0 Too many failed logins", "app", "guess1")
+	if n := compares.Load(); n != 6 {
+		t.Errorf("%d passwords compared in all, want 6", n)
+	}
+}
+
+// TestLockoutsReportedAndCleared: a lockout is counted by the LockedOut
+// hook and in LockedOut, and ClearLockouts (a reload) lifts it and the
+// failure counts with it.
+func TestLockoutsReportedAndCleared(t *testing.T) {
+	var compares, hooked atomic.Int64
+	r := startRelay(t, "auth_max_failures = 2", func(r *testRelay) {
+		countCompares(r, &compares)
+		r.srv.hooks.LockedOut = func() { hooked.Add(1) }
+	})
+	c := r.dial()
+	c.ehlo()
+	c.authPlain("535 5.7.8", "app", "guess1")
+	if n := r.srv.LockedOut(); n != 0 {
+		t.Errorf("LockedOut = %d after one failure, want 0", n)
+	}
+	c.authPlain("454 4.7.0", "app", "guess2")
+	if n, h := r.srv.LockedOut(), hooked.Load(); n != 1 || h != 1 {
+		t.Errorf("LockedOut = %d, hook called %d times; want 1 and 1", n, h)
+	}
+	c = r.dial()
+	c.ehlo()
+	c.authPlain("454 4.7.0", "app", appPassword)
+	if n := r.srv.ClearLockouts(); n != 1 {
+		t.Errorf("ClearLockouts = %d, want 1", n)
+	}
+	if n := r.srv.LockedOut(); n != 0 {
+		t.Errorf("LockedOut = %d after ClearLockouts, want 0", n)
+	}
+	c = r.dial()
+	c.ehlo()
+	c.authPlain("235", "app", appPassword)
+	// The counts went with it: one failure now is the first.
+	c = r.dial()
+	c.ehlo()
+	c.authPlain("535 5.7.8", "app", "guess3")
+	if n := r.srv.ClearLockouts(); n != 0 {
+		t.Errorf("ClearLockouts = %d with nobody locked out, want 0", n)
+	}
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -126,4 +127,38 @@ func TestMsmtp(t *testing.T) {
 	if !strings.Contains(body, "Subject: msmtp-token\r\n") || !strings.HasSuffix(body, "\r\nsent by msmtp\r\n") {
 		t.Errorf("stored:\n%q", body)
 	}
+}
+
+// TestSwaksWrongPasswordCountsOnce: swaks given a username and password
+// and no mechanism tries each one the relay offers (LOGIN, then PLAIN).
+// One such run with a wrong password is one failed login: it counted
+// twice, so three runs locked 127.0.0.1 (and the demo) out for 15 minutes.
+func TestSwaksWrongPasswordCountsOnce(t *testing.T) {
+	path, err := exec.LookPath("swaks")
+	if err != nil {
+		t.Skip("swaks is not installed (apt-get install swaks)")
+	}
+	var compares atomic.Int64
+	r := startRelay(t, "auth_max_failures = 3", func(r *testRelay) { countCompares(r, &compares) })
+	run := func(password string) (string, error) {
+		out, err := exec.Command(path, "--server", r.addr, "--ehlo", "app.test",
+			"--auth-user", "app", "--auth-password", password,
+			"--from", "noreply@contoso.com", "--to", "customer@example.com").CombinedOutput()
+		return string(out), err
+	}
+	for i := range 2 {
+		out, err := run("wrong")
+		if err == nil || !strings.Contains(out, "AUTH LOGIN") || !strings.Contains(out, "AUTH PLAIN") {
+			t.Fatalf("swaks run %d with a wrong password: %v; want a failure after trying LOGIN and PLAIN\n%s", i+1, err, out)
+		}
+		if n := compares.Load(); n != int64(i+1) {
+			t.Errorf("after %d swaks runs %d passwords compared, want %d", i+1, n, i+1)
+		}
+	}
+	// Two failed logins of three: the right password still gets in.
+	out, err := run(appPassword)
+	if err != nil {
+		t.Fatalf("swaks with the right password after two wrong runs: %v\n%s", err, out)
+	}
+	queuedID(t, out)
 }

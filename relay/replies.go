@@ -23,6 +23,7 @@ const (
 	ReasonAuthLocked      = "auth_locked"
 	ReasonAuthRequired    = "auth_required"
 	ReasonTLSRequired     = "tls_required"
+	ReasonTLSUnavailable  = "tls_unavailable"
 	ReasonSenderDenied    = "sender_denied"
 	ReasonFromDenied      = "from_denied"
 	ReasonBadHeader       = "bad_header"
@@ -44,6 +45,8 @@ type kind int
 // refusals below.
 const (
 	authInClear kind = iota
+	authInClearNoCert
+	startTLSNoCert
 	authLocked
 	authMechanism
 	authFailed
@@ -94,10 +97,22 @@ type refusalSpec struct {
 
 const lockedOut = "Too many failed logins from %s; try again in %s"
 
+const noCertFix = "set listen.tls_cert_file and listen.tls_key_file (then restart) so that the application can use STARTTLS; " +
+	"or add its address to a client's networks, which needs no login; or set listen.allow_insecure_auth if its network is trusted"
+
 var refusals = [...]refusalSpec{
 	authInClear: {538, ec(5, 7, 11), "Encryption required: issue STARTTLS before AUTH (passwords are not accepted in clear text from %s)",
 		ReasonTLSRequired, slog.LevelInfo, "refused: AUTH in clear text from a non-loopback peer",
 		"configure the application to use STARTTLS or implicit TLS, or set listen.allow_insecure_auth on a trusted network"},
+	// Without a certificate the advice above cannot be followed: the
+	// admin must add one or let the client in another way.
+	authInClearNoCert: {538, ec(5, 7, 11), "Encryption required: AUTH in clear text is refused from %s and this relay has no TLS certificate, so STARTTLS is not available; its administrator must set [listen] tls_cert_file and tls_key_file, or trust the client's network",
+		ReasonTLSRequired, slog.LevelWarn, "refused: AUTH in clear text from a non-loopback peer, and the listener has no TLS certificate for STARTTLS",
+		noCertFix},
+	// In place of go-smtp's "502 5.5.1 TLS not supported".
+	startTLSNoCert: {502, ec(5, 5, 1), "STARTTLS is not available: this relay has no TLS certificate; its administrator must set [listen] tls_cert_file and tls_key_file",
+		ReasonTLSUnavailable, slog.LevelWarn, "refused: STARTTLS, and the listener has no TLS certificate",
+		noCertFix},
 	authLocked: {454, ec(4, 7, 0), lockedOut,
 		ReasonAuthLocked, slog.LevelWarn, "auth refused: address locked out after repeated failures", ""},
 	authMechanism: {504, ec(5, 7, 4), "Unsupported authentication mechanism %s; use PLAIN or LOGIN",
@@ -284,9 +299,62 @@ var ownTexts = []struct {
 	{"454 4.7.0 Invalid base64 data", "501 5.5.2 Invalid base64 data in AUTH: nothing was checked; send the credentials base64-encoded", true},
 }
 
-// goSMTPIdleTimeout is go-smtp's reply when a read deadline passes; the
-// relay answers it with loginTimeout when login_timeout is what passed.
-const goSMTPIdleTimeout = "421 4.4.2 Idle timeout, bye bye"
+// go-smtp's replies that the relay may answer with a row of refusals
+// instead (ownRefusal), so that they are counted, logged and say what to
+// do.
+const (
+	// A read deadline passed: loginTimeout when login_timeout is what
+	// passed.
+	goSMTPIdleTimeout = "421 4.4.2 Idle timeout, bye bye"
+	// STARTTLS on a listener without a certificate: startTLSNoCert.
+	goSMTPNoTLS = "502 5.5.1 TLS not supported"
+	// go-smtp's parser refused a RCPT: badRecipient when the path is
+	// well bracketed and only the address is wrong ("RCPT TO:<nobody>").
+	goSMTPRcptSyntax = "501 5.5.2 Was expecting RCPT arg syntax of TO:<address>"
+)
+
+// ownRefusal returns the refusal the session answers in place of
+// go-smtp's reply line, with its log attributes, or nil when the line
+// stands (or gets its ownText).
+func (ss *session) ownRefusal(line string) (*refusal, []any) {
+	switch line {
+	case goSMTPIdleTimeout:
+		if cc := connOf(ss.conn.Conn()); cc != nil && cc.loginExpired() {
+			return newRefusal(loginTimeout, ss.s.listen.Hostname, ss.s.listen.LoginTimeout.Duration), nil
+		}
+	case goSMTPNoTLS:
+		return newRefusal(startTLSNoCert), nil
+	case goSMTPRcptSyntax:
+		if to, ok := rcptAddress(ss.lastRcpt); ok {
+			return newRefusal(badRecipient, sanitize(to)), []any{"to", sanitize(to)}
+		}
+	}
+	return nil, nil
+}
+
+// rcptAddress returns the address of a RCPT command line, "nobody" for
+// "RCPT TO:<nobody>", when the command's syntax is right: "TO:" and a
+// path in angle brackets (or without any). Otherwise go-smtp's syntax
+// error is the right reply.
+func rcptAddress(line string) (string, bool) {
+	if len(line) < 4 || !strings.EqualFold(line[:4], "RCPT") {
+		return "", false
+	}
+	arg := strings.TrimLeft(line[4:], " ")
+	if len(arg) < 3 || !strings.EqualFold(arg[:3], "TO:") {
+		return "", false
+	}
+	arg = strings.TrimSpace(arg[3:])
+	if rest, ok := strings.CutPrefix(arg, "<"); ok {
+		to, _, ok := strings.Cut(rest, ">")
+		return to, ok && !strings.Contains(to, "<")
+	}
+	if arg == "" || strings.ContainsAny(arg, "<>") {
+		return "", false
+	}
+	to, _, _ := strings.Cut(arg, " ")
+	return to, true
+}
 
 // ownText returns the relay's text for a reply line go-smtp wrote
 // (without its line end), or false when the line is not one of go-smtp's

@@ -142,3 +142,72 @@ func TestOwnText(t *testing.T) {
 		}
 	}
 }
+
+// TestNoCertificate: without a certificate the relay cannot offer
+// STARTTLS, so a remote peer's AUTH was told "issue STARTTLS" and
+// STARTTLS then answered go-smtp's "502 5.5.1 TLS not supported". Both
+// replies, and the log's fix, now name the keys that would fix it.
+func TestNoCertificate(t *testing.T) {
+	r := startRelay(t, "", func(r *testRelay) { r.srv.listen.TLSCertFile = "" })
+	r.setPeer("198.51.100.7")
+	c := r.dial()
+	if ehlo := c.ehlo(); strings.Contains(ehlo, "STARTTLS") || strings.Contains(ehlo, "AUTH") {
+		t.Errorf("EHLO without a certificate: %q; want neither STARTTLS nor AUTH", ehlo)
+	}
+	c.authPlain("538 5.7.11 Encryption required: AUTH in clear text is refused from 198.51.100.7 and this relay has no TLS certificate, so STARTTLS is not available; "+
+		"its administrator must set [listen] tls_cert_file and tls_key_file, or trust the client's network", "app", appPassword)
+	c.cmd("502 5.5.1 STARTTLS is not available: this relay has no TLS certificate; its administrator must set [listen] tls_cert_file and tls_key_file", "STARTTLS")
+	logs := r.logs.String()
+	for _, want := range []string{"reason=tls_required", "reason=tls_unavailable", `fix="set listen.tls_cert_file and listen.tls_key_file`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+	// With a certificate the advice stays STARTTLS.
+	r = startRelay(t, "", nil)
+	r.setPeer("198.51.100.7")
+	c = r.dial()
+	c.ehlo()
+	c.authPlain("538 5.7.11 Encryption required: issue STARTTLS before AUTH", "app", appPassword)
+}
+
+// TestRcptNotAnAddress: "RCPT TO:<nobody>" fails go-smtp's parser, which
+// answered "501 5.5.2 Was expecting RCPT arg syntax"; the README promises
+// 501 5.1.3 naming the recipient. A command whose syntax is wrong keeps
+// the syntax error.
+func TestRcptNotAnAddress(t *testing.T) {
+	r := startRelay(t, "", nil)
+	c := login(t, r)
+	c.cmd("250", "MAIL FROM:<noreply@contoso.com>")
+	c.cmd("501 5.1.3 Recipient <nobody> is not a valid address", "RCPT TO:<nobody>")
+	c.cmd("501 5.1.3 Recipient <> is not a valid address", "rcpt to: <>")
+	c.cmd("501 5.1.3 Recipient <nobody> is not a valid address", "RCPT TO:nobody")
+	c.cmd("501 5.5.2 Was expecting RCPT arg syntax", "RCPT <nobody@example.com>")
+	c.cmd("501 5.5.2 Was expecting RCPT arg syntax", "RCPT TO:<nobody@example.com")
+	c.cmd("250 2.1.5", "RCPT TO:<x@example.com>")
+	if !strings.Contains(r.logs.String(), "reason=bad_recipient to=nobody") {
+		t.Errorf("the refused recipient is not logged")
+	}
+}
+
+func TestRcptAddress(t *testing.T) {
+	for _, tt := range []struct{ line, want string }{
+		{"RCPT TO:<nobody>", "nobody"},
+		{"rcpt  to: <a b> NOTIFY=NEVER", "a b"},
+		{"RCPT TO:nobody SIZE=1", "nobody"},
+		{"RCPT TO:<>", ""},
+		{"RCPT TO:", "-"},
+		{"RCPT TO:<nobody", "-"},
+		{"RCPT TO:nobody>", "-"},
+		{"RCPT FROM:<nobody>", "-"},
+		{"MAIL TO:<nobody>", "-"},
+	} {
+		got, ok := rcptAddress(tt.line)
+		if !ok {
+			got = "-"
+		}
+		if got != tt.want {
+			t.Errorf("rcptAddress(%q) = %q, want %q", tt.line, got, tt.want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/textproto"
 	"reflect"
+	"strings"
 	"unsafe"
 
 	"github.com/emersion/go-smtp"
@@ -44,11 +45,8 @@ func (r replyWriter) write(p []byte) (int, error) {
 	line, ok := bytes.CutSuffix(p, []byte("\r\n"))
 	if ok && bytes.IndexByte(line, '\n') < 0 {
 		ours, ok := ownText(string(line))
-		if ok && string(line) == goSMTPIdleTimeout {
-			// go-smtp's idle timeout: the login time may be what ran out.
-			if cc := connOf(r.w); cc != nil && cc.loginExpired() {
-				ours = wireText(r.ss.refuse(newRefusal(loginTimeout, r.ss.s.listen.Hostname, r.ss.s.listen.LoginTimeout.Duration)))
-			}
+		if rf, attrs := r.ss.ownRefusal(string(line)); rf != nil {
+			ours, ok = wireText(r.ss.refuse(rf, attrs...)), true
 		}
 		if ok {
 			if _, err := io.WriteString(r.w, ours+"\r\n"); err != nil {
@@ -88,5 +86,50 @@ func useOwnReplies(c *smtp.Conn, ss *session) bool {
 	// The old writer is empty: go-smtp flushes after every line. It wrote
 	// to c.Conn() (go-smtp's Server.Debug, which would tee it, is unset).
 	tc.Writer.W = bufio.NewWriter(replyWriter{w: c.Conn(), ss: ss})
+	// go-smtp's buffered reader may hold input read ahead: the tap reads
+	// from it, so nothing is lost.
+	tc.Reader.R = bufio.NewReader(&lineTap{r: tc.Reader.R, ss: ss})
 	return true
+}
+
+// lineTap hands go-smtp its input one line at a time, so that the last
+// line the tap read is the command go-smtp is answering, and keeps that
+// line in session.lastRcpt when it is a RCPT: go-smtp's reply to a RCPT
+// it cannot parse does not say which address it was (ownRefusal). No
+// other line (an AUTH response, message data) is kept.
+type lineTap struct {
+	r   *bufio.Reader
+	ss  *session
+	mid bool // the last read ended in the middle of a line
+}
+
+// maxKeptRcpt bounds the RCPT line kept; the reply shows less of it.
+const maxKeptRcpt = 512
+
+// Read implements io.Reader: at most one line, or the part of one that
+// fits into p.
+func (t *lineTap) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if t.r.Buffered() == 0 {
+		if _, err := t.r.Peek(1); err != nil {
+			return 0, err
+		}
+	}
+	buf, _ := t.r.Peek(t.r.Buffered())
+	n := len(buf)
+	if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+		n = i + 1
+	}
+	n = copy(p, buf[:n])
+	t.r.Discard(n)
+	if !t.mid {
+		t.ss.lastRcpt = ""
+		if n >= 4 && strings.EqualFold(string(p[:4]), "RCPT") {
+			t.ss.lastRcpt = string(bytes.TrimRight(p[:min(n, maxKeptRcpt)], "\r\n"))
+		}
+	}
+	t.mid = p[n-1] != '\n'
+	return n, nil
 }

@@ -28,6 +28,8 @@ import (
 type Hooks struct {
 	Accepted func(client string)
 	Refused  func(reason string)
+	// LockedOut is called when failed logins lock an address out.
+	LockedOut func()
 }
 
 // Server is the listener side of the relay.
@@ -81,6 +83,13 @@ func NewServer(cfg *config.Config, spool *queue.Spool, o ServerOptions) *Server 
 // SetConfig swaps in a reloaded configuration. Sessions pick it up at
 // their next command; listener addresses and TLS files need a restart.
 func (s *Server) SetConfig(cfg *config.Config) { s.cfg.Store(cfg) }
+
+// LockedOut counts the addresses locked out of AUTH now.
+func (s *Server) LockedOut() int { return s.lim.lockedOut() }
+
+// ClearLockouts lifts every AUTH lockout and forgets every count of
+// failed logins; it returns how many addresses were locked out.
+func (s *Server) ClearLockouts() int { return s.lim.clear() }
 
 // Config returns the configuration in force.
 func (s *Server) Config() *config.Config { return s.cfg.Load() }

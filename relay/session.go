@@ -37,6 +37,12 @@ type session struct {
 	rcpts    []string
 
 	rl refusalLog
+	// failed is the session's last failed login, so that the same
+	// credentials tried again over another mechanism count once.
+	failed failedLogin
+	// lastRcpt is the last command line read if it was a RCPT, else ""
+	// (lineTap): the address go-smtp's syntax error does not echo.
+	lastRcpt string
 }
 
 func newSession(s *Server, c *smtp.Conn) *session {
@@ -64,6 +70,9 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 		return nil, err
 	}
 	if !ss.authAllowed() {
+		if ss.s.listen.TLSCertFile == "" {
+			return nil, ss.refuse(newRefusal(authInClearNoCert, ss.ip))
+		}
 		return nil, ss.refuse(newRefusal(authInClear, ss.ip))
 	}
 	if d := ss.s.lim.locked(ss.ip); d > 0 {
@@ -90,6 +99,13 @@ func roundUp(d time.Duration) string {
 func (ss *session) checkLogin(username, password string) error {
 	cfg := ss.s.Config()
 	lim := ss.s.lim
+	if ss.failed.same(cfg, username, password) {
+		// The client tries the credentials that just failed over
+		// another mechanism (swaks tries LOGIN, then PLAIN): one failed
+		// login, so it is neither compared nor counted again.
+		// (Never the session's first refusal of its kind, so not logged.)
+		return ss.refuse(newRefusal(authFailed))
+	}
 	cl := cfg.ClientByUsername(username)
 	outside := false
 	res := lim.attempt(ss.ip, func() bool {
@@ -111,9 +127,13 @@ func (ss *session) checkLogin(username, password string) error {
 			"fix", "add the address to the client's networks if it is legitimate")
 	}
 	if !res.ok {
+		ss.failed.set(cfg, username, password)
 		r := newRefusal(authFailed)
 		if res.nowLocked {
 			r = newRefusal(authFailedLockout, ss.ip, roundUp(lim.lockout))
+			if ss.s.hooks.LockedOut != nil {
+				ss.s.hooks.LockedOut()
+			}
 		}
 		se := ss.refuse(r, "username", sanitize(username), "locked_out", res.nowLocked)
 		lim.sleep(res.delay)

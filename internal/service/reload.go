@@ -6,12 +6,15 @@ import (
 	"log/slog"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/egress"
 )
 
 // Reload re-reads the configuration. Clients, senders, mailboxes and apps
 // take effect at once: sessions pick up the new configuration at their
 // next command and delivery at its next message, so no connection or mail
-// is dropped. An invalid file changes nothing and every problem is logged.
+// is dropped. Every AUTH lockout is lifted and every count of failed
+// logins forgotten. An invalid file changes nothing and every problem is
+// logged.
 func (r *Relay) Reload(path string) bool {
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -56,6 +59,11 @@ func (r *Relay) Reload(path string) bool {
 	restart("spool.dir", old.Spool.Dir, cfg.Spool.Dir)
 	restart("metrics.address", old.Metrics.Address, cfg.Metrics.Address)
 	restart("upstream.ca_file", old.Upstream.CAFile, cfg.Upstream.CAFile)
+	// The way out is built at start; the password is compared, never shown.
+	if ou, nu := old.Upstream, cfg.Upstream; ou.Proxy != nu.Proxy || ou.ProxyPassword != nu.ProxyPassword || fmt.Sprint(ou.NoProxy) != fmt.Sprint(nu.NoProxy) {
+		r.log.Warn("reload: upstream.proxy, proxy_password_file or no_proxy changed; it takes effect only after a restart",
+			"in_force", r.egress.Describe(), "configured", egress.Redact(nu.Proxy))
+	}
 	r.mu.Lock()
 	r.cfg = cfg
 	sched := r.sched
@@ -64,7 +72,11 @@ func (r *Relay) Reload(path string) bool {
 	if sched != nil {
 		sched.SetConfig(cfg)
 	}
-	r.log.Info("configuration reloaded", "file", path, "clients", len(cfg.Clients), "mailboxes", len(cfg.Mailboxes), "apps", len(cfg.Apps))
+	// A reload is how an admin lets a locked-out application (or the
+	// demo) in again once its password is fixed.
+	locked := r.srv.ClearLockouts()
+	r.log.Info("configuration reloaded; AUTH lockouts lifted and failed-login counts cleared", "file", path,
+		"clients", len(cfg.Clients), "mailboxes", len(cfg.Mailboxes), "apps", len(cfg.Apps), "lockouts_lifted", locked)
 	return true
 }
 
