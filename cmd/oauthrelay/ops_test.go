@@ -692,3 +692,31 @@ func TestDoctorInvalidConfig(t *testing.T) {
 		t.Fatalf("doctor on an invalid file: exit %d\n%s", code, out)
 	}
 }
+
+// A second serve on the same spool exits at once, naming the process that
+// holds it; queue commands still work beside the first.
+func TestSecondServeOnOneSpool(t *testing.T) {
+	e := newOpsEnv(t)
+	e.write("127.0.0.1:0", opsClientConf{"erp", "127.0.0.1/32"})
+	logs := &lockedBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	exited := make(chan int, 1)
+	go func() { exited <- serve(ctx, e.path, logs, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-exited:
+		case <-time.After(opsWait):
+			t.Error("serve did not stop")
+		}
+	})
+	eventually(t, "the first serve to listen", func() bool { return strings.Contains(logs.String(), "oauthrelay listening") })
+	code, _, errOut := oauthrelay("serve", "-config", e.path)
+	want := fmt.Sprintf("is in use by process %d (started ", os.Getpid())
+	if code == 0 || !strings.Contains(errOut, want) || !strings.Contains(errOut, filepath.Join(e.dir, "spool")) {
+		t.Fatalf("second serve: exit %d, stderr %q; want non-zero and %q", code, errOut, want)
+	}
+	if code, out, errOut := oauthrelay("queue", "list", "-config", e.path); code != 0 {
+		t.Fatalf("queue list beside serve: exit %d %s%s", code, out, errOut)
+	}
+}

@@ -55,6 +55,7 @@ type Relay struct {
 	mu      sync.Mutex
 	cfg     *config.Config
 	spool   *queue.Spool
+	lock    *queue.Lock
 	srv     *relay.Server
 	metrics *metrics.Metrics
 	roots   *x509.CertPool
@@ -87,14 +88,22 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
+	// One relay per spool, taken before recovery touches anything: two
+	// would deliver the same files.
+	lock, err := queue.LockSpool(cfg.Spool.Dir, o.Now())
+	if err != nil {
+		return nil, err
+	}
 	spool, _, err := queue.Open(cfg.Spool.Dir, queue.Options{Logger: log, Now: o.Now, Recover: true})
 	if err != nil {
+		lock.Release()
 		return nil, fmt.Errorf("spool.dir: %w", err)
 	}
 	m := metrics.New(spool, o.Now)
 	srv := relay.NewServer(cfg, spool, relay.ServerOptions{Logger: log, Now: o.Now, Hooks: m.RelayHooks()})
 	plain, tlsL, err := srv.Listeners()
 	if err != nil {
+		lock.Release()
 		return nil, err
 	}
 	closeListeners := func() {
@@ -109,10 +118,11 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 		metricsLn, err = net.Listen("tcp", cfg.Metrics.Address)
 		if err != nil {
 			closeListeners()
+			lock.Release()
 			return nil, fmt.Errorf("metrics.address %s: %w", cfg.Metrics.Address, err)
 		}
 	}
-	r := &Relay{o: o, log: log, cfg: cfg, spool: spool, srv: srv, metrics: m, roots: roots, done: make(chan error, 1)}
+	r := &Relay{o: o, log: log, cfg: cfg, spool: spool, lock: lock, srv: srv, metrics: m, roots: roots, done: make(chan error, 1)}
 	m.SetMailboxes(r.mailboxStatus)
 	m.SetTokens(r.tokenStatus)
 	m.SetLockouts(srv.LockedOut)
@@ -122,6 +132,7 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 			if metricsLn != nil {
 				metricsLn.Close()
 			}
+			lock.Release()
 			return nil, err
 		}
 	}
@@ -229,6 +240,7 @@ func (r *Relay) Shutdown(grace time.Duration) {
 	if r.httpSrv != nil {
 		r.httpSrv.Shutdown(ctx)
 	}
+	r.lock.Release()
 }
 
 // SMTPAddr is the plain listener's address (nil without one).
