@@ -12,6 +12,9 @@ command -v msmtp >/dev/null 2>&1 || need+=(msmtp)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 # Postfix as a client of the relay (and smtp-source for bench/run.sh).
 [ -x /usr/sbin/postfix ] || command -v postfix >/dev/null 2>&1 || need+=(postfix libsasl2-modules)
+# Real proxies for e2e/proxy_test.go: Squid (HTTP CONNECT) and microsocks (SOCKS5).
+[ -x /usr/sbin/squid ] || command -v squid >/dev/null 2>&1 || need+=(squid)
+command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${need[*]}"

@@ -85,6 +85,16 @@ type Upstream struct {
 	HVEAddress string   `toml:"hve_address"`
 	CAFile     string   `toml:"ca_file"`
 	Timeout    Duration `toml:"timeout"`
+	// Proxy is the proxy every connection to Microsoft goes through
+	// (http://, https://, socks5://, socks5h://, perhaps with user:password@);
+	// empty: HTTPS_PROXY or ALL_PROXY from the environment, else directly.
+	Proxy string `toml:"proxy"`
+	// ProxyPasswordFile holds the password of the user named in Proxy.
+	ProxyPasswordFile string `toml:"proxy_password_file"`
+	// NoProxy lists hosts, domains, addresses and CIDRs reached directly.
+	NoProxy []string `toml:"no_proxy"`
+	// ProxyPassword is read from proxy_password_file. It is never printed.
+	ProxyPassword Secret `toml:"-"`
 	// explicit and explicitGraph record whether the admin set address and
 	// graph_url; otherwise each app's cloud chooses the host.
 	explicit, explicitGraph bool

@@ -20,6 +20,7 @@ func (v *validator) validate(getenv func(string) string) {
 	v.listen()
 	v.spool()
 	v.upstream()
+	v.proxy()
 	switch c.Log.Format {
 	case "text", "json":
 	default:

@@ -111,7 +111,7 @@ func (w *worker) process(ctx context.Context, it *item) {
 	if wait, ok := s.reserve(ctx, w.mb, mc, len(pending)); !ok {
 		// Over the daily recipient quota (or shutting down): wait without
 		// an attempt, which would only earn a SubmissionQuotaExceeded.
-		s.finishDeferred(it, env, wait, transport.Quota, "")
+		s.finishDeferred(it, env, wait, transport.Quota, "", "")
 		return
 	}
 	epoch := s.pauseEpoch(w.mb)
@@ -189,7 +189,7 @@ func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cf
 		return
 	}
 	env.LastError = a.Reply
-	s.finishDeferred(it, env, next, a.Kind, a.Reply)
+	s.finishDeferred(it, env, next, a.Kind, a.Reply, a.Fix)
 }
 
 // noteFailing keeps count of attempts in a row that failed for the whole
@@ -216,8 +216,10 @@ func (s *Scheduler) mailboxFor(addr string) *mbox {
 	return s.mailbox(strings.ToLower(addr))
 }
 
-// finishDeferred moves an envelope to deferred/ with its next attempt.
-func (s *Scheduler) finishDeferred(it *item, env *queue.Envelope, next time.Time, kind transport.Kind, reply string) {
+// finishDeferred moves an envelope to deferred/ with its next attempt; the
+// log line carries the fix of a temporary fault that has one (a proxy
+// refusing the way).
+func (s *Scheduler) finishDeferred(it *item, env *queue.Envelope, next time.Time, kind transport.Kind, reply, fix string) {
 	env.NextAttempt = next
 	if err := s.spool.Move(env, queue.Deferred); err != nil {
 		if errors.Is(err, queue.ErrNotFound) {
@@ -229,7 +231,11 @@ func (s *Scheduler) finishDeferred(it *item, env *queue.Envelope, next time.Time
 		return
 	}
 	if reply != "" {
-		s.log.Info("deferred", "id", env.ID, "mailbox", env.Mailbox, "pending", len(env.Pending()), "reply", reply, "next_attempt", next.Format(time.RFC3339))
+		attrs := []any{"id", env.ID, "mailbox", env.Mailbox, "pending", len(env.Pending()), "reply", reply, "next_attempt", next.Format(time.RFC3339)}
+		if fix != "" {
+			attrs = append(attrs, "fix", fix)
+		}
+		s.log.Info("deferred", attrs...)
 	}
 	s.reschedule(it, queue.Deferred, next, kind)
 }

@@ -44,7 +44,7 @@ func (r *run) checkResource(ctx context.Context, app *config.App, res transport.
 	if res == transport.Graph {
 		label = "Microsoft Graph token"
 	}
-	src, err := oauth.NewSource(tokens.Settings(app, res, r.roots), oauth.Options{Logger: slog.New(slog.DiscardHandler), Now: r.o.Now})
+	src, err := oauth.NewSource(tokens.Settings(app, res, r.roots), oauth.Options{Logger: slog.New(slog.DiscardHandler), Now: r.o.Now, Egress: r.egress})
 	if err != nil {
 		r.fail(in, "token: "+err.Error(), "fix the [[app]] "+app.Name+" settings in "+r.cfg.Path)
 		r.skipMailboxes(mailboxes)
@@ -56,7 +56,7 @@ func (r *run) checkResource(ctx context.Context, app *config.App, res transport.
 	cancel()
 	if err != nil && r.silent(start) {
 		r.fail(in, fmt.Sprintf("%s: no answer from %s in %s", label, app.Authority, r.o.Timeout),
-			"check that this host may reach "+app.Authority+" over HTTPS (firewall, proxy: [[app]] proxy_url or HTTPS_PROXY)"+where)
+			"check that this host may reach "+app.Authority+" over HTTPS (firewall; a proxy: [upstream] proxy, HTTPS_PROXY or [[app]] proxy_url)"+where)
 		r.skipMailboxes(mailboxes)
 		return
 	}

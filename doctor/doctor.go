@@ -5,6 +5,10 @@
 //
 // The steps, per endpoint and per app registration:
 //
+//  0. Proxy: with [upstream] proxy (or HTTPS_PROXY, ALL_PROXY), the proxy
+//     is reached; the TCP step below then opens a tunnel through it
+//     (CONNECT or SOCKS5), and names the proxy resolves are not looked up
+//     here.
 //  1. DNS: the endpoint's host name resolves (smtp.office365.com for SMTP
 //     AUTH, smtp-hve.office365.com for HVE, graph.microsoft.com for Graph).
 //  2. TCP: the endpoint accepts a connection.
@@ -36,6 +40,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/egress"
 	"github.com/oauthrelay/oauthrelay/tokens"
 	"github.com/oauthrelay/oauthrelay/transport"
 )
@@ -50,7 +55,8 @@ type Options struct {
 	SendTest string
 	// Out receives the report.
 	Out io.Writer
-	// Dial opens TCP connections to the upstream; nil uses net.Dialer.
+	// Dial opens the TCP connections under the proxy layer (to the proxy,
+	// or to the upstream directly); nil uses net.Dialer.
 	Dial transport.Dialer
 	// Resolver looks up the upstream's name; nil uses net.DefaultResolver.
 	Resolver *net.Resolver
@@ -80,6 +86,12 @@ type run struct {
 	res   Result
 	// reached records which endpoints passed their network checks.
 	reached map[string]bool
+	// egress is the way out (the proxy or directly) and dial its dialer,
+	// as the relay uses them.
+	egress *egress.Dialer
+	dial   transport.Dialer
+	// proxyOK says the proxy (if any) was reached.
+	proxyOK bool
 }
 
 func (r *run) pass(indent, format string, a ...any) {
@@ -116,10 +128,6 @@ func Run(ctx context.Context, o Options) Result {
 	if o.Resolver == nil {
 		o.Resolver = net.DefaultResolver
 	}
-	if o.Dial == nil {
-		d := &net.Dialer{}
-		o.Dial = d.DialContext
-	}
 	cfg := o.Config
 	if o.Timeout == 0 {
 		o.Timeout = min(cfg.Upstream.Timeout.Duration, StepTimeout)
@@ -154,6 +162,13 @@ func Run(ctx context.Context, o Options) Result {
 		return r.res
 	}
 	r.roots = roots
+	eg, err := tokens.Egress(cfg, roots, egress.DialFunc(o.Dial))
+	if err != nil {
+		r.fail("", "proxy: "+err.Error(), "correct [upstream] proxy in "+cfg.Path+" (or HTTPS_PROXY / ALL_PROXY in the environment)")
+		return r.res
+	}
+	r.egress, r.dial = eg, eg.DialContext
+	r.proxyOK = r.checkProxy(ctx)
 
 	// Group mailboxes by app, apps by endpoint, in configuration order.
 	var apps []*config.App

@@ -53,7 +53,13 @@ func (r *run) checkEndpoint(ctx context.Context, kind, ep string) bool {
 		r.fail(in, fmt.Sprintf("address %q is not host:port", addr), "set "+setting+" to "+want)
 		return false
 	}
-	if _, err := netip.ParseAddr(host); err == nil {
+	if r.tunnelName(addr) != "" && !r.proxyOK {
+		r.skip(in, "DNS, TCP and TLS through the proxy")
+		return false
+	}
+	if r.resolvedByProxy(in, host, port) {
+		// The proxy resolves the name when it opens the tunnel.
+	} else if _, err := netip.ParseAddr(host); err == nil {
 		r.pass(in, "DNS: %s is an IP address; nothing to look up", host)
 	} else {
 		lctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
@@ -72,8 +78,11 @@ func (r *run) checkEndpoint(ctx context.Context, kind, ep string) bool {
 	}
 	dctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
 	start := r.o.Now()
-	c, err := r.o.Dial(dctx, "tcp", addr)
+	c, err := r.dial(dctx, "tcp", addr)
 	cancel()
+	if err != nil && r.proxyFailure(in, err) {
+		return false
+	}
 	if err != nil {
 		fix := fmt.Sprintf("allow outbound TCP to port %s (firewall, security group, proxy); many networks block outbound SMTP ports", port)
 		if kind == config.TransportGraph {
@@ -82,13 +91,17 @@ func (r *run) checkEndpoint(ctx context.Context, kind, ep string) bool {
 		r.fail(in, fmt.Sprintf("TCP: cannot connect to %s: %v", addr, err), fix)
 		return false
 	}
-	r.pass(in, "TCP: connected to %s (%s)", addr, r.o.Now().Sub(start).Round(time.Millisecond))
+	if how := r.tunnelName(addr); how != "" {
+		r.pass(in, "TCP: %s to %s: tunnel open (%s)", how, addr, r.o.Now().Sub(start).Round(time.Millisecond))
+	} else {
+		r.pass(in, "TCP: connected to %s (%s)", addr, r.o.Now().Sub(start).Round(time.Millisecond))
+	}
 	if kind == config.TransportGraph {
 		return r.checkHTTPS(ctx, c, host, addr)
 	}
 	c.Close()
 	start = r.o.Now()
-	st, err := submit.ProbeTLS(ctx, r.o.Dial, addr, r.cfg.Listen.Hostname, r.roots, r.o.Timeout)
+	st, err := submit.ProbeTLS(ctx, r.dial, addr, r.cfg.Listen.Hostname, r.roots, r.o.Timeout)
 	if err != nil && r.silent(start) {
 		r.fail(in, fmt.Sprintf("TLS: no answer from %s in %s (no greeting, EHLO or STARTTLS reply)", addr, r.o.Timeout),
 			"the server accepted the connection but said nothing; check that "+addr+" is Microsoft 365's submission server ("+want+") and that no proxy or firewall holds the connection")

@@ -22,7 +22,7 @@ func (r *run) checkGraphMailbox(ctx context.Context, app *config.App, mb *config
 	const in = "    "
 	deps := transport.Deps{
 		Tokens:  func(string, transport.Resource) (transport.TokenSource, error) { return src, nil },
-		RootCAs: r.roots, Dial: r.o.Dial, Now: r.o.Now, Logger: slog.New(slog.DiscardHandler),
+		RootCAs: r.roots, Dial: r.dial, Egress: r.egress, Now: r.o.Now, Logger: slog.New(slog.DiscardHandler),
 	}
 	probe := func(from string) transport.Verdict {
 		pctx, cancel := context.WithTimeout(ctx, r.o.Timeout)

@@ -20,7 +20,7 @@ func (r *run) checkMailbox(ctx context.Context, app *config.App, mb *config.Mail
 	const in = "    "
 	ep := endpointOf(app, mb)
 	start := r.o.Now()
-	s, stage, err := submit.Open(ctx, r.o.Dial, ep, r.cfg.Listen.Hostname, r.roots, r.o.Timeout, mb.Address, tok)
+	s, stage, err := submit.Open(ctx, r.dial, ep, r.cfg.Listen.Hostname, r.roots, r.o.Timeout, mb.Address, tok)
 	if err != nil {
 		if r.silent(start) {
 			r.fail(in, fmt.Sprintf("AUTH XOAUTH2 as %s (%s): no answer from %s in %s", mb.Address, stage, ep, r.o.Timeout),

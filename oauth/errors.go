@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	msalerrors "github.com/AzureAD/microsoft-authentication-library-for-go/apps/errors"
+
+	"github.com/oauthrelay/oauthrelay/internal/egress"
 )
 
 // Error is a failed token request, decoded into what went wrong and what an
@@ -154,6 +156,15 @@ func classify(app, authorityHost string, err error, secrets ...string) *Error {
 			body, _ = io.ReadAll(io.LimitReader(ce.Resp.Body, 64<<10))
 		}
 		fillFromBody(e, body, secrets)
+		return e
+	}
+	var pe *egress.Error
+	if errors.As(err, &pe) {
+		// The proxy refused or could not be reached: its own fix, and
+		// transient (mail waits for the proxy).
+		e.Err = pe
+		e.Cause = pe.Error()
+		e.Fix = pe.Fix()
 		return e
 	}
 	if ne := networkError(err); ne != nil {

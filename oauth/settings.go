@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 
+	"github.com/oauthrelay/oauthrelay/internal/egress"
 	"github.com/oauthrelay/oauthrelay/internal/guid"
 )
 
@@ -24,9 +24,9 @@ const (
 // usable for a while after the relay stops handing it out.
 const maxMinTokenLifetime = 55 * time.Minute
 
-// ProxySchemes are the proxy_url schemes the token client accepts, and the
-// ones every other client of the relay should accept too.
-var ProxySchemes = []string{"http", "https", "socks5", "socks5h"}
+// ProxySchemes are the proxy_url schemes the token client accepts: the
+// same as [upstream] proxy's (egress.Schemes).
+var ProxySchemes = egress.Schemes
 
 // AppSettings is one [[app]] with secrets already resolved by the config loader.
 type AppSettings struct {
@@ -129,11 +129,11 @@ func CheckProxyURL(proxy string) *AppProblem {
 	if proxy == "" {
 		return nil
 	}
-	if u, err := url.Parse(proxy); err == nil && u.Host != "" && slices.Contains(ProxySchemes, u.Scheme) {
-		return nil
+	if _, err := egress.ParseProxy(proxy); err != nil {
+		return &AppProblem{"proxy_url", err.Error(),
+			`write it like "http://proxy.example.com:3128"; the scheme is one of ` + strings.Join(ProxySchemes, ", ")}
 	}
-	return &AppProblem{"proxy_url", fmt.Sprintf("%q is not a proxy URL", RedactURL(proxy)),
-		`write it like "http://proxy.example.com:3128"; the scheme is one of ` + strings.Join(ProxySchemes, ", ")}
+	return nil
 }
 
 // IsHTTPSURL reports whether s is an absolute https URL with a host, as

@@ -14,6 +14,7 @@ import (
 	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 
 	"github.com/oauthrelay/oauthrelay/internal/backoff"
+	"github.com/oauthrelay/oauthrelay/internal/egress"
 )
 
 // Options are the runtime hooks of a Source.
@@ -21,7 +22,11 @@ type Options struct {
 	Now        func() time.Time            // injectable clock; default time.Now
 	Logger     *slog.Logger                // default slog.Default()
 	OnRequest  func(app string, err error) // called after every request to the token endpoint (metrics)
-	HTTPClient *http.Client                // optional override (tests); else built from ProxyURL/RootCAs, TLS >= 1.2
+	HTTPClient *http.Client                // optional override (tests); else built from Egress, ProxyURL and RootCAs, TLS >= 1.2
+	// Egress is the relay's way out to Microsoft (its proxy or none); nil
+	// means the environment's HTTPS_PROXY, ALL_PROXY and NO_PROXY. An
+	// app's ProxyURL overrides its proxy for the token requests.
+	Egress *egress.Dialer
 }
 
 // Status is a Source's state for health checks and metrics.
@@ -178,7 +183,7 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 
 	hc := o.HTTPClient
 	if hc == nil {
-		hc, err = newHTTPClient(s.ProxyURL, s.RootCAs)
+		hc, err = newHTTPClient(s.ProxyURL, s.RootCAs, o.Egress)
 		if err != nil {
 			return nil, bad("%v", err)
 		}

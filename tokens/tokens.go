@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/egress"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/transport"
 )
@@ -35,6 +36,25 @@ func Roots(cfg *config.Config) (*x509.CertPool, error) {
 		}
 	}
 	return pool, nil
+}
+
+// Egress is the relay's one way out to Microsoft for cfg, for tokens,
+// SMTP, Graph and doctor alike: [upstream] proxy (with
+// proxy_password_file and no_proxy) when set, else the environment's
+// HTTPS_PROXY or ALL_PROXY with NO_PROXY, else directly. roots verify an
+// https proxy; forward opens the TCP connections themselves (nil: a
+// net.Dialer).
+func Egress(cfg *config.Config, roots *x509.CertPool, forward egress.DialFunc) (*egress.Dialer, error) {
+	u := cfg.Upstream
+	if u.Proxy == "" {
+		return egress.FromEnvironment(os.Getenv, roots, forward)
+	}
+	d, err := egress.New(egress.Settings{Proxy: u.Proxy, Password: u.ProxyPassword.Reveal(), NoProxy: u.NoProxy,
+		Source: egress.SourceConfig, RootCAs: roots}, forward)
+	if err != nil {
+		return nil, fmt.Errorf("upstream.proxy: %w", err)
+	}
+	return d, nil
 }
 
 // Settings converts an [[app]] for the oauth package, for one resource.

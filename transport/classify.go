@@ -12,8 +12,15 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/oauthrelay/oauthrelay/internal/egress"
 	"github.com/oauthrelay/oauthrelay/oauth"
 )
+
+// ProxyError is a proxy's refusal (407, 403, ...) or failure on the way to
+// Microsoft, with the proxy (its password hidden), its answer and the fix.
+// The proxy dialer (internal/egress) returns it; Classify makes it
+// Transient.
+type ProxyError = egress.Error
 
 // Kind is what a result means for the message and the mailbox.
 type Kind int
@@ -100,6 +107,13 @@ func Classify(stage Stage, err error, mailbox string) Verdict {
 			v.Kind = ConfigFault
 		}
 		return v
+	}
+	var pe *ProxyError
+	if errors.As(err, &pe) {
+		// The proxy is between us and Microsoft: whatever it says (407,
+		// 403, unreachable) is not Microsoft's verdict on the message,
+		// so it waits in the queue for the proxy to let it through.
+		return Verdict{Kind: Transient, Reply: fmt.Sprintf("%s: %s", stage, pe.Error()), Fix: pe.Fix()}
 	}
 	var ge *GraphError
 	if errors.As(err, &ge) {

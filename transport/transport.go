@@ -14,9 +14,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/egress"
 	"github.com/oauthrelay/oauthrelay/oauth"
 )
 
@@ -51,11 +53,33 @@ type Deps struct {
 	Tokens  Tokens
 	RootCAs *x509.CertPool
 	// Dial opens TCP connections (SMTP, and HTTP when HTTPClient is nil).
+	// Nil means Egress's, or the environment's proxy settings without one.
 	Dial Dialer
+	// Egress is the relay's way out to Microsoft ([upstream] proxy or
+	// none); Graph builds an app's proxy_url override from it.
+	Egress *egress.Dialer
 	// HTTPClient, when set, carries the HTTP transports' requests.
 	HTTPClient *http.Client
 	Now        func() time.Time
 	Logger     *slog.Logger
+}
+
+// Dialer is how a transport opens TCP connections to Microsoft: Dial when
+// set, else Egress's, else one that follows the environment's HTTPS_PROXY,
+// ALL_PROXY and NO_PROXY (the configuration loader has refused invalid
+// ones; should one slip through, directly).
+func (d Deps) Dialer() Dialer {
+	switch {
+	case d.Dial != nil:
+		return d.Dial
+	case d.Egress != nil:
+		return d.Egress.DialContext
+	}
+	if e, err := egress.FromEnvironment(os.Getenv, d.RootCAs, nil); err == nil {
+		return e.DialContext
+	}
+	nd := &net.Dialer{}
+	return nd.DialContext
 }
 
 // Body opens a spooled message from its first byte; it may be opened

@@ -73,6 +73,10 @@ type Options struct {
 	// MaxRecipientsPerDay bounds recipients per mailbox in any rolling
 	// 24 h; default 10000, negative means unlimited.
 	MaxRecipientsPerDay int
+	// Hostnames are more names the TLS certificate is valid for, besides
+	// localhost and the loopback addresses: made-up names such as
+	// smtp.emulator.test that tests let only a proxy resolve.
+	Hostnames []string
 	// MaxMessageSize is the largest accepted message in bytes; default
 	// 35 MB, negative means unlimited. EHLO still advertises SIZE 157286400.
 	MaxMessageSize int64

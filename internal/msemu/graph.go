@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -307,7 +308,34 @@ func (e *Emulator) graphAuthorize(w http.ResponseWriter, r *http.Request, user, 
 }
 
 func (e *Emulator) isGraphAudience(aud string) bool {
-	return graphAudiences[aud] || (e.graphLn != nil && aud == e.GraphURL())
+	return graphAudiences[aud] || (e.graphLn != nil && slices.Contains(e.graphURLs(), aud))
+}
+
+// graphURLs are the emulated Graph's own resource URLs: GraphURL() and
+// the same port under each of Options.Hostnames.
+func (e *Emulator) graphURLs() []string {
+	if e.graphLn == nil {
+		return nil
+	}
+	urls := []string{e.GraphURL()}
+	_, port, _ := net.SplitHostPort(e.graphLn.Addr().String())
+	for _, h := range e.opts.Hostnames {
+		urls = append(urls, "https://"+net.JoinHostPort(h, port))
+	}
+	return urls
+}
+
+// graphResourceOf is the emulated Graph's URL that scope asks a token
+// for, or GraphURL() when it names none.
+func (e *Emulator) graphResourceOf(scope string) string {
+	for _, u := range e.graphURLs() {
+		for _, s := range strings.Fields(scope) {
+			if strings.EqualFold(s, u+"/.default") {
+				return u
+			}
+		}
+	}
+	return e.GraphURL()
 }
 
 func (e *Emulator) countGraphMailbox(mailbox string) {

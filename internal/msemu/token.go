@@ -191,7 +191,7 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	var aud string
 	if ae == nil {
-		aud, ae = checkScope(r.PostForm.Get("scope"), tenantPath, e.GraphURL())
+		aud, ae = checkScope(r.PostForm.Get("scope"), tenantPath, e.graphResourceOf(r.PostForm.Get("scope")))
 	}
 	if ae != nil {
 		e.log.Info("msemu token refused", "client_id", clientID, "tenant", tenantPath, "code", ae.code)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/egress"
 )
 
 // Reload re-reads the configuration. Clients, senders, mailboxes and apps
@@ -58,6 +59,11 @@ func (r *Relay) Reload(path string) bool {
 	restart("spool.dir", old.Spool.Dir, cfg.Spool.Dir)
 	restart("metrics.address", old.Metrics.Address, cfg.Metrics.Address)
 	restart("upstream.ca_file", old.Upstream.CAFile, cfg.Upstream.CAFile)
+	// The way out is built at start; the password is compared, never shown.
+	if ou, nu := old.Upstream, cfg.Upstream; ou.Proxy != nu.Proxy || ou.ProxyPassword != nu.ProxyPassword || fmt.Sprint(ou.NoProxy) != fmt.Sprint(nu.NoProxy) {
+		r.log.Warn("reload: upstream.proxy, proxy_password_file or no_proxy changed; it takes effect only after a restart",
+			"in_force", r.egress.Describe(), "configured", egress.Redact(nu.Proxy))
+	}
 	r.mu.Lock()
 	r.cfg = cfg
 	sched := r.sched

@@ -17,6 +17,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/delivery"
+	"github.com/oauthrelay/oauthrelay/internal/egress"
 	"github.com/oauthrelay/oauthrelay/metrics"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
@@ -35,7 +36,9 @@ type Options struct {
 	Now func() time.Time
 	// HTTPClient, if set, carries token requests and Graph's.
 	HTTPClient *http.Client
-	// Dial, if set, opens the TCP connections to Microsoft.
+	// Dial, if set, opens the TCP connections under the proxy layer: to
+	// the proxy, or to Microsoft where traffic goes directly. Tests use it
+	// to make direct connections to Microsoft impossible.
 	Dial transport.Dialer
 	// UpstreamRoots, if set, replaces the pool the upstream's certificate
 	// is verified against (the token endpoint keeps the configured one).
@@ -59,6 +62,8 @@ type Relay struct {
 	srv     *relay.Server
 	metrics *metrics.Metrics
 	roots   *x509.CertPool
+	// egress is the way out to Microsoft: the proxy, or directly.
+	egress *egress.Dialer
 
 	httpSrv     *http.Server
 	smtpAddr    net.Addr
@@ -85,6 +90,10 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 	}
 	log := o.Logger
 	roots, err := tokens.Roots(cfg)
+	if err != nil {
+		return nil, err
+	}
+	eg, err := tokens.Egress(cfg, roots, egress.DialFunc(o.Dial))
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +131,7 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 			return nil, fmt.Errorf("metrics.address %s: %w", cfg.Metrics.Address, err)
 		}
 	}
-	r := &Relay{o: o, log: log, cfg: cfg, spool: spool, lock: lock, srv: srv, metrics: m, roots: roots, done: make(chan error, 1)}
+	r := &Relay{o: o, log: log, cfg: cfg, spool: spool, lock: lock, srv: srv, metrics: m, roots: roots, egress: eg, done: make(chan error, 1)}
 	m.SetMailboxes(r.mailboxStatus)
 	m.SetTokens(r.tokenStatus)
 	m.SetLockouts(srv.LockedOut)
@@ -157,6 +166,7 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 		attrs = append(attrs, "metrics", "http://"+metricsLn.Addr().String()+"/metrics")
 	}
 	log.Info("oauthrelay listening", attrs...)
+	log.Info("outbound traffic to Microsoft goes "+eg.Describe(), "proxy", eg.Proxy(), "proxy_source", eg.Source())
 	return r, nil
 }
 
@@ -169,7 +179,7 @@ func (r *Relay) StartDelivery() error {
 	}
 	cfg := r.cfg
 	ctx, cancel := context.WithCancel(context.Background())
-	ts, err := tokens.New(ctx, cfg, r.roots, oauth.Options{Logger: r.log, Now: r.o.Now, HTTPClient: r.o.HTTPClient, OnRequest: r.metrics.OnTokenRequest})
+	ts, err := tokens.New(ctx, cfg, r.roots, oauth.Options{Logger: r.log, Now: r.o.Now, HTTPClient: r.o.HTTPClient, Egress: r.egress, OnRequest: r.metrics.OnTokenRequest})
 	if err != nil {
 		cancel()
 		return err
@@ -182,7 +192,7 @@ func (r *Relay) StartDelivery() error {
 	if r.o.UpstreamRoots != nil {
 		upRoots = r.o.UpstreamRoots
 	}
-	deps := transport.Deps{Tokens: get, RootCAs: upRoots, Dial: r.o.Dial, HTTPClient: r.o.HTTPClient, Now: r.o.Now, Logger: r.log}
+	deps := transport.Deps{Tokens: get, RootCAs: upRoots, Dial: r.egress.DialContext, Egress: r.egress, HTTPClient: r.o.HTTPClient, Now: r.o.Now, Logger: r.log}
 	do := r.o.Delivery
 	do.Spool, do.Config, do.Logger, do.Now = r.spool, cfg, r.log, r.o.Now
 	do.Transports = Transports(deps)
@@ -258,6 +268,9 @@ func (r *Relay) Spool() *queue.Spool { return r.spool }
 
 // Metrics is the relay's metrics registry and health checks.
 func (r *Relay) Metrics() *metrics.Metrics { return r.metrics }
+
+// Egress is the way out to Microsoft in force (the proxy or directly).
+func (r *Relay) Egress() *egress.Dialer { return r.egress }
 
 // Config is the configuration in force.
 func (r *Relay) Config() *config.Config {

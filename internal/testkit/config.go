@@ -78,7 +78,11 @@ type Upstream struct {
 	// Email endpoints.
 	GraphURL   string `toml:"graph_url"`
 	HVEAddress string `toml:"hve_address"`
-	Extra      string
+	// Proxy, ProxyPasswordFile and NoProxy are the way out to Microsoft.
+	Proxy             string   `toml:"proxy"`
+	ProxyPasswordFile string   `toml:"proxy_password_file"`
+	NoProxy           []string `toml:"no_proxy"`
+	Extra             string
 }
 
 // App is one [[app]].

@@ -17,6 +17,9 @@
 //     reply exactly (commands, STARTTLS, AUTH PLAIN, AUTH XOAUTH2, DATA).
 //   - [Serve]: a TCP server on 127.0.0.1 for scripted fakes of other
 //     servers.
+//   - [StartSquid] and [StartSOCKS]: real proxies from Debian (squid,
+//     microsocks) on a loopback port, resolving made-up names only they
+//     know, for the proxy tests; skipped when not installed.
 //   - [Config]: a builder of the relay's TOML configuration, wired to an
 //     emulated Microsoft 365 ([Emulator], which *msemu.Emulator satisfies).
 //

@@ -7,20 +7,24 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/egress"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/transport"
 )
 
 // newHTTPClient is the one client of a Transport: its pool keeps TLS
 // connections (HTTP/2 where Graph offers it) across messages and Conns.
+// Its connections come from the relay's way out (deps.Dialer: the proxy
+// or directly), and TLS to Graph runs end to end over them.
 func newHTTPClient(deps transport.Deps) *http.Client {
 	if deps.HTTPClient != nil {
 		return deps.HTTPClient
@@ -32,27 +36,45 @@ func newHTTPClient(deps transport.Deps) *http.Client {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   30 * time.Second,
 		ExpectContinueTimeout: time.Second,
-	}
-	tr.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	if deps.Dial != nil {
-		// The relay's dialer already knows the way out.
-		tr.DialContext = deps.Dial
-	}
-	tr.Proxy = func(req *http.Request) (*url.URL, error) {
-		if u, ok := req.Context().Value(proxyKey{}).(*url.URL); ok {
-			return u, nil
-		}
-		if deps.Dial != nil {
-			return nil, nil
-		}
-		return http.ProxyFromEnvironment(req)
+		// The dialer speaks to the proxy itself, so that a refusal is a
+		// transport.ProxyError naming the proxy.
+		Proxy:       nil,
+		DialContext: deps.Dialer(),
 	}
 	return &http.Client{Transport: tr}
 }
 
-// proxyKey carries an app's proxy_url to the shared client's Proxy, so
-// that apps with different proxies share one pool.
-type proxyKey struct{}
+// clientFor is the client of an app with its own proxy_url: the same
+// settings, through that proxy.
+func (t *Transport) clientFor(app *config.App) (*http.Client, error) {
+	if t.deps.HTTPClient != nil {
+		return t.deps.HTTPClient, nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := t.byProxy[app.ProxyURL]; c != nil {
+		return c, nil
+	}
+	base := t.deps.Egress
+	if base == nil {
+		var err error
+		if base, err = egress.New(egress.Settings{RootCAs: t.deps.RootCAs}, egress.DialFunc(t.deps.Dial)); err != nil {
+			return nil, err
+		}
+	}
+	way, err := base.WithProxy(app.ProxyURL, "[[app]] "+app.Name+" proxy_url")
+	if err != nil {
+		return nil, fmt.Errorf("app %s: proxy_url: %w", app.Name, err)
+	}
+	d := t.deps
+	d.Dial = way.DialContext
+	c := newHTTPClient(d)
+	if t.byProxy == nil {
+		t.byProxy = map[string]*http.Client{}
+	}
+	t.byProxy[app.ProxyURL] = c
+	return c, nil
+}
 
 // call is one Graph request. body makes the request body afresh, so that a
 // refused token can be replaced and the request sent again.
@@ -81,8 +103,6 @@ type session struct {
 	from    string
 	timeout time.Duration
 	now     func() time.Time
-	// proxy is the app's proxy_url, if any.
-	proxy *url.URL
 }
 
 // maxErrorBody bounds what is read of an answer.
@@ -129,9 +149,6 @@ func (s *session) send(ctx context.Context, c call, tok string, out any) (string
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.timeout)
 		defer cancel()
-	}
-	if s.proxy != nil {
-		ctx = context.WithValue(ctx, proxyKey{}, s.proxy)
 	}
 	req, err := http.NewRequestWithContext(ctx, c.method, c.url, nil)
 	if err != nil {

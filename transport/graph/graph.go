@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/config"
@@ -37,6 +38,11 @@ const (
 type Transport struct {
 	deps   transport.Deps
 	client *http.Client
+
+	// byProxy holds a client per app proxy_url (the override of the way
+	// out), each with its own pool.
+	mu      sync.Mutex
+	byProxy map[string]*http.Client
 }
 
 // New makes the Graph transport.
@@ -100,9 +106,8 @@ func (t *Transport) session(cfg *config.Config, mc *config.Mailbox) (*session, e
 		s.timeout = cfg.Upstream.Timeout.Duration
 	}
 	if app.ProxyURL != "" {
-		if s.proxy, err = url.Parse(app.ProxyURL); err != nil {
-			// The parse error would quote the URL and any password in it.
-			return nil, fmt.Errorf("app %s: proxy_url is not a URL", app.Name)
+		if s.client, err = t.clientFor(app); err != nil {
+			return nil, err
 		}
 	}
 	return s, nil

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"net"
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/oauth"
@@ -17,12 +16,9 @@ import (
 // Classify (with the Stage they return) like delivery's do, so the doctor
 // explains a reply exactly as the relay's log would.
 
+// defaultDialer is d, or the environment's way out when d is nil.
 func defaultDialer(d transport.Dialer) transport.Dialer {
-	if d == nil {
-		nd := &net.Dialer{}
-		return nd.DialContext
-	}
-	return d
+	return transport.Deps{Dial: d}.Dialer()
 }
 
 // ProbeTLS connects to addr, says EHLO as helo and upgrades with STARTTLS,

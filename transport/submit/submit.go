@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -27,10 +26,7 @@ type Transport struct {
 }
 
 func withDefaults(d transport.Deps) transport.Deps {
-	if d.Dial == nil {
-		nd := &net.Dialer{}
-		d.Dial = nd.DialContext
-	}
+	d.Dial = d.Dialer()
 	if d.Now == nil {
 		d.Now = time.Now
 	}
