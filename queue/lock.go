@@ -32,7 +32,9 @@ func LockSpool(dir string, now time.Time) (*Lock, error) {
 		return nil, fmt.Errorf("spool %s: %w", dir, err)
 	}
 	p := filepath.Join(dir, lockFile)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	// Held open read-only: a file open for writing would keep the spool's
+	// filesystem from being remounted read-only.
+	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: cannot open its lock file: %w", dir, err)
 	}
@@ -44,11 +46,9 @@ func LockSpool(dir string, now time.Time) (*Lock, error) {
 		}
 		return nil, fmt.Errorf("spool %s: cannot lock %s: %w", dir, p, err)
 	}
-	// Who holds it, for the next process that asks.
-	if err := f.Truncate(0); err == nil {
-		fmt.Fprintf(f, "pid %d\nstarted %s\n", os.Getpid(), now.UTC().Format(time.RFC3339))
-		f.Sync()
-	}
+	// Who holds it, for the next process that asks (written through
+	// another descriptor; the lock is advisory).
+	os.WriteFile(p, fmt.Appendf(nil, "pid %d\nstarted %s\n", os.Getpid(), now.UTC().Format(time.RFC3339)), 0o600)
 	return &Lock{f: f}, nil
 }
 
