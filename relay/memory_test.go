@@ -34,7 +34,9 @@ func TestHeaderIsStreamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	runtime.ReadMemStats(&after)
-	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<10 {
+	// TotalAlloc counts the whole process (other tests' goroutines too),
+	// so the bound has slack; a header held whole would cost ≥ 990 KB.
+	if n := after.TotalAlloc - before.TotalAlloc; n > 256<<10 {
 		t.Errorf("reading a 990 KB header allocated %d KB", n>>10)
 	}
 }
