@@ -131,7 +131,10 @@ func TestAuthDisabledForMailbox(t *testing.T) {
 	h := newHarness(t, hopts{minRetry: "1h", maxRetry: "2h", maxAge: "5d"})
 	h.emu.AddMailbox(msemu.Mailbox{Address: tMailbox, FullAccess: []string{tClient}, SendAs: []string{tSendAs}, SMTPAuthDisabled: true})
 	h.enqueue(tSendAs, []string{"a@example.org"}, testMessage(tSendAs, "5.7.139"))
-	testkit.Eventually(t, "the mailbox pauses", func() bool { return h.status().ConfigFault })
+	// The pause is set, then logged: wait for both.
+	testkit.Eventually(t, "the mailbox pauses and the log says why", func() bool {
+		return h.status().ConfigFault && strings.Contains(h.logs.String(), "refused the relay's own setup")
+	})
 	st := h.status()
 	want := "Set-CASMailbox -Identity " + tMailbox + " -SmtpClientAuthenticationDisabled $false"
 	if !strings.Contains(st.Fix, want) || !strings.Contains(st.Reason, "5.7.139") {
