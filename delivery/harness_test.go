@@ -11,6 +11,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu/emutest"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
@@ -78,19 +79,13 @@ func newHarness(t *testing.T, o hopts) *harness {
 		// checked against its delivery timestamps instead.
 		o.emu.MaxPerMinute = -1
 	}
-	emu, err := msemu.New(o.emu)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu := emutest.Start(t, o.emu)
 	emu.Provision(tTenant, tClient, tSecret, tMailbox)
 	emu.AddMailbox(msemu.Mailbox{Address: tMailbox, FullAccess: []string{tClient}, SendAs: []string{tSendAs}})
 
 	h := &harness{t: t, o: o, emu: emu, dir: t.TempDir(), logs: &syncBuffer{}, doneCh: make(chan struct{}, 1000)}
 	h.cfg = h.config(o.secret)
+	var err error
 	h.roots, err = tokens.Roots(h.cfg)
 	if err != nil {
 		t.Fatal(err)

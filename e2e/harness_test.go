@@ -20,6 +20,7 @@ import (
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/delivery"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu/emutest"
 	"github.com/oauthrelay/oauthrelay/internal/service"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/oauth"
@@ -56,14 +57,7 @@ type syncBuffer = testkit.SyncBuffer
 // startEmulator starts an emulator for the test.
 func startEmulator(t *testing.T, o msemu.Options) *msemu.Emulator {
 	t.Helper()
-	e, err := msemu.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
+	e := emutest.Start(t, o)
 	return e
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu/emutest"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/transport"
@@ -37,14 +38,7 @@ func TestResources(t *testing.T) {
 // reload with the same settings keeps them (no new token request), and
 // asking for a resource the app does not use says why.
 func TestSetPerResource(t *testing.T) {
-	emu, err := msemu.New(msemu.Options{})
-	if err == nil {
-		err = emu.Start()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu := emutest.Start(t, msemu.Options{})
 	const tenant, client, secret = "8d5d2a5b-3f0e-4c1a-9a59-2c1f5e0b7a11", "3b9f1c2e-7a44-4d0e-b1a2-6f0c9e8d7b55", "Qx8~tokens.test"
 	emu.ProvisionGraph(tenant, client, secret, "smtp@contoso.com", "graph@contoso.com")
 	kit := testkit.Config{Emulator: emu, Upstream: testkit.Upstream{GraphURL: emu.GraphURL()},

@@ -27,6 +27,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu/emutest"
 	"github.com/oauthrelay/oauthrelay/internal/service"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
@@ -51,14 +52,7 @@ type initEnv struct {
 
 func newInitEnv(t *testing.T) *initEnv {
 	t.Helper()
-	emu, err := msemu.New(msemu.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err == nil {
-		err = emu.Start()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu := emutest.Start(t, msemu.Options{Logger: slog.New(slog.DiscardHandler)})
 	dir := t.TempDir()
 	e := &initEnv{t: t, emu: emu, dir: dir, caFile: filepath.Join(dir, "emulator-ca.pem"), path: filepath.Join(dir, "etc", "config.toml")}
 	if err := os.WriteFile(e.caFile, emu.CACertPEM(), 0o600); err != nil {

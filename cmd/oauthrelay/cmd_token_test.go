@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu/emutest"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/oauth"
 )
@@ -27,14 +28,7 @@ var jwtRE = regexp.MustCompile(`eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9
 // tokenEmulator starts an emulator with the secret app provisioned.
 func tokenEmulator(t *testing.T, consent bool) *msemu.Emulator {
 	t.Helper()
-	emu, err := msemu.New(msemu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu := emutest.Start(t, msemu.Options{})
 	emu.AddApp(msemu.App{TenantID: tokTenant, ClientID: tokClient, Secrets: []string{tokSecret}, Consent: consent, ServicePrincipal: true})
 	emu.AddMailbox(msemu.Mailbox{Address: "helpdesk@contoso.com", FullAccess: []string{tokClient}})
 	return emu

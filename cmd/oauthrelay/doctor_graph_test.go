@@ -13,6 +13,7 @@ import (
 	"github.com/oauthrelay/oauthrelay/doctor"
 
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu/emutest"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
@@ -34,14 +35,7 @@ func doctorGraphConfig(t *testing.T, emu *msemu.Emulator) string {
 
 func newGraphEmulator(t *testing.T) *msemu.Emulator {
 	t.Helper()
-	emu, err := msemu.New(msemu.Options{})
-	if err == nil {
-		err = emu.Start()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu := emutest.Start(t, msemu.Options{})
 	return emu
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu/emutest"
 	"github.com/oauthrelay/oauthrelay/internal/service"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
@@ -53,14 +54,7 @@ type opsEnv struct {
 
 func newOpsEnv(t *testing.T) *opsEnv {
 	t.Helper()
-	emu, err := msemu.New(msemu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu := emutest.Start(t, msemu.Options{})
 	emu.Provision(opsTenant, opsClient, opsSecret, opsMailbox)
 	dir := t.TempDir()
 	e := &opsEnv{t: t, emu: emu, dir: dir, caFile: filepath.Join(dir, "ca.pem"),

@@ -20,6 +20,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
+	"github.com/oauthrelay/oauthrelay/internal/msemu/emutest"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/transport"
@@ -45,14 +46,7 @@ type rig struct {
 
 func newRig(t testing.TB) *rig {
 	t.Helper()
-	emu, err := msemu.New(msemu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu := emutest.Start(t, msemu.Options{})
 	emu.ProvisionGraph(tenantID, clientID, secret, mbx)
 	log, buf := testkit.DebugLogger(t)
 	src, err := oauth.NewSource(oauth.AppSettings{Name: "contoso", TenantID: tenantID, ClientID: clientID, ClientSecret: secret,
