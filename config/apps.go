@@ -69,6 +69,8 @@ func (v *validator) apps(getenv func(string) string) map[string]*App {
 		default:
 			apps[a.Name] = a
 		}
+		v.appEnvironment(a)
+		v.tokenEndpoint(a, key, line)
 		cloud := a.Cloud
 		if cloud == "" {
 			cloud = "global"
@@ -125,12 +127,14 @@ func (v *validator) credential(i int, a *App, key func(string) string, line func
 			n++
 		}
 	}
+	n += len(credentialKeys(a))
+	v.managedIdentityClientID(a, key, line)
 	switch {
 	case n == 0:
-		v.add(line("name"), key("client_secret"), "the app has no credential", "set one of client_secret, client_secret_file or certificate_file")
+		v.add(line("name"), key("client_secret"), "the app has no credential", "set one of client_secret, client_secret_file, certificate_file, federated_token_file or managed_identity = true")
 		return
 	case n > 1:
-		v.add(line("certificate_file"), key("client_secret"), "the app has more than one credential", "keep exactly one of client_secret, client_secret_file and certificate_file")
+		v.add(line("certificate_file"), key("client_secret"), "the app has more than one credential", "keep exactly one of client_secret, client_secret_file, certificate_file, federated_token_file and managed_identity")
 		return
 	}
 	switch {
@@ -164,6 +168,8 @@ func (v *validator) credential(i int, a *App, key func(string) string, line func
 			}
 			a.Secret = Secret(s)
 		}
+	case a.FederatedTokenFile != "" || a.ManagedIdentity:
+		v.federated(i, a, key, line)
 	case a.CertificateFile != "":
 		v.readable("app", i, key("certificate_file"), a.CertificateFile, true)
 		if a.CertificatePasswordFile != "" {
@@ -172,6 +178,7 @@ func (v *validator) credential(i int, a *App, key func(string) string, line func
 			}
 		}
 	}
+	v.password(i, a, key, line)
 	if a.CertificateFile == "" && (a.CertificatePasswordFile != "" || a.SendCertificateChain) {
 		v.warn(line("certificate_password_file"), key("certificate_password_file"), "is set but the app uses a client secret", "remove certificate_password_file and send_certificate_chain, or switch to certificate_file")
 	}

@@ -99,13 +99,30 @@ func (c *Config) Senders(cl *Client) []string {
 }
 
 // SecretFromEnvironment reports whether the app's client_secret comes from
-// ${VAR}: a running relay cannot re-read its environment, so a fixed
-// secret there takes a restart, not a reload.
-func (a *App) SecretFromEnvironment() bool { return envRE.MatchString(a.ClientSecret) }
+// ${VAR}, or its client_id, tenant_id or federated_token_file from the
+// AZURE_* variables: a running relay cannot re-read its environment, so a
+// fix there takes a restart, not a reload.
+func (a *App) SecretFromEnvironment() bool {
+	return envRE.MatchString(a.ClientSecret) || len(a.fromEnv) > 0
+}
 
 // CredentialKind names how an app signs in, for humans.
 func (a *App) CredentialKind() string {
+	if a.Username != "" {
+		return "password of service account " + a.Username + " from " + a.PasswordFile + ", with the app's " + a.appCredentialKind()
+	}
+	return a.appCredentialKind()
+}
+
+// appCredentialKind names the app's own credential.
+func (a *App) appCredentialKind() string {
 	switch {
+	case a.FederatedTokenFile != "":
+		return "federated token from " + a.FederatedTokenFile
+	case a.ManagedIdentity && a.ManagedIdentityClientID != "":
+		return "managed identity " + a.ManagedIdentityClientID
+	case a.ManagedIdentity:
+		return "system-assigned managed identity"
 	case a.CertificateFile != "":
 		return "certificate " + a.CertificateFile
 	case a.ClientSecretFile != "":

@@ -132,6 +132,27 @@ type App struct {
 	// GraphScope is the token scope for Microsoft Graph: graph_scope when
 	// set, else "https://<host of GraphURL>/.default".
 	GraphScope string `toml:"graph_scope"`
+	// FederatedTokenFile is a token of an issuer the app trusts
+	// (workload identity federation), read at every token request;
+	// AZURE_FEDERATED_TOKEN_FILE when the app names no credential.
+	FederatedTokenFile string `toml:"federated_token_file"`
+	// ManagedIdentity uses this machine's managed identity as the app's
+	// federated credential; ManagedIdentityClientID names a
+	// user-assigned one.
+	ManagedIdentity         bool   `toml:"managed_identity"`
+	ManagedIdentityClientID string `toml:"managed_identity_client_id"`
+	// Username and PasswordFile sign in as a service account with the
+	// password grant (the app's secret or certificate alongside).
+	Username     string `toml:"username"`
+	PasswordFile string `toml:"password_file"`
+	// TokenEndpoint is a full v2 token URL as other products configure
+	// it; it sets Authority (and the tenant when tenant_id is empty).
+	TokenEndpoint string `toml:"token_endpoint"`
+	// Password is read from password_file. It is never printed.
+	Password Secret `toml:"-"`
+	// fromEnv lists the keys filled from AZURE_* variables, which a
+	// reload cannot change.
+	fromEnv []string
 
 	// Secret is the client secret after ${VAR} expansion or reading
 	// client_secret_file. It is never printed.

@@ -38,6 +38,7 @@ func (v *validator) validate(getenv func(string) string) {
 	}
 	apps := v.apps(getenv)
 	v.mailboxes(apps)
+	v.passwordMailboxes()
 	v.clients()
 }
 

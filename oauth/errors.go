@@ -128,6 +128,43 @@ var explanations = map[int]explanation{
 		"none needed; the relay retries with backoff", false},
 }
 
+func init() {
+	for code, x := range federationAndPasswordExplanations {
+		explanations[code] = x
+	}
+}
+
+// federationAndPasswordExplanations cover the federated credentials
+// (federated_token_file, managed_identity) and the password grant.
+var federationAndPasswordExplanations = map[int]explanation{
+	70021: {"no federated identity credential of the app registration matches the presented token (its issuer, subject and audience together)",
+		"in the app registration, Certificates & secrets → Federated credentials, add one whose issuer, subject and audience are exactly the token's (for AKS: the cluster's OIDC issuer URL and system:serviceaccount:NAMESPACE:NAME; for a managed identity: the identity's object id)", true},
+	700211: {"no federated identity credential of the app registration trusts the token's issuer",
+		"add a federated credential whose Issuer is exactly the token's iss (for AKS: az aks show --query oidcIssuerProfile.issuerUrl; a trailing slash counts)", true},
+	700212: {"no federated identity credential of the app registration accepts the token's audience",
+		"set the federated credential's Audience to the token's aud, normally api://AzureADTokenExchange (the projected service account token's audience)", true},
+	700213: {"no federated identity credential of the app registration matches the token's subject",
+		"set the federated credential's Subject to the token's sub exactly (for Kubernetes: system:serviceaccount:NAMESPACE:SERVICEACCOUNT; for a managed identity: its object (principal) id)", true},
+	70025: {"the app registration has no federated identity credentials",
+		"add a federated credential to the app registration (Certificates & secrets → Federated credentials) for the token's issuer and subject", true},
+	50126: {"the service account's username or password is wrong",
+		"write the service account's current password into password_file (the relay re-reads it when Entra refuses it, and on reload), and check username", true},
+	50076: {"the service account must use multi-factor authentication, which the password grant cannot do",
+		"exclude the service account from MFA with a Conditional Access policy limited to this host's address, or better sign in as the app with a certificate (certificate_file, no username)", true},
+	50079: {"the service account must register for multi-factor authentication, which the password grant cannot do",
+		"exclude the service account from the MFA registration policy, or better sign in as the app with a certificate (certificate_file, no username)", true},
+	50053: {"the service account is locked after too many failed sign-ins (or sign-in from this address is blocked)",
+		"wait for the lockout to end (Smart Lockout: about a minute, growing), then fix password_file; check the sign-in logs for who else uses the account", true},
+	50055: {"the service account's password has expired",
+		"set a new password for the service account (and consider a password that does not expire for it), then write it into password_file", true},
+	50057: {"the service account is disabled",
+		"enable the service account in Entra ID (Users → the account → Account enabled)", true},
+	50034: {"the service account does not exist in this tenant",
+		"check username: it must be the account's user principal name in this tenant", true},
+	65001: {"the service account has not consented to the app's delegated permission (SMTP.Send)",
+		"grant admin consent for the app's delegated permission SMTP.Send (Office 365 Exchange Online) in the app registration's API permissions", true},
+}
+
 // Explain returns the cause and the administrator's fix for an AADSTS code,
 // whether it is a configuration fault, and whether the code is known.
 func Explain(aadsts int) (cause, fix string, permanent bool, ok bool) {

@@ -42,6 +42,24 @@ type AppSettings struct {
 	MinTokenLifetime     time.Duration  // default DefaultMinTokenLifetime when 0
 	ProxyURL             string         // optional explicit proxy; otherwise HTTPS_PROXY/NO_PROXY
 	RootCAs              *x509.CertPool // nil = system roots
+
+	// FederatedTokenFile holds a token of an issuer the app registration
+	// trusts (workload identity federation); it is read at every token
+	// request and sent as the client assertion.
+	FederatedTokenFile string
+	// ManagedIdentity makes the assertion a token for
+	// api://AzureADTokenExchange from this machine's managed identity
+	// (ManagedIdentityClientID names a user-assigned one).
+	ManagedIdentity         bool
+	ManagedIdentityClientID string
+	// Username and Password sign in as a service account with the
+	// password grant, the app's secret or certificate alongside.
+	Username string
+	Password string
+	// ClientSecretFile and PasswordFile are where ClientSecret and
+	// Password came from: re-read when Entra says they are wrong.
+	ClientSecretFile string
+	PasswordFile     string
 }
 
 // AppProblem is one [[app]] setting that cannot work: the key an admin
@@ -74,6 +92,7 @@ func CheckApp(s AppSettings) []AppProblem {
 		add(&AppProblem{"authority", fmt.Sprintf("%q is not an https URL", RedactURL(s.Authority)),
 			`use "` + DefaultAuthority + `" or leave it out so the cloud sets it (Microsoft's identity library requires https)`})
 	}
+	add(checkAuthorityPath(s.Authority, s.TenantID))
 	if s.Scope != "" {
 		add(CheckScope("scope", s.Scope, DefaultScope))
 	}

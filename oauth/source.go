@@ -27,6 +27,9 @@ type Options struct {
 	// means the environment's HTTPS_PROXY, ALL_PROXY and NO_PROXY. An
 	// app's ProxyURL overrides its proxy for the token requests.
 	Egress *egress.Dialer
+	// OnRecovered is called when a token request succeeds after a
+	// configuration fault, so that mail held back by it goes at once.
+	OnRecovered func(app string)
 }
 
 // Status is a Source's state for health checks and metrics.
@@ -93,6 +96,15 @@ type Source struct {
 	cert       *CertInfo
 	certFile   string
 	certWarned time.Time
+
+	// acquire asks the token endpoint once (MSAL's client credentials,
+	// or the password grant).
+	acquire func(ctx context.Context) (string, time.Duration, error)
+	// settings and opts rebuild the credential when its files change;
+	// credDigest is the certificate file's hash when it was loaded.
+	settings   AppSettings
+	opts       Options
+	credDigest [32]byte
 }
 
 // warnCertExpiry logs the certificate's expiry warning, at most once a day.
@@ -177,6 +189,11 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 		if s.SendCertificateChain {
 			msalOpts = append(msalOpts, confidential.WithX5C())
 		}
+	case s.FederatedTokenFile != "" || s.ManagedIdentity:
+		cred, err = federatedCredential(s, au.Host)
+		if err != nil {
+			return nil, bad("%v", err)
+		}
 	default:
 		return nil, bad("no credential: set client_secret (or client_secret_file) or certificate_file")
 	}
@@ -224,6 +241,22 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 	// The scope tells apart the sources of one app (Exchange, Graph).
 	src.log = src.log.With("app", name, "scope", scope)
 	src.cert, src.certFile = cert, s.CertificateFile
+	src.settings, src.opts, src.credDigest = s, o, fileDigest(s.CertificateFile)
+	src.acquire = func(ctx context.Context) (string, time.Duration, error) {
+		res, err := client.AcquireTokenByCredential(ctx, []string{scope})
+		if err != nil {
+			return "", 0, err
+		}
+		// MSAL computed ExpiresOn from the wall clock.
+		return res.AccessToken, time.Until(res.ExpiresOn).Round(time.Second), nil
+	}
+	if s.Username != "" {
+		g, err := newPasswordGrant(s, authority, scope, hc, src.now)
+		if err != nil {
+			return nil, bad("%v", err)
+		}
+		src.acquire = g.acquire
+	}
 	src.warnCertExpiry()
 	return src, nil
 }
@@ -281,24 +314,31 @@ func (s *Source) fetch(c *call) {
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	defer cancel()
 	s.log.Debug("requesting token")
-	res, err := s.client.AcquireTokenByCredential(ctx, []string{s.scope})
+	s.mu.Lock()
+	acquire, secrets := s.acquire, []string{s.secret, s.settings.Password}
+	s.mu.Unlock()
+	access, lifetime, err := acquire(ctx)
 	got := s.now()
 	var tok Token
-	var lifetime time.Duration
 	if err == nil {
-		// MSAL computed ExpiresOn from the wall clock; carry the lifetime
-		// over to the injected clock.
-		lifetime = time.Until(res.ExpiresOn).Round(time.Second)
-		tok = Token{AccessToken: res.AccessToken, ExpiresOn: got.Add(lifetime)}
+		// Carry the lifetime over to the injected clock.
+		tok = Token{AccessToken: access, ExpiresOn: got.Add(lifetime)}
+	} else if oe := asOAuthError(s.name, err); oe != nil {
+		err = oe
 	} else {
-		err = classify(s.name, s.authHost, err, s.secret)
+		oe = classify(s.name, s.authHost, err, secrets...)
+		s.explainFor(oe)
+		err = oe
 	}
 	if s.onRequest != nil {
 		s.onRequest(s.name, err)
 	}
+	// A wrong or expired secret may have been fixed in its file already.
+	reread := err != nil && credentialFault(err) && s.rereadCredential()
 
 	s.mu.Lock()
 	s.requests++
+	recovered := err == nil && s.lastErr != nil && IsPermanent(s.lastErr)
 	if err == nil {
 		s.tok = &cached{tok: tok, issued: got, lifetime: lifetime}
 		s.lastErr, s.failures, s.retryAt = nil, 0, time.Time{}
@@ -307,6 +347,9 @@ func (s *Source) fetch(c *call) {
 		s.failures++
 		s.lastErr, s.lastErrAt = err, got
 		s.retryAt = got.Add(s.backoff(IsPermanent(err), s.failures))
+		if reread {
+			s.failures, s.retryAt = 0, got // the new credential is tried at once
+		}
 	}
 	retryAt, failures := s.retryAt, s.failures
 	s.inflight = nil
@@ -326,6 +369,9 @@ func (s *Source) fetch(c *call) {
 		return
 	}
 	s.log.Info("token acquired", "expires_on", tok.ExpiresOn, "lifetime", lifetime)
+	if recovered && s.opts.OnRecovered != nil {
+		s.opts.OnRecovered(s.name)
+	}
 	if lifetime <= s.minLife {
 		s.log.Warn("token lifetime is shorter than min_token_lifetime; using it down to half its lifetime",
 			"lifetime", lifetime, "min_token_lifetime", s.minLife)

@@ -76,6 +76,14 @@ func Settings(a *config.App, r transport.Resource, roots *x509.CertPool) oauth.A
 		MinTokenLifetime:     a.MinTokenLifetime.Duration,
 		ProxyURL:             a.ProxyURL,
 		RootCAs:              roots,
+
+		FederatedTokenFile:      a.FederatedTokenFile,
+		ManagedIdentity:         a.ManagedIdentity,
+		ManagedIdentityClientID: a.ManagedIdentityClientID,
+		Username:                a.Username,
+		Password:                a.Password.Reveal(),
+		ClientSecretFile:        a.ClientSecretFile,
+		PasswordFile:            a.PasswordFile,
 	}
 }
 
@@ -182,6 +190,8 @@ func (t *Set) Update(cfg *config.Config) error {
 	}
 	for _, e := range kept {
 		e.src.ResetBackoff()
+		// A certificate file replaced in place has the same settings.
+		e.src.RereadCredential()
 	}
 	t.mu.Lock()
 	t.sources = next

@@ -39,6 +39,9 @@ type App struct {
 	// application access policy): when not empty, Graph refuses every
 	// other mailbox with 403 ErrorAccessDenied.
 	ScopedMailboxes []string
+	// Federated are the app's federated identity credentials, which
+	// accept tokens of other issuers (Kubernetes, a managed identity).
+	Federated []FederatedCredential
 }
 
 // Application permissions Graph and High Volume Email check.
@@ -74,6 +77,7 @@ func (e *Emulator) AddApp(a App) {
 	a.GraphRoles = append([]string(nil), a.GraphRoles...)
 	a.ExchangeRoles = append([]string(nil), a.ExchangeRoles...)
 	a.ScopedMailboxes = append([]string(nil), a.ScopedMailboxes...)
+	a.Federated = append([]FederatedCredential(nil), a.Federated...)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.apps[strings.ToLower(a.ClientID)] = &a

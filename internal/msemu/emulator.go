@@ -123,6 +123,9 @@ type Emulator struct {
 	delivered   []Message
 	deliveredCh chan struct{} // closed and replaced on every delivery
 	closed      bool
+	// creds holds issuers, managed identities, users and the token
+	// requests seen (federation.go).
+	creds credState
 }
 
 type rcptEntry struct {

@@ -117,6 +117,9 @@ func (e *Emulator) checkAuth(s *smtpSession, user, token string) string {
 		if !ok {
 			return ReplyAuthFailed
 		}
+		if claims.Upn != "" {
+			return e.delegatedAuthLocked(s, app, claims, user)
+		}
 		if s.hve {
 			return e.hveAuthLocked(s, app, claims, user)
 		}

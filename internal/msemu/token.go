@@ -81,6 +81,7 @@ func (e *Emulator) tokenHandler() http.Handler {
 	mux.HandleFunc("GET /common/discovery/instance", e.handleInstanceDiscovery)
 	mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", e.handleKeys)
 	mux.HandleFunc("GET /common/discovery/v2.0/keys", e.handleKeys)
+	mux.HandleFunc("GET /msi/token", e.handleManagedIdentity)
 	return mux
 }
 
@@ -189,10 +190,16 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	if ae == nil {
 		app, acr, ae = e.authenticateClient(r, tid, tenantPath, clientID, basicSecret, hasBasic)
 	}
+	var user *User
+	if ae == nil && r.PostForm.Get("grant_type") == "password" {
+		u, uae := e.checkUser(tenantPath, r.PostForm.Get("username"), r.PostForm.Get("password"))
+		user, ae = &u, uae
+	}
 	var aud string
 	if ae == nil {
 		aud, ae = checkScope(r.PostForm.Get("scope"), tenantPath, e.graphResourceOf(r.PostForm.Get("scope")))
 	}
+	e.recordGrant(r, clientID, ae)
 	if ae != nil {
 		e.log.Info("msemu token refused", "client_id", clientID, "tenant", tenantPath, "code", ae.code)
 		e.writeAADError(w, r, ae)
@@ -204,6 +211,9 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	e.stats.TokensIssued++
 	e.mu.Unlock()
 	tok, err := e.issueToken(app, tid, aud, acr, lifetime)
+	if user != nil {
+		tok, err = e.issueUserToken(app, *user, tid, aud, acr, lifetime)
+	}
 	if err != nil {
 		e.writeAADError(w, r, &aadError{http.StatusInternalServerError, "server_error", 90033, "A transient error has occurred. Please try again."})
 		return
@@ -221,6 +231,12 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 func (e *Emulator) checkGrant(r *http.Request, clientID string) *aadError {
 	switch gt := r.PostForm.Get("grant_type"); gt {
 	case "client_credentials":
+	case "password":
+		for _, p := range []string{"username", "password"} {
+			if r.PostForm.Get(p) == "" {
+				return invalidRequest(900144, "The request body must contain the following parameter: '%s'.", p)
+			}
+		}
 	case "":
 		return invalidRequest(900144, "The request body must contain the following parameter: 'grant_type'.")
 	default:
@@ -250,6 +266,14 @@ func (e *Emulator) authenticateClient(r *http.Request, tid, tenantPath, clientID
 	if assertion := r.PostForm.Get("client_assertion"); assertion != "" {
 		if r.PostForm.Get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
 			return app, "", invalidRequest(900144, "The request body must contain the following parameter: 'client_assertion_type'.")
+		}
+		// A certificate's assertion is the app's own (iss = client id);
+		// any other issuer's is a federated token.
+		if iss, _ := assertionIssuer(assertion); iss != "" && !strings.EqualFold(iss, app.ClientID) {
+			if ae := e.verifyFederated(app, assertion); ae != nil {
+				return app, "", ae
+			}
+			return app, "2", nil
 		}
 		if ae := e.verifyAssertion(app, r.Host, tenantPath, assertion); ae != nil {
 			return app, "", ae
@@ -332,6 +356,9 @@ type accessClaims struct {
 	Tid      string   `json:"tid"`
 	Uti      string   `json:"uti,omitempty"`
 	Ver      string   `json:"ver"`
+	// Upn and Scp are set in a user's (delegated) token only.
+	Upn string `json:"upn,omitempty"`
+	Scp string `json:"scp,omitempty"`
 }
 
 // GetExpirationTime and the rest let accessClaims be a jwt.Claims.

@@ -179,7 +179,13 @@ func (r *Relay) StartDelivery() error {
 	}
 	cfg := r.cfg
 	ctx, cancel := context.WithCancel(context.Background())
-	ts, err := tokens.New(ctx, cfg, r.roots, oauth.Options{Logger: r.log, Now: r.o.Now, HTTPClient: r.o.HTTPClient, Egress: r.egress, OnRequest: r.metrics.OnTokenRequest})
+	ts, err := tokens.New(ctx, cfg, r.roots, oauth.Options{Logger: r.log, Now: r.o.Now, HTTPClient: r.o.HTTPClient, Egress: r.egress, OnRequest: r.metrics.OnTokenRequest,
+		// Mail paused by a refused credential goes as soon as a token comes.
+		OnRecovered: func(app string) {
+			if s := r.Scheduler(); s != nil {
+				s.CredentialRecovered(app)
+			}
+		}})
 	if err != nil {
 		cancel()
 		return err
