@@ -239,3 +239,38 @@ func TestTokenEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestFixedSecretFileWithoutReload: a wrong client_secret_file keeps mail
+// queued with AADSTS7000215; once the file is fixed the relay notices it
+// (it watches a refused credential's files), gets a token and delivers
+// the held mail at once, although its retry is an hour away and nobody
+// reloaded.
+func TestFixedSecretFileWithoutReload(t *testing.T) {
+	ctx := ctxFor(t)
+	emu := startEmulator(t, msemu.Options{})
+	const mbx = "fixed@contoso.com"
+	emu.Provision(tenantID, secretApp, clientSec, mbx)
+	secretFile := filepath.Join(t.TempDir(), "contoso.secret")
+	writeFile(t, secretFile, "the-secret-id-not-its-value\n")
+	r := startRelay(t, emu, relayOptions{
+		Apps:       []testkit.App{{Name: "contoso", ClientID: secretApp, ClientSecretFile: secretFile}},
+		Mailboxes:  []testkit.Mailbox{{Address: mbx, App: "contoso"}},
+		RetryDelay: time.Hour,
+	})
+	r.mustSend(ctx, mbx, "someone@example.org", "held by a wrong secret")
+	testkit.WaitFor(ctx, t, "the message deferred by the wrong secret", func() bool {
+		return len(r.ids(queue.Deferred)) == 1 && strings.Contains(r.logs.String(), "AADSTS7000215")
+	})
+	writeFile(t, secretFile, clientSec+"\n")
+	if _, err := emu.WaitDelivered(ctx, 1); err != nil {
+		t.Fatalf("not delivered after the secret file was fixed: %v", err)
+	}
+	for _, want := range []string{"credential file changed on disk", "mail held back by its credential fault is retried now"} {
+		if !strings.Contains(r.logs.String(), want) {
+			t.Errorf("the log does not say %q", want)
+		}
+	}
+	if strings.Contains(r.logs.String(), clientSec) {
+		t.Error("the secret appears in the log")
+	}
+}

@@ -79,6 +79,9 @@ type relayOptions struct {
 	// SpoolDir, if set, is the spool directory (a small or read-only
 	// mount in the fault tests).
 	SpoolDir string
+	// RetryDelay, if set, is both min_retry_delay and (doubled)
+	// max_retry_delay instead of 1s and 2s.
+	RetryDelay time.Duration
 }
 
 // testRelay is the relay's real pipeline, wired as `oauthrelay serve`
@@ -136,6 +139,9 @@ func startRelay(t *testing.T, emu *msemu.Emulator, o relayOptions) *testRelay {
 	}
 	if o.Metrics {
 		kc.MetricsAddress = "127.0.0.1:0"
+	}
+	if d := o.RetryDelay; d > 0 {
+		kc.Spool.MinRetryDelay, kc.Spool.MaxRetryDelay = d.String(), (2 * d).String()
 	}
 	path := kc.Write(t)
 	cfg, err := config.Load(path)

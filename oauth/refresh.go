@@ -36,6 +36,12 @@ func (s *Source) refresher(ctx context.Context) {
 		s.mu.Lock()
 		wait := s.nextRefreshLocked()
 		changed := s.changed
+		// While Entra refuses the credential, watch its files: a fixed
+		// one is used at once, not after a backoff of up to 30 minutes.
+		poll := s.inflight == nil && wait > credentialPoll && s.lastErr != nil && credentialFault(s.lastErr)
+		if poll {
+			wait = credentialPoll
+		}
 		if s.inflight != nil || wait <= 0 {
 			c := s.startLocked()
 			s.mu.Unlock()
@@ -55,6 +61,9 @@ func (s *Source) refresher(ctx context.Context) {
 			return
 		case <-changed:
 		case <-s.after(wait):
+			if poll {
+				s.RereadCredential()
+			}
 		}
 	}
 }

@@ -36,6 +36,19 @@ func newPasswordGrant(s AppSettings, authority, scope string, hc *http.Client, n
 	return g, nil
 }
 
+// credentialPoll is how often the files of a refused credential are
+// looked at for a fix.
+const credentialPoll = 2 * time.Second
+
+// credentialFile is the file whose content is the credential itself (a
+// certificate or a federated token), watched for replacement.
+func credentialFile(s AppSettings) string {
+	if s.CertificateFile != "" {
+		return s.CertificateFile
+	}
+	return s.FederatedTokenFile
+}
+
 // fileDigest is the SHA-256 of a file's content, zero when there is no
 // file or it cannot be read.
 func fileDigest(file string) [32]byte {
@@ -98,7 +111,7 @@ func (s *Source) rereadCredential() bool {
 			}
 		}
 	}
-	if f := st.CertificateFile; f != "" {
+	if f := credentialFile(st); f != "" {
 		if d := fileDigest(f); d != ([32]byte{}) && d != digest {
 			changed = append(changed, f)
 		}

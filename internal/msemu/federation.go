@@ -209,6 +209,33 @@ func assertionIssuer(assertion string) (iss, sub string) {
 	return c.Iss, c.Sub
 }
 
+// isFederatedAssertion tells a federated token from a certificate's
+// assertion: the latter is the app's own (iss = client id) and names its
+// certificate (x5t, x5t#S256 or x5c); a certificate assertion with a
+// wrong iss stays one (AADSTS700021) unless a federated credential or a
+// known issuer claims that iss.
+func (e *Emulator) isFederatedAssertion(app App, assertion string) bool {
+	iss, _ := assertionIssuer(assertion)
+	if iss == "" || strings.EqualFold(iss, app.ClientID) {
+		return false
+	}
+	var hdr map[string]any
+	if b, err := decodeB64(strings.SplitN(assertion, ".", 2)[0]); err == nil {
+		json.Unmarshal(b, &hdr)
+	}
+	if hdr["x5t"] == nil && hdr["x5t#S256"] == nil && hdr["x5c"] == nil {
+		return true
+	}
+	for _, f := range app.Federated {
+		if f.Issuer == iss {
+			return true
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.creds.issuers[iss] != nil
+}
+
 // verifyFederated checks a federated assertion as Entra ID does: a
 // federated identity credential of the app must match its issuer,
 // subject and audience, and the issuer's key must have signed it.

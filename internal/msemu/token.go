@@ -267,9 +267,7 @@ func (e *Emulator) authenticateClient(r *http.Request, tid, tenantPath, clientID
 		if r.PostForm.Get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
 			return app, "", invalidRequest(900144, "The request body must contain the following parameter: 'client_assertion_type'.")
 		}
-		// A certificate's assertion is the app's own (iss = client id);
-		// any other issuer's is a federated token.
-		if iss, _ := assertionIssuer(assertion); iss != "" && !strings.EqualFold(iss, app.ClientID) {
+		if e.isFederatedAssertion(app, assertion) {
 			if ae := e.verifyFederated(app, assertion); ae != nil {
 				return app, "", ae
 			}

@@ -195,7 +195,7 @@ func TestTokenErrors(t *testing.T) {
 		{"no credential", testTenant, secretForm(func(v url.Values) { v.Del("client_secret") }), 401, "invalid_client", 7000218},
 		{"scope without .default", testTenant, secretForm(func(v url.Values) { v.Set("scope", "https://outlook.office365.com/SMTP.Send") }), 400, "invalid_scope", 1002012},
 		{"two resources", testTenant, secretForm(func(v url.Values) { v.Set("scope", exoScope+" https://graph.microsoft.com/.default") }), 400, "invalid_scope", 70011},
-		{"wrong grant", testTenant, secretForm(func(v url.Values) { v.Set("grant_type", "password") }), 400, "unsupported_grant_type", 70003},
+		{"wrong grant", testTenant, secretForm(func(v url.Values) { v.Set("grant_type", "authorization_code") }), 400, "unsupported_grant_type", 70003},
 		{"cert not uploaded", testTenant, assertionForm(assertion(t, e, other, otherKey, jwt.SigningMethodRS256, nil)), 401, "invalid_client", 700027},
 		{"bad signature", testTenant, assertionForm(assertion(t, e, cert, otherKey, jwt.SigningMethodRS256, nil)), 401, "invalid_client", 700027},
 		{"assertion expired", testTenant, assertionForm(assertion(t, e, cert, key, jwt.SigningMethodRS256, func(h, c map[string]any) {
