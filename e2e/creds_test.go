@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"strings"
@@ -272,5 +273,31 @@ func TestFixedSecretFileWithoutReload(t *testing.T) {
 	}
 	if strings.Contains(r.logs.String(), clientSec) {
 		t.Error("the secret appears in the log")
+	}
+}
+
+// TestPasswordGrantWithCertificate: the service account's password with
+// the app's certificate (a client assertion signed by its key) instead of
+// a secret.
+func TestPasswordGrantWithCertificate(t *testing.T) {
+	ctx := ctxFor(t)
+	emu := startEmulator(t, msemu.Options{})
+	pemFile, uploaded := newCertificate(t, "CN=nexj")
+	emu.AddApp(msemu.App{TenantID: tenantID, ClientID: ropcApp, Certificates: []*x509.Certificate{uploaded}, Consent: true, ServicePrincipal: true})
+	emu.AddUser(msemu.User{UPN: svcUser, Password: svcPass})
+	emu.AddMailbox(msemu.Mailbox{Address: svcUser})
+	pwFile := filepath.Join(t.TempDir(), "svc-mail.password")
+	writeFile(t, pwFile, svcPass)
+	r := startRelay(t, emu, relayOptions{
+		Apps: []testkit.App{{Name: "nexj", ClientID: ropcApp, CertificateFile: pemFile,
+			Extra: `username = "` + svcUser + `"` + "\n" + `password_file = "` + pwFile + `"`}},
+		Mailboxes: []testkit.Mailbox{{Address: svcUser, App: "nexj"}},
+	})
+	r.mustSend(ctx, svcUser, "someone@example.org", "password and certificate")
+	if _, err := emu.WaitDelivered(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if g := lastGrant(t, emu, ropcApp); g.GrantType != "password" || g.Credential != "certificate" || g.Username != svcUser || g.Code != 0 {
+		t.Errorf("token request %+v, want a password grant with the certificate's assertion", g)
 	}
 }

@@ -392,7 +392,7 @@ func resourceName(r transport.Resource) string {
 // applyFix says how a fixed credential takes effect.
 func applyFix(restart bool) string {
 	if restart {
-		return "restart the relay (systemctl restart oauthrelay): its client_secret comes from an environment variable, which a running process cannot re-read"
+		return "restart the relay (systemctl restart oauthrelay): its client_secret (or AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE) comes from an environment variable, which a running process cannot re-read"
 	}
 	return "reload the relay (SIGHUP) to retry at once"
 }

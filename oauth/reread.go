@@ -143,6 +143,9 @@ func (s *Source) explainFor(e *Error) {
 		e.Fix = "make sure the platform refreshes the file (Kubernetes projects a new token before the old one expires) and that this host's clock is right; the relay reads the file at every token request"
 	case e.AADSTS == 700024 && st.ManagedIdentity:
 		e.Fix = "fix this host's clock (enable NTP); the managed identity's token is fetched afresh"
+	case e.AADSTS == 53003 && st.Username != "":
+		e.Cause = "a Conditional Access policy blocks the service account's sign-in"
+		e.Fix = "exclude the service account " + st.Username + " from the policy, or allow this host's address as a trusted named location; better, sign in as the app with a certificate (no username)"
 	case e.AADSTS == 7000218 && st.Username != "":
 		e.Fix = "the password grant needs the app's own credential as well: set client_secret_file or certificate_file next to username and password_file"
 	}

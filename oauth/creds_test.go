@@ -1,0 +1,106 @@
+package oauth
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestManagedIdentityNowhere: on a machine whose managed identity
+// endpoint does not answer, the token error says so and what to use
+// instead, as a configuration fault; nothing reaches Entra.
+func TestManagedIdentityNowhere(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // a port nobody listens on
+	t.Setenv("IDENTITY_ENDPOINT", "http://"+addr+"/msi/token")
+	t.Setenv("IDENTITY_HEADER", "h")
+	f := newFakeEntra(t)
+	s := secretSettings(f)
+	s.ClientSecret, s.ManagedIdentity = "", true
+	src := newTestSource(t, f, s, Options{})
+	_, err = src.Token(context.Background())
+	var e *Error
+	if !errors.As(err, &e) || !e.Permanent || !strings.Contains(e.Cause, "no managed identity endpoint answered at "+addr) ||
+		!strings.Contains(e.Fix, "federated_token_file, certificate_file or client_secret") {
+		t.Fatalf("error %v", err)
+	}
+	if n := f.requests.Load(); n != 0 {
+		t.Errorf("%d token requests without an assertion", n)
+	}
+}
+
+// TestFederatedTokenFileProblems: a missing file and one without a JWT
+// are explained before anything is sent; an expired federated token
+// (AADSTS700024) is explained as the file's, not the clock's.
+func TestFederatedTokenFileProblems(t *testing.T) {
+	f := newFakeEntra(t)
+	file := filepath.Join(t.TempDir(), "token")
+	s := secretSettings(f)
+	s.ClientSecret, s.FederatedTokenFile = "", file
+	src := newTestSource(t, f, s, Options{})
+	if _, err := src.Token(context.Background()); err == nil || !strings.Contains(err.Error(), "cannot read federated_token_file "+file) {
+		t.Errorf("missing file: %v", err)
+	}
+	if err := os.WriteFile(file, []byte("not a token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src = newTestSource(t, f, s, Options{})
+	if _, err := src.Token(context.Background()); err == nil || !strings.Contains(err.Error(), "does not hold a JWT") {
+		t.Errorf("no JWT: %v", err)
+	}
+	if err := os.WriteFile(file, []byte("eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJrIn0.c2ln\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.respond = func(int64, url.Values) (int, string) {
+		return 400, entraError("invalid_client", 700024, "Client assertion is not within its valid time range.")
+	}
+	src = newTestSource(t, f, s, Options{})
+	_, err := src.Token(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "the federated token in "+file+" has expired") {
+		t.Errorf("expired token: %v", err)
+	}
+	if got := f.lastForm(); got.Get("client_assertion") != "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJrIn0.c2ln" || got.Get("client_assertion_type") != ClientAssertionType {
+		t.Errorf("form %v", got)
+	}
+}
+
+// TestPasswordGrantForm: the password grant posts the app's secret along
+// with the service account's name and password; a wrong password is
+// AADSTS50126 with its fix, and neither password nor secret shows in it.
+func TestPasswordGrantForm(t *testing.T) {
+	f := newFakeEntra(t)
+	s := secretSettings(f)
+	s.Username, s.Password = "svc@contoso.com", "pa55 word"
+	src := newTestSource(t, f, s, Options{})
+	if _, err := src.Token(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	form := f.lastForm()
+	for k, want := range map[string]string{"grant_type": "password", "username": "svc@contoso.com", "password": "pa55 word",
+		"client_secret": testSecret, "client_id": s.ClientID, "scope": DefaultScope} {
+		if form.Get(k) != want {
+			t.Errorf("%s = %q, want %q", k, form.Get(k), want)
+		}
+	}
+	f.respond = func(int64, url.Values) (int, string) {
+		return 400, entraError("invalid_grant", 50126, "Error validating credentials due to invalid username or password. pa55 word")
+	}
+	src = newTestSource(t, f, s, Options{})
+	_, err := src.Token(context.Background())
+	var e *Error
+	if !errors.As(err, &e) || e.AADSTS != 50126 || !strings.Contains(e.Fix, "password_file") {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if strings.Contains(err.Error(), "pa55") || strings.Contains(err.Error(), testSecret) {
+		t.Errorf("a secret shows in %q", err)
+	}
+}
