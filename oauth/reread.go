@@ -135,8 +135,7 @@ func (s *Source) rereadCredential() bool {
 
 // explainFor adjusts the fix of a token error to the app's kind of
 // credential, where the same code means something else for it.
-func (s *Source) explainFor(e *Error) {
-	st := s.settings
+func explainFor(e *Error, st AppSettings) {
 	switch {
 	case e.AADSTS == 700024 && st.FederatedTokenFile != "":
 		e.Cause = "the federated token in " + st.FederatedTokenFile + " has expired (or this host's clock is wrong)"
@@ -149,7 +148,7 @@ func (s *Source) explainFor(e *Error) {
 	case e.AADSTS == 7000218 && st.Username != "":
 		e.Fix = "the password grant needs the app's own credential as well: set client_secret_file or certificate_file next to username and password_file"
 	}
-	if s.settings.Username != "" && (e.AADSTS == 7000215 || e.AADSTS == 7000222) {
+	if st.Username != "" && (e.AADSTS == 7000215 || e.AADSTS == 7000222) {
 		e.Fix += " (the password grant sends the app's secret as well as the service account's password)"
 	}
 }

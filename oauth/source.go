@@ -315,7 +315,7 @@ func (s *Source) fetch(c *call) {
 	defer cancel()
 	s.log.Debug("requesting token")
 	s.mu.Lock()
-	acquire, secrets := s.acquire, []string{s.secret, s.settings.Password}
+	acquire, settings, secrets := s.acquire, s.settings, []string{s.secret, s.settings.Password}
 	s.mu.Unlock()
 	access, lifetime, err := acquire(ctx)
 	got := s.now()
@@ -327,7 +327,7 @@ func (s *Source) fetch(c *call) {
 		err = oe
 	} else {
 		oe = classify(s.name, s.authHost, err, secrets...)
-		s.explainFor(oe)
+		explainFor(oe, settings)
 		err = oe
 	}
 	if s.onRequest != nil {
