@@ -2,6 +2,9 @@ package oauth
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/url"
@@ -9,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // TestManagedIdentityNowhere: on a machine whose managed identity
@@ -102,5 +107,62 @@ func TestPasswordGrantForm(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "pa55") || strings.Contains(err.Error(), testSecret) {
 		t.Errorf("a secret shows in %q", err)
+	}
+}
+
+// TestCertificateReplacedInPlace: a renewed certificate written over the
+// old file is used from the next token request once the credential is
+// re-read (on reload, or when Entra refuses the old one).
+func TestCertificateReplacedInPlace(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "relay.pem")
+	install := func() *x509.Certificate {
+		_, files, err := NewCertificate("CN=oauthrelay", 30, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(files[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		certs, _, err := LoadCertificate(file, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return certs[0]
+	}
+	thumb := func(f *fakeEntra) string {
+		tok, _, err := jwt.NewParser().ParseUnverified(f.lastForm().Get("client_assertion"), jwt.MapClaims{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := tok.Header["x5t#S256"].(string)
+		return s
+	}
+	want := func(c *x509.Certificate) string {
+		sum := sha256.Sum256(c.Raw)
+		return base64.StdEncoding.EncodeToString(sum[:])
+	}
+	old := install()
+	f := newFakeEntra(t)
+	s := secretSettings(f)
+	s.ClientSecret, s.CertificateFile = "", file
+	src := newTestSource(t, f, s, Options{})
+	tok, err := src.Token(context.Background())
+	if err != nil || thumb(f) != want(old) {
+		t.Fatalf("first token: %v, assertion of %s", err, thumb(f))
+	}
+	if src.RereadCredential() {
+		t.Error("RereadCredential reports a change of an unchanged file")
+	}
+	renewed := install()
+	if !src.RereadCredential() {
+		t.Fatal("RereadCredential missed the renewed certificate")
+	}
+	src.Invalidate(tok.AccessToken)
+	if _, err := src.Token(context.Background()); err != nil || thumb(f) != want(renewed) {
+		t.Errorf("after the renewal: %v, assertion of %s, want %s", err, thumb(f), want(renewed))
 	}
 }
