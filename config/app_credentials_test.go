@@ -44,6 +44,8 @@ func TestTokenEndpoint(t *testing.T) {
 			`use "https://login.microsoftonline.com/` + tid + `/oauth2/v2.0/token", or correct tenant_id`},
 		{"common", `token_endpoint = "https://login.microsoftonline.com/common/oauth2/v2.0/token"`, "token_endpoint",
 			`https://login.microsoftonline.com/` + tid + `/oauth2/v2.0/token`},
+		{"authority with the tenant", `authority = "https://login.microsoftonline.com/` + tid + `"`, "authority",
+			`set authority = "https://login.microsoftonline.com/"`},
 		{"authority with a token path", `authority = "https://login.microsoftonline.com/` + tid + `/oauth2/v2.0/token"`, "authority",
 			`set authority = "https://login.microsoftonline.com/"`},
 	} {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -164,5 +165,38 @@ func TestCertificateReplacedInPlace(t *testing.T) {
 	src.Invalidate(tok.AccessToken)
 	if _, err := src.Token(context.Background()); err != nil || thumb(f) != want(renewed) {
 		t.Errorf("after the renewal: %v, assertion of %s, want %s", err, thumb(f), want(renewed))
+	}
+}
+
+// TestFederatedTokenFileAppears: a token file that is not there yet (the
+// pod's projected volume mounted late) is watched, and the token comes
+// within seconds of the file, not after the backoff of a refused
+// credential; the app's OnRecovered hook hears of it.
+func TestFederatedTokenFileAppears(t *testing.T) {
+	f := newFakeEntra(t)
+	file := filepath.Join(t.TempDir(), "token")
+	s := secretSettings(f)
+	s.ClientSecret, s.FederatedTokenFile = "", file
+	recovered := make(chan string, 1)
+	src := newTestSource(t, f, s, Options{OnRecovered: func(app string) { recovered <- app }})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := src.Token(ctx); err == nil {
+		t.Fatal("a token without the file")
+	}
+	src.Start(ctx)
+	if err := os.WriteFile(file, []byte("eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJrIn0.c2ln"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case app := <-recovered:
+		if app != s.Name {
+			t.Errorf("OnRecovered(%q)", app)
+		}
+	case <-ctx.Done():
+		t.Fatalf("no token after the file appeared: %v", src.Status().LastError)
+	}
+	if st := src.Status(); st.LastError != nil || st.ExpiresOn.IsZero() {
+		t.Errorf("status %+v", st)
 	}
 }

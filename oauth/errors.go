@@ -37,6 +37,8 @@ type Error struct {
 	// fix; false for transient trouble (5xx, 429, network, throttling).
 	Permanent bool
 	Err       error // underlying network or TLS error, if any
+	// fileFault: the credential's own file is missing or unusable.
+	fileFault bool
 }
 
 // Error renders `app "NAME": AADSTSnnn: cause — fix: what to do`.

@@ -47,7 +47,10 @@ func exchangeAudience(authorityHost string) string {
 type credentialError struct {
 	cause, fix string
 	permanent  bool
-	err        error
+	// file: the credential's file is missing or unusable, so a new
+	// file fixes it (watched like a refused credential).
+	file bool
+	err  error
 }
 
 func (e *credentialError) Error() string { return e.cause }
@@ -59,7 +62,7 @@ func asOAuthError(app string, err error) *Error {
 	if !errors.As(err, &ce) {
 		return nil
 	}
-	return &Error{App: app, Cause: ce.cause, Fix: ce.fix, Permanent: ce.permanent, Err: ce.err}
+	return &Error{App: app, Cause: ce.cause, Fix: ce.fix, Permanent: ce.permanent, Err: ce.err, fileFault: ce.file}
 }
 
 // readFederatedToken reads the token file afresh: Kubernetes and other
@@ -70,7 +73,7 @@ func readFederatedToken(file string) (string, error) {
 		return "", &credentialError{
 			cause:     "cannot read federated_token_file " + file + ": " + errText(err),
 			fix:       "point federated_token_file (or AZURE_FEDERATED_TOKEN_FILE) at the token your platform projects into the pod or machine, readable by the relay's user",
-			permanent: true, err: err,
+			permanent: true, file: true, err: err,
 		}
 	}
 	tok := strings.TrimSpace(string(b))
@@ -78,7 +81,7 @@ func readFederatedToken(file string) (string, error) {
 		return "", &credentialError{
 			cause:     "federated_token_file " + file + " does not hold a JWT",
 			fix:       "the file must hold the token itself (three dot-separated parts), as Kubernetes projects it; check the path",
-			permanent: true,
+			permanent: true, file: true,
 		}
 	}
 	return tok, nil

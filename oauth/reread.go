@@ -73,7 +73,7 @@ var credentialCodes = map[int]bool{
 // credentialFault reports whether err is Entra refusing the credential.
 func credentialFault(err error) bool {
 	var e *Error
-	return errors.As(err, &e) && credentialCodes[e.AADSTS]
+	return errors.As(err, &e) && (credentialCodes[e.AADSTS] || e.fileFault)
 }
 
 // RereadCredential re-reads the credential's files (client_secret_file,

@@ -97,10 +97,18 @@ func orTenant(tenantID, fallback string) string {
 // append the tenant and the token path again.
 func checkAuthorityPath(authority, tenantID string) *AppProblem {
 	u, err := url.Parse(authority)
-	if err != nil || !strings.Contains(strings.ToLower(u.Path), "/oauth2") {
+	if err != nil {
 		return nil
 	}
 	base := "https://" + u.Host + "/"
+	segs := strings.Split(strings.Trim(u.Path, "/"), "/")
+	if tenantID != "" && strings.EqualFold(segs[len(segs)-1], tenantID) {
+		return &AppProblem{"authority", fmt.Sprintf("%q holds the tenant, which the relay adds from tenant_id", authority),
+			fmt.Sprintf("set authority = %q", strings.TrimSuffix(strings.TrimSuffix(authority, "/"), segs[len(segs)-1]))}
+	}
+	if !strings.Contains(strings.ToLower(u.Path), "/oauth2") {
+		return nil
+	}
 	return &AppProblem{"authority", fmt.Sprintf("%q holds a token path; authority is only the sign-in host", authority),
 		fmt.Sprintf("set authority = %q (tenant_id gives the tenant), or write the whole URL as token_endpoint = %q instead", base, base+orPlaceholder(tenantID)+"/oauth2/v2.0/token")}
 }
