@@ -52,6 +52,7 @@ func runEmulator(args []string, stdout, stderr io.Writer) int {
 	verbose := fs.Bool("v", false, "log every token request and SMTP event")
 	var prov provisionFlags
 	fs.Var(&prov, "provision", "grant an app `tenant,client,secret,mailbox[,mailbox...]` SMTP AUTH, Graph (Mail.Send, Mail.ReadWrite) and HVE (repeatable)")
+	creds := addEmulatorCredFlags(fs)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -103,6 +104,10 @@ func runEmulator(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, p := range prov {
 		fmt.Fprintf(stdout, "app        tenant=%s client=%s mailboxes=%s\n", p[0], p[1], strings.Join(p[3:], ","))
+	}
+	if err := creds.apply(emu, stdout); err != nil {
+		fmt.Fprintln(stderr, "oauthrelay emulator:", err)
+		return 2
 	}
 	fmt.Fprintln(stdout, "running; press Ctrl-C to stop")
 

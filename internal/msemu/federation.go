@@ -312,3 +312,15 @@ func (e *Emulator) recordGrant(r *http.Request, clientID string, ae *aadError) {
 	e.creds.grants = append(e.creds.grants, g)
 	e.mu.Unlock()
 }
+
+// AddFederatedCredential adds a federated identity credential to the app
+// registration clientID; it reports false when there is no such app.
+func (e *Emulator) AddFederatedCredential(clientID string, f FederatedCredential) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a, ok := e.apps[strings.ToLower(clientID)]
+	if ok {
+		a.Federated = append(a.Federated, f)
+	}
+	return ok
+}
