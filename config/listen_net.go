@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -65,6 +66,13 @@ func (v *validator) listenNet() {
 			v.warn(line("min_tls_version"), "listen.min_tls_version",
 				fmt.Sprintf("is %q: clients may use TLS %s, which is obsolete (RFC 8996), with CBC cipher suites and RSA key exchange that TLS 1.2 clients never need", l.MinTLSVersion, l.MinTLSVersion),
 				`keep it only while old devices need it: the log line "legacy TLS session" and the metric oauthrelay_tls_sessions_total{version="1.0"} (and "1.1") show which still connect; then set "1.2"`)
+			// Most old devices know only RSA key exchange (and RSA
+			// signatures): an ECDSA certificate locks them out.
+			if cert, err := tls.LoadX509KeyPair(l.TLSCertFile, l.TLSKeyFile); err == nil && cert.Leaf != nil && cert.Leaf.PublicKeyAlgorithm != x509.RSA {
+				v.warn(line("tls_cert_file"), "listen.tls_cert_file",
+					"has a "+cert.Leaf.PublicKeyAlgorithm.String()+" key: devices old enough to need TLS "+l.MinTLSVersion+" mostly know only RSA certificates and RSA key exchange, and cannot connect",
+					"use an RSA certificate (2048 bits) for this listener, e.g. openssl req -x509 -newkey rsa:2048 ...")
+			}
 		}
 	}
 	l.ProxyPrefixes = l.ProxyPrefixes[:0]

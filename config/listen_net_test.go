@@ -70,6 +70,11 @@ func TestMinTLSVersion(t *testing.T) {
 			if len(warns) != 1 || !strings.Contains(warns[0].Msg, tt.warning) || warns[0].Fix == "" {
 				t.Errorf("warnings %v, want one with %q and a fix", warns, tt.warning)
 			}
+			// testkit's certificates are ECDSA, which old devices
+			// cannot use.
+			if tt.legacy && strings.Contains(tt.keys, "tls_cert_file") && !hasWarning(c.Warnings, "listen.tls_cert_file", "ECDSA key") {
+				t.Errorf("no warning about the ECDSA certificate: %v", c.Warnings)
+			}
 		})
 	}
 }
@@ -103,4 +108,13 @@ func TestProxyProtocolFrom(t *testing.T) {
 	if want := lineOfText(t, src, "proxy_protocol_from ="); probs[0].Line != want {
 		t.Errorf("problem at line %d, want %d", probs[0].Line, want)
 	}
+}
+
+func hasWarning(ws []Problem, key, msg string) bool {
+	for _, w := range ws {
+		if w.Key == key && strings.Contains(w.Msg, msg) {
+			return true
+		}
+	}
+	return false
 }
