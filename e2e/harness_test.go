@@ -79,6 +79,8 @@ type relayOptions struct {
 	// SpoolDir, if set, is the spool directory (a small or read-only
 	// mount in the fault tests).
 	SpoolDir string
+	// Clients are added after the "app" client (trusted on 127.0.0.1).
+	Clients []testkit.Client
 }
 
 // testRelay is the relay's real pipeline, wired as `oauthrelay serve`
@@ -129,6 +131,7 @@ func startRelay(t *testing.T, emu *msemu.Emulator, o relayOptions) *testRelay {
 		Mailboxes: o.Mailboxes,
 		Clients:   []testkit.Client{{Name: "app", Networks: []string{"127.0.0.1"}, Senders: []string{"*"}}},
 	}
+	kc.Clients = append(kc.Clients, o.Clients...)
 	for i := range kc.Apps {
 		if kc.Apps[i].TenantID == "" {
 			kc.Apps[i].TenantID = tenantID
