@@ -112,7 +112,11 @@ func (l *proxyListener) handshake(c net.Conn) {
 	if src, ok := h.SourceAddr.(*net.TCPAddr); ok && !h.Command.IsLocal() && !h.TransportProtocol.IsUnspec() {
 		pc.remote = src
 	}
-	l.s.log.Debug("PROXY header", "remote", pc.remote.String(), "balancer", peer.String(), "version", int(h.Version))
+	cmd := "PROXY"
+	if h.Command.IsLocal() {
+		cmd = "LOCAL"
+	}
+	l.s.log.Debug("PROXY header", "remote", pc.remote.String(), "balancer", peer.String(), "version", int(h.Version), "command", cmd)
 	l.hand(pc)
 }
 

@@ -313,8 +313,12 @@ func (ss *session) Data(r io.Reader) error {
 	if ss.s.hooks.Accepted != nil {
 		ss.s.hooks.Accepted(ss.client.Name)
 	}
-	ss.s.log.Info("accepted", "id", env.ID, "client", ss.client.Name, "from", ss.sendFrom, "mailbox", env.Mailbox,
-		"recipients", len(env.Recipients), "size", env.Size, "remote", ss.ip.String(), "tls_version", ss.tlsVersion)
+	attrs := []any{"id", env.ID, "client", ss.client.Name, "from", ss.sendFrom, "mailbox", env.Mailbox,
+		"recipients", len(env.Recipients), "size", env.Size, "remote", ss.ip.String()}
+	if ss.tlsVersion != "" {
+		attrs = append(attrs, "tls_version", ss.tlsVersion)
+	}
+	ss.s.log.Info("accepted", attrs...)
 	return queuedReply(env.ID)
 }
 
