@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net/netip"
 	"strings"
 )
@@ -86,3 +87,26 @@ func (v *validator) listenNet() {
 		l.ProxyPrefixes = append(l.ProxyPrefixes, p)
 	}
 }
+
+// WriteListener prints, for `oauthrelay check`, what the listener accepts
+// from the network in front of it: TLS versions and PROXY protocol.
+func (c *Config) WriteListener(w io.Writer) {
+	l := &c.Listen
+	switch {
+	case l.TLSCertFile == "":
+		fmt.Fprintln(w, "listener: no TLS (no certificate)")
+	case l.LegacyTLS():
+		fmt.Fprintf(w, "listener: TLS %s and newer; TLS 1.0/1.1 CBC cipher suites with RSA key exchange enabled for old devices (min_tls_version)\n", l.MinTLSVersion)
+	default:
+		fmt.Fprintf(w, "listener: TLS %s and newer\n", tlsVersionName(l.TLSMinVersion()))
+	}
+	if len(l.ProxyPrefixes) > 0 {
+		var nets []string
+		for _, p := range l.ProxyPrefixes {
+			nets = append(nets, p.String())
+		}
+		fmt.Fprintf(w, "listener: PROXY protocol (v1/v2) required from %s; the address in the header is the client's; a header from any other address is refused\n", strings.Join(nets, ", "))
+	}
+}
+
+func tlsVersionName(v uint16) string { return strings.TrimPrefix(tls.VersionName(v), "TLS ") }

@@ -118,3 +118,26 @@ func hasWarning(ws []Problem, key, msg string) bool {
 	}
 	return false
 }
+
+func TestWriteListener(t *testing.T) {
+	leaf := testkit.NewCA(t).Leaf(t, "relay.example")
+	cert, key := leaf.Files(t)
+	c, probs := parse(t, withListen(`tls_cert_file = "`+cert+`"`+"\n"+`tls_key_file = "`+key+`"`+"\n"+
+		`min_tls_version = "1.0"`+"\n"+`proxy_protocol_from = ["10.0.0.5", "10.0.1.0/28"]`), noEnv)
+	if probs != nil {
+		t.Fatal(probs)
+	}
+	var b strings.Builder
+	c.WriteListener(&b)
+	for _, want := range []string{"TLS 1.0 and newer; TLS 1.0/1.1 CBC cipher suites", "PROXY protocol (v1/v2) required from 10.0.0.5/32, 10.0.1.0/28"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("check prints %q, want %q", b.String(), want)
+		}
+	}
+	c, _ = parse(t, base, noEnv)
+	b.Reset()
+	c.WriteListener(&b)
+	if b.String() != "listener: no TLS (no certificate)\n" {
+		t.Errorf("check prints %q for the base configuration", b.String())
+	}
+}
