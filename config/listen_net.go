@@ -53,7 +53,11 @@ func (v *validator) listenNet() {
 	// fix names the value meant.
 	if _, ok := tlsVersions[l.MinTLSVersion]; !ok {
 		msg := fmt.Sprintf("%q is not a TLS version", l.MinTLSVersion)
-		if s := strings.TrimLeft(strings.ToLower(l.MinTLSVersion), "tlsv "); tlsVersions[s] != 0 {
+		s := strings.TrimLeft(strings.ToLower(l.MinTLSVersion), "tlsv ")
+		if s == "1" {
+			s = "1.0" // "TLSv1" is TLS 1.0
+		}
+		if tlsVersions[s] != 0 {
 			msg += fmt.Sprintf(" (write %q)", s)
 		}
 		v.add(line("min_tls_version"), "listen.min_tls_version", msg, minTLSFix)

@@ -33,6 +33,7 @@ func TestMinTLSVersion(t *testing.T) {
 		{name: "1.1", keys: withCert + `min_tls_version = "1.1"`, want: tls.VersionTLS11, legacy: true, warning: "obsolete"},
 		{name: "1.0 without a certificate", keys: `min_tls_version = "1.0"`, want: tls.VersionTLS10, legacy: true, warning: "no TLS certificate"},
 		{name: "TLSv1.0", keys: `min_tls_version = "TLSv1.0"`, problem: `"TLSv1.0" is not a TLS version (write "1.0")`},
+		{name: "TLSv1", keys: `min_tls_version = "TLSv1"`, problem: `"TLSv1" is not a TLS version (write "1.0")`},
 		{name: "1.4", keys: `min_tls_version = "1.4"`, problem: `"1.4" is not a TLS version`},
 		{name: "empty", keys: `min_tls_version = ""`, problem: `"" is not a TLS version`},
 	} {
