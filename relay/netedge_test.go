@@ -207,3 +207,29 @@ func TestProxyProtocolRefusals(t *testing.T) {
 		}
 	}
 }
+
+// Lockout follows the client address in the header: a client guessing
+// passwords through the balancer locks itself out, not the balancer's
+// other clients.
+func TestProxyProtocolLockoutIsPerClient(t *testing.T) {
+	r := startRelay(t, `proxy_protocol_from = ["127.0.0.2/32"]`+"\nauth_max_failures = 2\nallow_insecure_auth = true", nil)
+	through := func(client string) *client {
+		c := dialFrom(t, "127.0.0.2", r.addr)
+		proxyHeader(t, c, 2, client)
+		s := newClient(t, testkit.NewSMTPClient(t, c))
+		s.ehlo()
+		return s
+	}
+	g := through("198.51.100.7")
+	g.authPlain("535", "app", "wrong-1")
+	g = through("198.51.100.7")
+	g.authPlain("454 4.7.0 Too many failed logins from 198.51.100.7", "app", "wrong-2")
+	g = through("198.51.100.7")
+	g.authPlain("454 4.7.0 Too many failed logins from 198.51.100.7", "app", appPassword)
+	// Another client of the same balancer logs in.
+	ok := through("198.51.100.8")
+	ok.authPlain("235", "app", appPassword)
+	if n := r.srv.LockedOut(); n != 1 {
+		t.Errorf("%d addresses locked out, want 1 (the guessing client)", n)
+	}
+}
