@@ -15,6 +15,10 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # Real proxies for e2e/proxy_test.go: Squid (HTTP CONNECT) and microsocks (SOCKS5).
 [ -x /usr/sbin/squid ] || command -v squid >/dev/null 2>&1 || need+=(squid)
 command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
+# Old devices on TLS 1.0 (e2e/oldtls_test.go: openssl s_client -tls1) and a
+# load balancer sending the PROXY protocol (e2e/haproxy_test.go).
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${need[*]}"

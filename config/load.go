@@ -76,6 +76,7 @@ func Defaults() *Config {
 			MaxRefusedCommands:         50,
 			AuthMaxFailures:            5,
 			AuthLockout:                Duration{15 * time.Minute},
+			MinTLSVersion:              "1.2",
 		},
 		Spool: Spool{
 			Dir:           DefaultSpoolDir,

@@ -66,6 +66,14 @@ type Listen struct {
 	MaxRefusedCommands int      `toml:"max_refused_commands"`
 	AuthMaxFailures    int      `toml:"auth_max_failures"`
 	AuthLockout        Duration `toml:"auth_lockout"`
+	// MinTLSVersion is the oldest TLS version clients may use on STARTTLS
+	// and the implicit-TLS port: "1.0", "1.1", "1.2" or "1.3" (see
+	// TLSMinVersion).
+	MinTLSVersion string `toml:"min_tls_version"`
+	// ProxyProtocolFrom lists the load balancers whose connections must
+	// start with a PROXY v1 or v2 header; ProxyPrefixes are them parsed.
+	ProxyProtocolFrom []string       `toml:"proxy_protocol_from"`
+	ProxyPrefixes     []netip.Prefix `toml:"-"`
 }
 
 // Spool is the [spool] table: where and how long mail is kept.

@@ -18,6 +18,7 @@ var envRE = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 func (v *validator) validate(getenv func(string) string) {
 	c := v.c
 	v.listen()
+	v.listenNet()
 	v.spool()
 	v.upstream()
 	v.proxy()

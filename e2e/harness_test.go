@@ -82,6 +82,8 @@ type relayOptions struct {
 	// RetryDelay, if set, is both min_retry_delay and (doubled)
 	// max_retry_delay instead of 1s and 2s.
 	RetryDelay time.Duration
+	// Clients are added after the "app" client (trusted on 127.0.0.1).
+	Clients []testkit.Client
 }
 
 // testRelay is the relay's real pipeline, wired as `oauthrelay serve`
@@ -132,6 +134,7 @@ func startRelay(t *testing.T, emu *msemu.Emulator, o relayOptions) *testRelay {
 		Mailboxes: o.Mailboxes,
 		Clients:   []testkit.Client{{Name: "app", Networks: []string{"127.0.0.1"}, Senders: []string{"*"}}},
 	}
+	kc.Clients = append(kc.Clients, o.Clients...)
 	for i := range kc.Apps {
 		if kc.Apps[i].TenantID == "" {
 			kc.Apps[i].TenantID = tenantID

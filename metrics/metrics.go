@@ -48,6 +48,8 @@ type Metrics struct {
 	throttled *prometheus.CounterVec
 	conns     *prometheus.GaugeVec
 	lockouts  prometheus.Counter
+	// tlsSessions counts sessions by TLS version (tls.go).
+	tlsSessions *prometheus.CounterVec
 
 	mu        sync.Mutex
 	tokens    func() []tokens.Status
@@ -86,6 +88,8 @@ func New(spool *queue.Spool, now func() time.Time) *Metrics {
 	lockedOut := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "oauthrelay_auth_locked_out_addresses", Help: "Addresses locked out of AUTH now; a reload (SIGHUP) lifts every lockout.",
 	}, m.lockedOutNow)
+	m.tlsSessions = newTLSSessions()
+	m.reg.MustRegister(m.tlsSessions)
 	m.reg.MustRegister(m.accepted, m.refused, m.attempts, m.tokenReqs, m.throttled, m.conns, m.lockouts, lockedOut,
 		&stateCollector{m: m},
 		collectors.NewGoCollector(),
@@ -139,11 +143,13 @@ func (m *Metrics) sources() (func() []tokens.Status, func() []delivery.MailboxSt
 // RelayHooks counts what the listener accepts and refuses, and its
 // lockouts.
 func (m *Metrics) RelayHooks() relay.Hooks {
-	return relay.Hooks{
+	h := relay.Hooks{
 		Accepted:  func(client string) { m.accepted.WithLabelValues(client).Inc() },
 		Refused:   func(reason string) { m.refused.WithLabelValues(reason).Inc() },
 		LockedOut: m.lockouts.Inc,
 	}
+	h.TLSSession = func(version string) { m.tlsSessions.WithLabelValues(version).Inc() }
+	return h
 }
 
 // DeliveryHooks counts attempts, throttling and open connections.

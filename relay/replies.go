@@ -36,6 +36,9 @@ const (
 	ReasonConnLimitIP     = "connection_limit_per_ip"
 	ReasonLoginTimeout    = "login_timeout"
 	ReasonTooManyRefusals = "too_many_refusals"
+	// ReasonProxyProtocol: a PROXY header where none may come, or none
+	// where one must (listen.proxy_protocol_from).
+	ReasonProxyProtocol = "proxy_protocol"
 )
 
 // kind names one row of the refusals table.
@@ -80,6 +83,8 @@ const (
 	connLimitIP
 	loginTimeout
 	tooManyRefusals
+	proxyHeaderMissing
+	proxyHeaderRefused
 )
 
 // refusalSpec is one row of the table: the reply (code, enhanced code and
@@ -197,6 +202,17 @@ var refusals = [...]refusalSpec{
 	tooManyRefusals: {421, ec(4, 7, 0), "%s Too many refused commands (%d) on this connection; closing it",
 		ReasonTooManyRefusals, slog.LevelWarn, "closed: too many refused commands (listen.max_refused_commands)",
 		"check the application's configuration (sender, recipients, password) in the lines logged before for this address"},
+	// Written in place of the greeting (proxyproto.go): the peer is a
+	// listed load balancer, so whatever connected did not come through
+	// its PROXY protocol.
+	proxyHeaderMissing: {554, ec(5, 7, 0), "%s No service: connections from %s must start with a PROXY protocol header",
+		ReasonProxyProtocol, slog.LevelWarn, "refused: connection from a load balancer in listen.proxy_protocol_from without a PROXY header",
+		"make the balancer send one (HAProxy: send-proxy-v2 on the server line), or remove its address from listen.proxy_protocol_from (then restart)"},
+	// A PROXY header from anyone else would let them choose the client
+	// address the relay trusts.
+	proxyHeaderRefused: {554, ec(5, 7, 0), "%s PROXY protocol header refused: %s is not a load balancer this relay accepts one from; closing the connection",
+		ReasonProxyProtocol, slog.LevelWarn, "refused: PROXY header from an address not in listen.proxy_protocol_from",
+		"if this is your load balancer, add its address to listen.proxy_protocol_from (then restart); otherwise the peer tried to choose the client address the relay sees"},
 }
 
 func ec(class, subject, detail int) smtp.EnhancedCode {

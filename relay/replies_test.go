@@ -27,9 +27,9 @@ func TestReplyWording(t *testing.T) {
 			t.Errorf("refusal %d: reply %d has enhanced class %d", k, code, class)
 		}
 		msg := sp.text
-		if code == 421 {
+		if code == 421 || code == 554 {
 			// RFC 5321 puts the server's name first in a 421 that closes
-			// the connection.
+			// the connection, and in a 554 greeting (proxyproto.go).
 			msg = strings.TrimPrefix(msg, "%s ")
 		}
 		if len(strings.Fields(msg)) < 4 || !(unicode.IsUpper([]rune(msg)[0]) || strings.HasPrefix(msg, "%s: ")) {

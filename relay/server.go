@@ -30,6 +30,9 @@ type Hooks struct {
 	Refused  func(reason string)
 	// LockedOut is called when failed logins lock an address out.
 	LockedOut func()
+	// TLSSession is called for each session over TLS with the version it
+	// negotiated ("1.0" ... "1.3").
+	TLSSession func(version string)
 }
 
 // Server is the listener side of the relay.
@@ -120,11 +123,14 @@ func (s *Server) Listeners() (plain, implicitTLS net.Listener, err error) {
 func (s *Server) Serve(plain, implicitTLS net.Listener) error {
 	var tlsConf *tls.Config
 	if s.listen.TLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(s.listen.TLSCertFile, s.listen.TLSKeyFile)
-		if err != nil {
-			return fmt.Errorf("listen.tls_cert_file: %w", err)
+		var err error
+		if tlsConf, err = tlsConfig(&s.listen); err != nil {
+			return err
 		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if s.listen.LegacyTLS() {
+			s.log.Warn("listen.min_tls_version lets TLS "+s.listen.MinTLSVersion+" clients in, with CBC cipher suites and RSA key exchange",
+				"fix", "keep it only while old devices need it; the \"legacy TLS session\" log lines name them")
+		}
 	}
 	errc := make(chan error, 2)
 	n := 0
@@ -132,6 +138,11 @@ func (s *Server) Serve(plain, implicitTLS net.Listener) error {
 		srv := s.newSMTPServer(tlsConf)
 		// The limit wraps the raw listener so that TLS sits on top: go-smtp
 		// recognises TLS connections by their *tls.Conn type.
+		// The PROXY header is read under the limits, so that they count
+		// the client it names rather than the balancer.
+		if len(s.listen.ProxyPrefixes) > 0 {
+			l = newProxyListener(l, s, implicit)
+		}
 		l = &limitListener{Listener: l, s: s, max: int64(s.listen.MaxConnections), implicit: implicit}
 		if implicit {
 			l = tls.NewListener(l, tlsConf)

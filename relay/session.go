@@ -18,12 +18,14 @@ import (
 
 // session is one SMTP conversation with a legacy application.
 type session struct {
-	s      *Server
-	conn   *smtp.Conn
-	ip     netip.Addr
-	tls    bool
-	helo   string
-	authed string // client name after a successful AUTH
+	s    *Server
+	conn *smtp.Conn
+	ip   netip.Addr
+	tls  bool
+	// tlsVersion is the TLS version negotiated ("1.2"), "" in clear text.
+	tlsVersion string
+	helo       string
+	authed     string // client name after a successful AUTH
 
 	// The current transaction. cfg is the configuration MAIL was judged
 	// by; RCPT and DATA use the same one, so a reload in between cannot
@@ -46,8 +48,13 @@ type session struct {
 }
 
 func newSession(s *Server, c *smtp.Conn) *session {
-	_, isTLS := c.TLSConnectionState()
-	return &session{s: s, conn: c, ip: s.peerIP(c.Conn()), tls: isTLS, helo: c.Hostname()}
+	st, isTLS := c.TLSConnectionState()
+	ss := &session{s: s, conn: c, ip: s.peerIP(c.Conn()), tls: isTLS, helo: c.Hostname()}
+	if isTLS {
+		ss.tlsVersion = tlsVersion(st.Version)
+		ss.logTLS(st)
+	}
+	return ss
 }
 
 // authAllowed: over TLS always; in clear text only from loopback (the relay
@@ -306,8 +313,12 @@ func (ss *session) Data(r io.Reader) error {
 	if ss.s.hooks.Accepted != nil {
 		ss.s.hooks.Accepted(ss.client.Name)
 	}
-	ss.s.log.Info("accepted", "id", env.ID, "client", ss.client.Name, "from", ss.sendFrom, "mailbox", env.Mailbox,
-		"recipients", len(env.Recipients), "size", env.Size, "remote", ss.ip.String())
+	attrs := []any{"id", env.ID, "client", ss.client.Name, "from", ss.sendFrom, "mailbox", env.Mailbox,
+		"recipients", len(env.Recipients), "size", env.Size, "remote", ss.ip.String()}
+	if ss.tlsVersion != "" {
+		attrs = append(attrs, "tls_version", ss.tlsVersion)
+	}
+	ss.s.log.Info("accepted", attrs...)
 	return queuedReply(env.ID)
 }
 

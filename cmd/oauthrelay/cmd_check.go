@@ -80,6 +80,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: configuration is valid\n\n", *path)
 	cfg.WriteRoutes(stdout)
+	cfg.WriteListener(stdout)
 	return 0
 }
 

@@ -54,6 +54,9 @@ func (r *Relay) Reload(path string) bool {
 	restart("listen.max_connections", old.Listen.MaxConnections, cfg.Listen.MaxConnections)
 	restart("listen.auth_max_failures", old.Listen.AuthMaxFailures, cfg.Listen.AuthMaxFailures)
 	restart("listen.auth_lockout", old.Listen.AuthLockout, cfg.Listen.AuthLockout)
+	// The TLS configuration and the PROXY protocol listener are built at start.
+	restart("listen.min_tls_version", old.Listen.MinTLSVersion, cfg.Listen.MinTLSVersion)
+	restart("listen.proxy_protocol_from", old.Listen.ProxyProtocolFrom, cfg.Listen.ProxyProtocolFrom)
 	restart("log.format", old.Log.Format, cfg.Log.Format)
 	restart("log.level", old.Log.Level, cfg.Log.Level)
 	restart("spool.dir", old.Spool.Dir, cfg.Spool.Dir)
