@@ -39,6 +39,7 @@ func (v *validator) validate(getenv func(string) string) {
 	apps := v.apps(getenv)
 	v.mailboxes(apps)
 	v.clients()
+	v.sendmail(true)
 }
 
 func (v *validator) listen() {
