@@ -111,6 +111,13 @@ set -e
 echo "$out"
 [ "$rc" = 78 ] && echo "$out" | grep -q 'usermod -aG oauthrelay' && ok "exit 78 with the fix" || bad "sendmail as nobody: exit $rc"
 
+step "the README's update-alternatives line, in a scratch --altdir/--admindir (this host's /usr/sbin/sendmail stays)"
+ua=$(mktemp -d)
+mkdir -p "$ua/alt" "$ua/admin" "$ua/sbin"
+update-alternatives --altdir "$ua/alt" --admindir "$ua/admin" --install "$ua/sbin/sendmail" sendmail /usr/bin/oauthrelay 10
+"$ua/sbin/sendmail" --help 2>&1 | grep -q '^Usage: oauthrelay sendmail' && ok "the sendmail link runs oauthrelay sendmail" || bad "the sendmail link does not run oauthrelay sendmail"
+rm -rf "$ua"
+
 step "dpkg --purge oauthrelay"
 dpkg --purge oauthrelay
 dpkg -s oauthrelay >/dev/null 2>&1 && bad "the package is still known to dpkg"
