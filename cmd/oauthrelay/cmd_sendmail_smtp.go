@@ -43,27 +43,37 @@ func relayReply(err error) string {
 	return fmt.Sprintf("%d %s", se.Code, se.Message)
 }
 
+// The SMTP steps a refusal can come at; each says what a 5xx there means.
+const (
+	stepSession   = iota // greeting, EHLO, STARTTLS: the relay is unavailable
+	stepAuth             // AUTH: the login is not allowed
+	stepSender           // MAIL FROM: the sender or message was refused
+	stepRecipient        // RCPT TO: the recipient was refused
+	stepData             // DATA and its end: the message was refused
+)
+
 // smtpRefusal maps the relay's answer at a step to a sysexits code: 4xx is
 // "try again later", 5.7.x (policy, login) is EX_NOPERM, and otherwise the
-// step says what was wrong (a recipient, the message, the relay).
-func smtpRefusal(step string, err error) *submitError {
+// step says what was wrong (a recipient, the message, the relay). what
+// names the step for the person reading the error.
+func smtpRefusal(step int, what string, err error) *submitError {
 	var se *smtp.SMTPError
 	if !errors.As(err, &se) {
 		// The connection broke or timed out: nothing was accepted.
-		return &submitError{exTempFail, fmt.Sprintf("%s: %v (nothing was accepted; try again)", step, err)}
+		return &submitError{exTempFail, fmt.Sprintf("%s: %v (nothing was accepted; try again)", what, err)}
 	}
 	code := exUnavailable
 	switch {
 	case se.Code >= 400 && se.Code < 500:
 		code = exTempFail
-	case se.EnhancedCode[0] == 5 && se.EnhancedCode[1] == 7, strings.HasPrefix(step, "AUTH"):
+	case se.EnhancedCode[0] == 5 && se.EnhancedCode[1] == 7, step == stepAuth:
 		code = exNoPerm
-	case strings.HasPrefix(step, "RCPT"):
+	case step == stepRecipient:
 		code = exNoUser
-	case strings.HasPrefix(step, "MAIL"), strings.HasPrefix(step, "DATA"):
+	case step == stepSender, step == stepData:
 		code = exDataErr
 	}
-	return &submitError{code, fmt.Sprintf("%s: the relay answered %s", step, relayReply(err))}
+	return &submitError{code, fmt.Sprintf("%s: the relay answered %s", what, relayReply(err))}
 }
 
 // relayTLS trusts exactly the certificate the relay's configuration names:
@@ -135,7 +145,7 @@ func submit(sub *config.Submission, m *outgoing, o *sendmailOpts, stderr io.Writ
 			if errors.As(err, &ce) || strings.Contains(err.Error(), "certificate") {
 				return &submitError{exUnavailable, fmt.Sprintf("STARTTLS with %s: %v", sub.Address, err)}
 			}
-			return smtpRefusal("STARTTLS with "+sub.Address, err)
+			return smtpRefusal(stepSession, "STARTTLS with "+sub.Address, err)
 		}
 		say("connected to %s; STARTTLS: the relay's certificate %s verified", sub.Address, sub.CertFile)
 	} else {
@@ -146,14 +156,14 @@ func submit(sub *config.Submission, m *outgoing, o *sendmailOpts, stderr io.Writ
 		}
 		if err := c.Hello(host); err != nil {
 			c.Close()
-			return smtpRefusal("connecting to "+sub.Address, err)
+			return smtpRefusal(stepSession, "connecting to "+sub.Address, err)
 		}
 		say("connected to %s", sub.Address)
 	}
 	defer c.Close()
 	if sub.Username != "" {
 		if err := c.Auth(sasl.NewPlainClient("", sub.Username, sub.Password.Reveal())); err != nil {
-			return smtpRefusal(fmt.Sprintf("AUTH as %q (client %q, [sendmail] password_file)", sub.Username, sub.Client), err)
+			return smtpRefusal(stepAuth, fmt.Sprintf("AUTH as %q (client %q, [sendmail] password_file)", sub.Username, sub.Client), err)
 		}
 		say("logged in as %q (client %q)", sub.Username, sub.Client)
 	}
@@ -166,14 +176,14 @@ func submit(sub *config.Submission, m *outgoing, o *sendmailOpts, stderr io.Writ
 		opts.UTF8 = true
 	}
 	if err := c.Mail(m.from, opts); err != nil {
-		return smtpRefusal(fmt.Sprintf("sender <%s>", m.from), err)
+		return smtpRefusal(stepSender, fmt.Sprintf("sender <%s>", m.from), err)
 	}
 	say("sender <%s> accepted", m.from)
 	var refused []string
 	code := 0
 	for _, r := range m.rcpts {
 		if err := c.Rcpt(r, nil); err != nil {
-			e := smtpRefusal(fmt.Sprintf("recipient <%s>", r), err)
+			e := smtpRefusal(stepRecipient, fmt.Sprintf("recipient <%s>", r), err)
 			refused = append(refused, e.msg)
 			code = max(code, e.code)
 			continue
@@ -187,18 +197,18 @@ func submit(sub *config.Submission, m *outgoing, o *sendmailOpts, stderr io.Writ
 	}
 	w, err := c.Data()
 	if err != nil {
-		return smtpRefusal("DATA", err)
+		return smtpRefusal(stepData, "DATA", err)
 	}
 	if err := writeOutgoing(w, m); err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
-			return smtpRefusal("DATA", err)
+			return smtpRefusal(stepData, "DATA", err)
 		}
 		return &submitError{exIOErr, fmt.Sprintf("reading the message: %v (nothing was sent)", err)}
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
-		return smtpRefusal("the message", err)
+		return smtpRefusal(stepData, "the message", err)
 	}
 	say("queued: 250 %s", resp.StatusText)
 	c.Quit()

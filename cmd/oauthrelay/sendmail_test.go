@@ -164,7 +164,9 @@ func TestSendmailDelivers(t *testing.T) {
 
 // TestSendmailRefusedSender: a sender the client may not use exits
 // EX_NOPERM with the relay's own sentence; an unreachable relay exits
-// EX_TEMPFAIL; no recipient exits EX_USAGE; a broken header EX_DATAERR.
+// EX_TEMPFAIL; a refused recipient EX_NOUSER (and nothing is sent); a
+// message the relay refuses, or a broken header, EX_DATAERR; no recipient
+// EX_USAGE.
 func TestSendmailRefusedSender(t *testing.T) {
 	e := newSMEnv(t, "", localClient)
 	msg := "To: someone@example.org\nSubject: t\n\nhi\n"
@@ -175,6 +177,12 @@ func TestSendmailRefusedSender(t *testing.T) {
 	code, stderr := sendmail(t, msg, "-config", e.path, "-t", "-f", "boss@contoso.com")
 	if code != exNoPerm || !strings.Contains(stderr, `550 5.7.1 Sender <boss@contoso.com> is not allowed for client "local"`) {
 		t.Errorf("refused sender: exit %d, want %d (EX_NOPERM) and the relay's sentence\n%s", code, exNoPerm, stderr)
+	}
+	if code, stderr := sendmail(t, msg, "-config", e.path, "-f", smSendAs, "someone@example.org", "nobody"); code != exNoUser || !strings.Contains(stderr, "recipient <nobody>: the relay answered 501 5.1.3 ") || !strings.Contains(stderr, "nothing was sent") {
+		t.Errorf("refused recipient: exit %d, want %d (EX_NOUSER)\n%s", code, exNoUser, stderr)
+	}
+	if code, stderr := sendmail(t, "From: <noreply@contoso.com>\nFrom: <helpdesk@contoso.com>\n\nhi\n", "-config", e.path, "-f", smSendAs, "someone@example.org"); code != exDataErr || !strings.Contains(stderr, "550 5.6.0 The message has 2 From: fields") {
+		t.Errorf("two From: fields: exit %d, want %d (EX_DATAERR)\n%s", code, exDataErr, stderr)
 	}
 	if code, stderr := sendmail(t, "Subject: t\n\nhi\n", "-config", e.path, "-f", smSendAs); code != exUsage || !strings.Contains(stderr, "no recipients") {
 		t.Errorf("no recipients: exit %d\n%s", code, stderr)
