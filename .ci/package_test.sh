@@ -10,6 +10,15 @@ if [ "$(id -u)" != 0 ] || ! command -v dpkg >/dev/null 2>&1; then
   echo "package test: needs root on Debian (dpkg); skipped" >&2
   exit 0
 fi
+# build.sh needs zip; the checks below need file.
+missing=()
+command -v zip >/dev/null 2>&1 || missing+=(zip)
+command -v file >/dev/null 2>&1 || missing+=(file)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== package test: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq "${missing[@]}" >/dev/null
+fi
 fail=0
 bad() { echo "  FAIL: $*"; fail=1; }
 ok() { echo "  ok: $*"; }
@@ -110,6 +119,12 @@ rc=$?
 set -e
 echo "$out"
 [ "$rc" = 78 ] && echo "$out" | grep -q 'usermod -aG oauthrelay' && ok "exit 78 with the fix" || bad "sendmail as nobody: exit $rc"
+
+step "dpkg -i again, as an upgrade: the admin's config.toml stays as it was"
+echo "# edited by the admin" >>/etc/oauthrelay/config.toml
+dpkg -i --force-confold "$deb"
+tail -n 1 /etc/oauthrelay/config.toml | grep -q "edited by the admin" && ok "the edited config.toml is kept" || bad "the upgrade replaced the edited config.toml"
+expect /etc/oauthrelay/config.toml 640 root:oauthrelay
 
 step "the README's update-alternatives line, in a scratch --altdir/--admindir (this host's /usr/sbin/sendmail stays)"
 ua=$(mktemp -d)
