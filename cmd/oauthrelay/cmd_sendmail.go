@@ -70,6 +70,11 @@ func runSendmail(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "oauthrelay sendmail: %v (nothing was sent)\n", err)
 			return exDataErr
 		}
+		var oe *osError
+		if errors.As(err, &oe) {
+			fmt.Fprintf(stderr, "oauthrelay sendmail: %v (nothing was sent)\n", err)
+			return exOSErr
+		}
 		fmt.Fprintf(stderr, "oauthrelay sendmail: reading the message: %v (nothing was sent)\n", err)
 		return exIOErr
 	}

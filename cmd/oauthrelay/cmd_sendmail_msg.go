@@ -81,6 +81,11 @@ type dataError struct{ msg string }
 
 func (e *dataError) Error() string { return e.msg }
 
+// osError is the system failing the command, not the input (EX_OSERR).
+type osError struct{ err error }
+
+func (e *osError) Error() string { return e.err.Error() }
+
 // readOutgoing reads the message from in and completes it as sendmail
 // does: recipients from the header with -t, Bcc: removed, and Date:,
 // Message-ID: and From: added when missing.
@@ -161,7 +166,7 @@ func readOutgoing(in io.Reader, o *sendmailOpts) (*outgoing, error) {
 			domain, _ = os.Hostname()
 		}
 		if err := mh.GenerateMessageIDWithHostname(domain); err != nil {
-			return nil, err
+			return nil, &osError{err}
 		}
 	}
 	if !mh.Has("Date") {
