@@ -36,10 +36,11 @@ expect() {
   fi
 }
 
-# Every path named after the package outside this tree, the caches and
-# /proc: compared before the install and after the purge.
+# Every path named after the package outside this tree, the caches, the
+# temporary directories (tests running beside CI use them) and /proc:
+# compared before the install and after the purge.
 traces() {
-  find / -xdev \( -path /proc -o -path /sys -o -path /tmp -o -path /work -o -path "$PWD" -o -path /root/go -o -path /root/.cache \) -prune \
+  find / -xdev \( -path /proc -o -path /sys -o -path /tmp -o -path /var/tmp -o -path /work -o -path "$PWD" -o -path /root/go -o -path /root/.cache \) -prune \
     -o -name '*oauthrelay*' -print 2>/dev/null | sort
 }
 
