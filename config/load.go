@@ -212,6 +212,7 @@ var schema = map[string]reflect.Type{
 	"app":      reflect.TypeOf(App{}),
 	"mailbox":  reflect.TypeOf(Mailbox{}),
 	"client":   reflect.TypeOf(Client{}),
+	"sendmail": reflect.TypeOf(Sendmail{}),
 }
 
 func knownKeys(table string) []string {

@@ -26,6 +26,8 @@ type Config struct {
 	Apps      []*App     `toml:"app"`
 	Mailboxes []*Mailbox `toml:"mailbox"`
 	Clients   []*Client  `toml:"client"`
+	// Sendmail is how `oauthrelay sendmail` submits (see sendmail.go).
+	Sendmail Sendmail `toml:"sendmail"`
 
 	// Warnings are problems that do not stop the relay (for example a
 	// world-readable secret file); the loader fills them in.

@@ -41,6 +41,7 @@ func (v *validator) validate(getenv func(string) string) {
 	v.mailboxes(apps)
 	v.passwordMailboxes()
 	v.clients()
+	v.sendmail(true)
 }
 
 func (v *validator) listen() {

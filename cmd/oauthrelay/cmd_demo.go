@@ -154,9 +154,12 @@ Try it yourself (swaks is in Debian: apt-get install swaks):
   swaks --server %s --from boss@contoso.com --to someone@example.org
       (refused: the sender policy allows only the configured senders)
 
+  printf 'To: someone@example.org\nSubject: t\n\nhi\n' | oauthrelay sendmail -config %s -t -f %s
+      (the sendmail command cron and PHP's mail() call; client "printer" by address)
+
 Each delivered message appears below and in %s.
 Press Ctrl-C to stop.
-`, demoMailbox, demoGraph, addr, demoSendAs, addr, demoUser, demoPassword, demoGraph, addr, delivered)
+`, demoMailbox, demoGraph, addr, demoSendAs, addr, demoUser, demoPassword, demoGraph, addr, cfgPath, demoSendAs, delivered)
 
 	seen := len(msgs)
 	tick := time.NewTicker(300 * time.Millisecond)

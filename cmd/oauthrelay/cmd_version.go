@@ -13,6 +13,11 @@ func init() {
 	register("version", command{summary: "print the version, the commit and the Go version (also --version)", run: runVersion})
 }
 
+// buildVersion is the version packaging/build.sh stamps into the binary
+// (-ldflags "-X main.buildVersion=..."), from git describe: a package's
+// binary says which package it came from, tagged or not.
+var buildVersion string
+
 // readBuildInfo is debug.ReadBuildInfo, replaced in tests.
 var readBuildInfo = debug.ReadBuildInfo
 
@@ -51,6 +56,9 @@ func versionText(bi *debug.BuildInfo) string {
 		for _, s := range bi.Settings {
 			settings[s.Key] = s.Value
 		}
+	}
+	if buildVersion != "" {
+		version = buildVersion
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "oauthrelay %s\n", version)
