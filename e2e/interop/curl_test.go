@@ -12,6 +12,7 @@ import (
 // encodes the subject itself. The password is in a netrc file, not on the
 // command line.
 func TestCurl(t *testing.T) {
+	t.Parallel()
 	curl := need(t, "curl", "apt-get install curl")
 	version(t, "curl", curl, "--version")
 	eachSecurity(t, both, func(t *testing.T, r *relay, sec security) {

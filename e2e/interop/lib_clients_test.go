@@ -12,6 +12,7 @@ import (
 // trusting the relay's test CA only.
 
 func TestNodemailer(t *testing.T) {
+	t.Parallel()
 	node := need(t, "node", "apt-get install nodejs")
 	if _, err := os.Stat("node/node_modules/nodemailer/package.json"); err != nil {
 		t.Skip("nodemailer is not installed (npm ci --prefix e2e/interop/node)")
@@ -25,6 +26,7 @@ func TestNodemailer(t *testing.T) {
 }
 
 func TestPHPMailer(t *testing.T) {
+	t.Parallel()
 	php := need(t, "php", "apt-get install php-cli")
 	if _, err := os.Stat("/usr/share/php/libphp-phpmailer/autoload.php"); err != nil {
 		t.Skip("PHPMailer is not installed (apt-get install libphp-phpmailer)")
@@ -38,6 +40,7 @@ func TestPHPMailer(t *testing.T) {
 }
 
 func TestJakartaMail(t *testing.T) {
+	t.Parallel()
 	javac := need(t, "javac", "apt-get install default-jdk-headless")
 	java := need(t, "java", "apt-get install default-jdk-headless")
 	cp := jakartaClasspath(t)
@@ -61,6 +64,7 @@ func TestJakartaMail(t *testing.T) {
 // so; the message itself is proven as a trusted-network client sends it:
 // from an address in networks, without TLS or AUTH.
 func TestMonoSmtpClient(t *testing.T) {
+	t.Parallel()
 	mcs := need(t, "mcs", "apt-get install mono-complete")
 	mono := need(t, "mono", "apt-get install mono-complete")
 	version(t, "mono", mono, "--version")
@@ -85,6 +89,7 @@ func TestMonoSmtpClient(t *testing.T) {
 }
 
 func TestPerlNetSMTP(t *testing.T) {
+	t.Parallel()
 	perl := need(t, "perl", "apt-get install perl")
 	for _, m := range []string{"IO::Socket::SSL", "Authen::SASL"} {
 		if err := runQuiet(perl, "-M"+m, "-e", "1"); err != nil {
@@ -100,6 +105,7 @@ func TestPerlNetSMTP(t *testing.T) {
 }
 
 func TestPythonSmtplib(t *testing.T) {
+	t.Parallel()
 	py := need(t, "python3", "apt-get install python3")
 	version(t, "python3", py, "--version")
 	eachSecurity(t, both, func(t *testing.T, r *relay, sec security) {

@@ -6,6 +6,7 @@ import "testing"
 // headers, as sendmail -t), the password from --passwordeval so it stays
 // out of the process list.
 func TestMsmtp(t *testing.T) {
+	t.Parallel()
 	msmtp := need(t, "msmtp", "apt-get install msmtp")
 	version(t, "msmtp", msmtp, "--version")
 	eachSecurity(t, both, func(t *testing.T, r *relay, sec security) {

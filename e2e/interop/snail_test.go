@@ -14,6 +14,7 @@ import (
 // s-nail builds the MIME: subject encoding, attachment, charset. Its
 // certificate check matches DNS names only, so it connects to localhost.
 func TestSNail(t *testing.T) {
+	t.Parallel()
 	snail := need(t, "s-nail", "apt-get install s-nail")
 	version(t, "s-nail", snail, "-V")
 	eachSecurity(t, both, func(t *testing.T, r *relay, sec security) {
