@@ -19,6 +19,20 @@ command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
 # load balancer sending the PROXY protocol (e2e/haproxy_test.go).
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+# The application mail clients of e2e/interop: PHPMailer under php-cli,
+# Jakarta Mail on the JDK, System.Net.Mail under Mono, Perl Net::SMTP with
+# TLS and SASL, curl, s-nail, and Node.js with npm for nodemailer.
+command -v php >/dev/null 2>&1 || need+=(php-cli)
+[ -f /usr/share/php/libphp-phpmailer/autoload.php ] || need+=(libphp-phpmailer)
+command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
+[ -f /usr/share/java/jakarta-mail.jar ] || need+=(libjakarta-mail-java)
+command -v mcs >/dev/null 2>&1 || need+=(mono-complete)
+perl -MIO::Socket::SSL -e 1 >/dev/null 2>&1 || need+=(libio-socket-ssl-perl)
+perl -MAuthen::SASL -e 1 >/dev/null 2>&1 || need+=(libauthen-sasl-perl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v s-nail >/dev/null 2>&1 || need+=(s-nail)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${need[*]}"
@@ -29,6 +43,12 @@ if [ ${#need[@]} -gt 0 ]; then
   else
     echo "warning: ${need[*]} not installed; their interop tests will be skipped" >&2
   fi
+fi
+
+# nodemailer for e2e/interop, at the version pinned in its package-lock.json.
+if command -v npm >/dev/null 2>&1 && [ ! -f e2e/interop/node/node_modules/nodemailer/package.json ]; then
+  echo "== npm ci (e2e/interop/node: nodemailer)"
+  npm ci --prefix e2e/interop/node --no-audit --no-fund --loglevel=error
 fi
 
 echo "== gofmt"
