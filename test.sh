@@ -15,6 +15,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # Real proxies for e2e/proxy_test.go: Squid (HTTP CONNECT) and microsocks (SOCKS5).
 [ -x /usr/sbin/squid ] || command -v squid >/dev/null 2>&1 || need+=(squid)
 command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
+# promtool (Debian's prometheus) checks and unit-tests deploy/prometheus/alerts.yml.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${need[*]}"
@@ -39,6 +41,13 @@ go vet ./...
 echo "== cross-builds (windows/amd64, linux/arm64)"
 GOOS=windows GOARCH=amd64 go build -o /dev/null ./...
 GOOS=linux GOARCH=arm64 go build -o /dev/null ./...
+
+echo "== promtool (deploy/prometheus)"
+if command -v promtool >/dev/null 2>&1; then
+  ./.ci/promtool.sh
+else
+  echo "warning: promtool not installed; the alert rules were not checked" >&2
+fi
 
 echo "== go test"
 # -json through .ci/testsummary: a line per package, the output of every
