@@ -3,12 +3,14 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -54,8 +56,14 @@ func TestShippedAlertsAndDashboardUseExportedMetrics(t *testing.T) {
 	if err := r.send(ctx, "stranger@fabrikam.example", []string{"someone@example.org"}, "refused"); err == nil {
 		t.Fatal("the relay accepted a sender no mailbox may send as")
 	}
-	if _, err := emu.WaitDelivered(ctx, 1); err != nil {
+	// The message from helpdesk arrives after its throttle; the failure's
+	// bounce (a DSN to scanner@) arrives through scanner's mailbox.
+	msgs, err := emu.WaitDelivered(ctx, 2)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if len(deliveredTo(msgs, secretMbx)) != 1 || len(deliveredTo(msgs, pemMbx)) != 1 {
+		t.Fatalf("delivered %+v, want the message from %s and the bounce through %s", msgs, secretMbx, pemMbx)
 	}
 
 	// The failure and the throttle are counted once the relay has dealt
@@ -67,7 +75,19 @@ func TestShippedAlertsAndDashboardUseExportedMetrics(t *testing.T) {
 			counterValue(t, reg, "oauthrelay_messages_refused_total") >= 1
 	})
 	scrape := get(t, "http://"+r.svc.MetricsAddr().String()+"/metrics")
-	for _, want := range []string{`result="failed"`, `result="delivered"`, `oauthrelay_throttled_total{mailbox="` + secretMbx + `"} 1`} {
+	secretEnd := time.Date(2099, 6, 30, 0, 0, 0, 0, time.UTC)
+	for _, want := range []string{
+		`result="failed"`, `result="delivered"`,
+		`oauthrelay_throttled_total{mailbox="` + secretMbx + `"} 1`,
+		// Each delivered recipient counts against the default daily limit
+		// (scanner's is the bounce); the refused one used none of it.
+		`oauthrelay_mailbox_recipients_24h{mailbox="` + secretMbx + `"} 1`,
+		`oauthrelay_mailbox_recipients_24h{mailbox="` + pemMbx + `"} 1`,
+		`oauthrelay_mailbox_max_recipients_per_day{mailbox="` + secretMbx + `"} 10000`,
+		fmt.Sprintf(`oauthrelay_app_certificate_expiry_timestamp_seconds{app="pem"} %g`, float64(uploaded.NotAfter.Unix())),
+		fmt.Sprintf(`oauthrelay_app_secret_expiry_timestamp_seconds{app="secret"} %g`, float64(secretEnd.Unix())),
+		`oauthrelay_ready 1`,
+	} {
 		if !strings.Contains(scrape, want) {
 			t.Errorf("the scrape lacks %s", want)
 		}
