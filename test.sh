@@ -33,6 +33,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v s-nail >/dev/null 2>&1 || need+=(s-nail)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# promtool (Debian's prometheus) checks and unit-tests deploy/prometheus/alerts.yml.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${need[*]}"
@@ -63,6 +65,13 @@ go vet ./...
 echo "== cross-builds (windows/amd64, linux/arm64)"
 GOOS=windows GOARCH=amd64 go build -o /dev/null ./...
 GOOS=linux GOARCH=arm64 go build -o /dev/null ./...
+
+echo "== promtool (deploy/prometheus)"
+if command -v promtool >/dev/null 2>&1; then
+  ./.ci/promtool.sh
+else
+  echo "warning: promtool not installed; the alert rules were not checked" >&2
+fi
 
 echo "== go test"
 # -json through .ci/testsummary: a line per package, the output of every

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/guid"
 	"github.com/oauthrelay/oauthrelay/oauth"
@@ -116,6 +117,7 @@ func (v *validator) apps(getenv func(string) string) map[string]*App {
 			v.add(line(p.Key), key(p.Key), p.Msg, p.Fix)
 		}
 		v.credential(i, a, key, line, getenv)
+		v.secretExpiry(a, key, line, time.Now())
 	}
 	return apps
 }

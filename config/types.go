@@ -163,12 +163,19 @@ type App struct {
 	// fromEnv lists the keys filled from AZURE_* variables, which a
 	// reload cannot change.
 	fromEnv []string
+	// ClientSecretExpires is the client secret's expiry date as the Entra
+	// portal shows it ("2027-06-30"): the token endpoint never says, so the
+	// admin writes it down for `check`'s warning and the expiry metric.
+	ClientSecretExpires string `toml:"client_secret_expires"`
 
 	// Secret is the client secret after ${VAR} expansion or reading
 	// client_secret_file. It is never printed.
 	Secret Secret `toml:"-"`
 	// CertificatePassword is read from certificate_password_file.
 	CertificatePassword Secret `toml:"-"`
+	// SecretExpires is client_secret_expires parsed: midnight UTC of that
+	// day (zero when not set), so an alert comes early rather than late.
+	SecretExpires time.Time `toml:"-"`
 	// UpstreamAddress is where this app's "smtp" mailboxes deliver:
 	// [upstream] address when set, else the submission host of the app's
 	// cloud.

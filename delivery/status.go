@@ -31,6 +31,11 @@ type MailboxStatus struct {
 	// RestartToFix says a reload cannot apply the fix: the fault is the
 	// app's token and its secret comes from ${VAR}.
 	RestartToFix bool
+	// RecipientsDay counts the recipients Microsoft accepted from the
+	// mailbox in the last 24 hours (plus those in flight), against
+	// RecipientsDayLimit, its max_recipients_per_day (0: no limit).
+	RecipientsDay      int
+	RecipientsDayLimit int
 }
 
 // Status reports every mailbox the scheduler has seen.
@@ -40,9 +45,9 @@ func (s *Scheduler) Status() []MailboxStatus {
 	now := s.o.Now()
 	var out []MailboxStatus
 	for _, mb := range s.mbx {
-		tr, restart := "", false
+		tr, restart, limit := "", false, 0
 		if mc := s.cfg.Mailbox(mb.addr); mc != nil {
-			tr = mc.Transport
+			tr, limit = mc.Transport, mc.MaxRecipientsPerDay
 			restart = mb.configFault && strings.HasPrefix(mb.pauseReason, "token:") && mc.AppRef != nil && mc.AppRef.SecretFromEnvironment()
 		}
 		out = append(out, MailboxStatus{
@@ -51,6 +56,7 @@ func (s *Scheduler) Status() []MailboxStatus {
 			Ready: len(mb.fresh) + len(mb.retry), Waiting: mb.later.Len(), Connections: mb.conns,
 			SenderFaults: senderFaultsLocked(mb),
 			Failing:      mb.failing, FailingSince: mb.failingSince, LastError: mb.failingReply, RestartToFix: restart,
+			RecipientsDay: mb.rcpts.count(now) + mb.rcptsInflight, RecipientsDayLimit: limit,
 		})
 	}
 	return out

@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/delivery"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
@@ -55,6 +56,7 @@ type Metrics struct {
 	tokens    func() []tokens.Status
 	mailboxes func() []delivery.MailboxStatus
 	lockedOut func() int
+	config    func() *config.Config
 }
 
 // New makes the registry for a relay whose spool is spool. now may be nil
@@ -92,6 +94,7 @@ func New(spool *queue.Spool, now func() time.Time) *Metrics {
 	m.reg.MustRegister(m.tlsSessions)
 	m.reg.MustRegister(m.accepted, m.refused, m.attempts, m.tokenReqs, m.throttled, m.conns, m.lockouts, lockedOut,
 		&stateCollector{m: m},
+		opsCollector{m: m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -39,6 +39,9 @@ type Status struct {
 	LastError   error     // of the last token request; nil after a success
 	LastErrorAt time.Time
 	Requests    int64 // token requests made so far
+	// CertNotAfter is when the app's certificate credential expires;
+	// zero for a client secret.
+	CertNotAfter time.Time
 }
 
 // cached is a token plus the facts needed to judge its freshness.
@@ -417,6 +420,9 @@ func (s *Source) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{App: s.name, LastError: s.lastErr, LastErrorAt: s.lastErrAt, Requests: s.requests}
+	if s.cert != nil {
+		st.CertNotAfter = s.cert.NotAfter
+	}
 	if s.tok != nil {
 		st.ExpiresOn = s.tok.tok.ExpiresOn
 	}

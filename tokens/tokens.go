@@ -6,6 +6,7 @@ package tokens
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
 	"os"
@@ -138,9 +139,12 @@ type Set struct {
 
 type entry struct {
 	settings oauth.AppSettings
-	fromEnv  bool
-	src      *oauth.Source
-	cancel   context.CancelFunc
+	// certSum is the certificate file's digest when the source was built:
+	// a certificate renewed in place (same path) is a new credential.
+	certSum [sha256.Size]byte
+	fromEnv bool
+	src     *oauth.Source
+	cancel  context.CancelFunc
 }
 
 // New builds the sources for cfg. Background refresh runs until ctx ends.
@@ -168,7 +172,8 @@ func (t *Set) Update(cfg *config.Config) error {
 		for _, r := range Resources(cfg, a.Name) {
 			k := key{a.Name, r}
 			st := Settings(a, r, t.roots)
-			if old := cur[k]; old != nil && sameSettings(old.settings, st) {
+			sum := fileSum(st.CertificateFile)
+			if old := cur[k]; old != nil && sameSettings(old.settings, st) && old.certSum == sum {
 				old.fromEnv = a.SecretFromEnvironment()
 				next[k] = old
 				kept = append(kept, old)
@@ -178,7 +183,7 @@ func (t *Set) Update(cfg *config.Config) error {
 			if err != nil {
 				return fmt.Errorf("app %q: %w", a.Name, err)
 			}
-			e := &entry{settings: st, src: src, fromEnv: a.SecretFromEnvironment()}
+			e := &entry{settings: st, certSum: sum, src: src, fromEnv: a.SecretFromEnvironment()}
 			started = append(started, e)
 			next[k] = e
 		}
@@ -202,6 +207,19 @@ func (t *Set) Update(cfg *config.Config) error {
 		}
 	}
 	return nil
+}
+
+// fileSum is the digest of a credential file; zero for none. An unreadable
+// file gets the zero digest too: NewSource then reports why.
+func fileSum(path string) [sha256.Size]byte {
+	if path == "" {
+		return [sha256.Size]byte{}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return [sha256.Size]byte{}
+	}
+	return sha256.Sum256(b)
 }
 
 func sameSettings(a, b oauth.AppSettings) bool {

@@ -135,6 +135,7 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 	m.SetMailboxes(r.mailboxStatus)
 	m.SetTokens(r.tokenStatus)
 	m.SetLockouts(srv.LockedOut)
+	m.SetConfig(r.Config)
 	if !o.NoDelivery {
 		if err := r.StartDelivery(); err != nil {
 			closeListeners()
