@@ -119,18 +119,20 @@ func (v *validator) apps(getenv func(string) string) map[string]*App {
 }
 
 func (v *validator) credential(i int, a *App, key func(string) string, line func(string) int, getenv func(string) string) {
+	v.expandPaths(a, key, line, getenv)
 	n := 0
-	for _, s := range []string{a.ClientSecret, a.ClientSecretFile, a.CertificateFile} {
+	for _, s := range []string{a.ClientSecret, a.ClientSecretFile, a.CertificateFile, a.CertificateStore} {
 		if s != "" {
 			n++
 		}
 	}
 	switch {
 	case n == 0:
-		v.add(line("name"), key("client_secret"), "the app has no credential", "set one of client_secret, client_secret_file or certificate_file")
+		v.add(line("name"), key("client_secret"), "the app has no credential", "set one of client_secret, client_secret_file, certificate_file or certificate_store")
+		v.certStoreOrphans(a, key, line)
 		return
 	case n > 1:
-		v.add(line("certificate_file"), key("client_secret"), "the app has more than one credential", "keep exactly one of client_secret, client_secret_file and certificate_file")
+		v.add(line("certificate_file"), key("client_secret"), "the app has more than one credential", "keep exactly one of client_secret, client_secret_file, certificate_file and certificate_store")
 		return
 	}
 	switch {
@@ -164,6 +166,8 @@ func (v *validator) credential(i int, a *App, key func(string) string, line func
 			}
 			a.Secret = Secret(s)
 		}
+	case a.CertificateStore != "":
+		v.certStore(a, key, line)
 	case a.CertificateFile != "":
 		v.readable("app", i, key("certificate_file"), a.CertificateFile, true)
 		if a.CertificatePasswordFile != "" {
@@ -172,7 +176,10 @@ func (v *validator) credential(i int, a *App, key func(string) string, line func
 			}
 		}
 	}
-	if a.CertificateFile == "" && (a.CertificatePasswordFile != "" || a.SendCertificateChain) {
+	if a.CertificateStore == "" {
+		v.certStoreOrphans(a, key, line)
+	}
+	if a.CertificateFile == "" && a.CertificateStore == "" && (a.CertificatePasswordFile != "" || a.SendCertificateChain) {
 		v.warn(line("certificate_password_file"), key("certificate_password_file"), "is set but the app uses a client secret", "remove certificate_password_file and send_certificate_chain, or switch to certificate_file")
 	}
 }

@@ -108,6 +108,8 @@ func (a *App) CredentialKind() string {
 	switch {
 	case a.CertificateFile != "":
 		return "certificate " + a.CertificateFile
+	case a.CertificateStore != "":
+		return "certificate in the Windows store, " + a.StoreRef().String()
 	case a.ClientSecretFile != "":
 		return "client secret from " + a.ClientSecretFile
 	default:

@@ -132,6 +132,13 @@ type App struct {
 	// GraphScope is the token scope for Microsoft Graph: graph_scope when
 	// set, else "https://<host of GraphURL>/.default".
 	GraphScope string `toml:"graph_scope"`
+	// CertificateStore names a Windows certificate store
+	// ("LocalMachine\My" or "CurrentUser\My") holding the app's
+	// certificate, found by CertificateThumbprint or CertificateSubject
+	// (Windows only).
+	CertificateStore      string `toml:"certificate_store"`
+	CertificateThumbprint string `toml:"certificate_thumbprint"`
+	CertificateSubject    string `toml:"certificate_subject"`
 
 	// Secret is the client secret after ${VAR} expansion or reading
 	// client_secret_file. It is never printed.

@@ -42,6 +42,13 @@ type AppSettings struct {
 	MinTokenLifetime     time.Duration  // default DefaultMinTokenLifetime when 0
 	ProxyURL             string         // optional explicit proxy; otherwise HTTPS_PROXY/NO_PROXY
 	RootCAs              *x509.CertPool // nil = system roots
+	// CertificateStore names a certificate in the Windows certificate
+	// store (certificate_store with certificate_thumbprint or
+	// certificate_subject); Store is "" otherwise.
+	CertificateStore StoreRef
+	// Signer is a certificate credential held elsewhere (tests, or a key
+	// that never leaves its device), instead of a secret, file or store.
+	Signer Signer
 }
 
 // AppProblem is one [[app]] setting that cannot work: the key an admin

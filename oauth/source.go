@@ -107,10 +107,10 @@ func (s *Source) warnCertExpiry() {
 	}
 	s.certWarned = now
 	if now.After(s.cert.NotAfter) {
-		s.log.Error("certificate: "+w, "certificate_file", s.certFile, "not_after", s.cert.NotAfter)
+		s.log.Error("certificate: "+w, "certificate", s.certFile, "not_after", s.cert.NotAfter)
 		return
 	}
-	s.log.Warn("certificate: "+w, "certificate_file", s.certFile, "not_after", s.cert.NotAfter)
+	s.log.Warn("certificate: "+w, "certificate", s.certFile, "not_after", s.cert.NotAfter)
 }
 
 // NewSource validates s, loads its credential and builds the MSAL client.
@@ -152,33 +152,27 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 
 	var cred confidential.Credential
 	var cert *CertInfo
+	var certLabel string
 	var msalOpts []confidential.Option
 	switch {
-	case s.ClientSecret != "" && s.CertificateFile != "":
-		return nil, bad("set either client_secret or certificate_file, not both")
+	case countCredentials(s) > 1:
+		return nil, bad("set only one of client_secret, certificate_file and certificate_store, not both")
 	case s.ClientSecret != "":
 		cred, err = confidential.NewCredFromSecret(s.ClientSecret)
 		if err != nil {
 			return nil, bad("client secret: %v", err)
 		}
-	case s.CertificateFile != "":
-		certs, key, err := LoadCertificate(s.CertificateFile, s.CertificatePassword)
+	default:
+		signer, label, err := certSigner(s)
 		if err != nil {
 			return nil, bad("%v", err)
 		}
-		info := Describe(certs[0])
-		cert = &info
-		cred, err = confidential.NewCredFromCert(certs, key)
-		if err != nil {
-			// LoadCertificate already checked the key type and match; keep
-			// MSAL's reason, it names no key material.
-			return nil, bad("certificate %s: %v", s.CertificateFile, err)
+		if signer == nil {
+			return nil, bad("no credential: set client_secret (or client_secret_file), certificate_file or certificate_store")
 		}
-		if s.SendCertificateChain {
-			msalOpts = append(msalOpts, confidential.WithX5C())
-		}
-	default:
-		return nil, bad("no credential: set client_secret (or client_secret_file) or certificate_file")
+		info := Describe(signer.Certificates()[0])
+		cert, certLabel = &info, label
+		cred = signerCredential(signer, s.SendCertificateChain)
 	}
 
 	hc := o.HTTPClient
@@ -223,7 +217,7 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 	}
 	// The scope tells apart the sources of one app (Exchange, Graph).
 	src.log = src.log.With("app", name, "scope", scope)
-	src.cert, src.certFile = cert, s.CertificateFile
+	src.cert, src.certFile = cert, certLabel
 	src.warnCertExpiry()
 	return src, nil
 }

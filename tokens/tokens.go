@@ -76,6 +76,7 @@ func Settings(a *config.App, r transport.Resource, roots *x509.CertPool) oauth.A
 		MinTokenLifetime:     a.MinTokenLifetime.Duration,
 		ProxyURL:             a.ProxyURL,
 		RootCAs:              roots,
+		CertificateStore:     a.StoreRef(),
 	}
 }
 
