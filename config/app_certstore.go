@@ -93,6 +93,10 @@ func (v *validator) certStoreOrphans(a *App, key func(string) string, line func(
 	}
 }
 
+// unsetInCheck is what LoadForCheck's environment returns for a variable
+// the checking shell does not have.
+const unsetInCheck = "unset-in-this-environment"
+
 // expandPaths replaces ${VAR} in the app's secret file paths with the
 // environment's value, so that a systemd unit with LoadCredential= can
 // name its files as "${CREDENTIALS_DIRECTORY}/contoso.secret". An unset
@@ -103,15 +107,24 @@ func (v *validator) expandPaths(a *App, key func(string) string, line func(strin
 		p    *string
 	}{{"client_secret_file", &a.ClientSecretFile}, {"certificate_file", &a.CertificateFile}, {"certificate_password_file", &a.CertificatePasswordFile}} {
 		var missing []string
-		orig := *f.p
+		orig, unchecked := *f.p, false
 		*f.p = envRE.ReplaceAllStringFunc(*f.p, func(m string) string {
 			name := envRE.FindStringSubmatch(m)[1]
 			val := getenv(name)
-			if val == "" {
+			switch val {
+			case "":
 				missing = append(missing, name)
+			case unsetInCheck:
+				unchecked = true
 			}
 			return val
 		})
+		if unchecked {
+			// check in a shell without the service's environment:
+			// LoadForCheck warns; the file is not read.
+			*f.p = orig
+			continue
+		}
 		if len(missing) == 0 {
 			continue
 		}
