@@ -22,7 +22,7 @@ func TestParseThumbprint(t *testing.T) {
 		strings.ToLower(sha1Hex),
 		"3a 1f 0b 2c 4d 5e 6f 70 81 92 a3 b4 c5 d6 e7 f8 09 1a 2b 3c", // the certificate dialog
 		"3A:1F:0B:2C:4D:5E:6F:70:81:92:A3:B4:C5:D6:E7:F8:09:1A:2B:3C", // openssl -fingerprint
-		"\u200e3a1f0b2c4d5e6f708192a3b4c5d6e7f8091a2b3c",               // copied with its left-to-right mark
+		"\u200e3a1f0b2c4d5e6f708192a3b4c5d6e7f8091a2b3c",              // copied with its left-to-right mark
 		"  " + sha1Hex + "\t",
 	} {
 		got, err := ParseThumbprint(in)
