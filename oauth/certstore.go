@@ -38,7 +38,8 @@ func (r StoreRef) String() string {
 // "Cert:\CurrentUser\My", any case, / or \), or an error that lists the
 // accepted names.
 func ParseStoreName(s string) (string, error) {
-	n := strings.ToLower(strings.ReplaceAll(strings.TrimSpace(s), "/", `\`))
+	// Quotes typed in cmd.exe reach the program.
+	n := strings.ToLower(strings.ReplaceAll(strings.Trim(strings.TrimSpace(s), `'"`), "/", `\`))
 	n = strings.TrimPrefix(n, `cert:\`)
 	switch n {
 	case `localmachine\my`:
