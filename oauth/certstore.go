@@ -3,8 +3,11 @@ package oauth
 import (
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"math/big"
 	"runtime"
 	"strings"
 	"time"
@@ -156,4 +159,26 @@ func StoreExportHint(ref StoreRef) string {
 		`Copy oauthrelay.pfx to this host (chmod 0600), write the password into a file, and in the [[app]] replace certificate_store and certificate_thumbprint/certificate_subject with `+
 		`certificate_file = "/etc/oauthrelay/oauthrelay.pfx" and certificate_password_file = "/etc/oauthrelay/oauthrelay.pfx.password"`,
 		store, sel, user, sel)
+}
+
+// BCRYPT_RSAKEY_BLOB's magic for a public key ("RSA1") and its header
+// size: Magic, BitLength, cbPublicExp, cbModulus, cbPrime1, cbPrime2.
+const (
+	bcryptRSAPublicMagic  = 0x31415352
+	bcryptRSAKeyBlobBytes = 24
+)
+
+// parseRSAPublicBlob decodes a BCRYPT_RSAPUBLIC_BLOB.
+func parseRSAPublicBlob(b []byte) (*rsa.PublicKey, error) {
+	if len(b) < bcryptRSAKeyBlobBytes || binary.LittleEndian.Uint32(b) != bcryptRSAPublicMagic {
+		return nil, errors.New("not an RSA public key blob")
+	}
+	expLen := int(binary.LittleEndian.Uint32(b[8:]))
+	modLen := int(binary.LittleEndian.Uint32(b[12:]))
+	if len(b) < bcryptRSAKeyBlobBytes+expLen+modLen || expLen > 8 {
+		return nil, errors.New("short RSA public key blob")
+	}
+	e := new(big.Int).SetBytes(b[bcryptRSAKeyBlobBytes : bcryptRSAKeyBlobBytes+expLen])
+	n := new(big.Int).SetBytes(b[bcryptRSAKeyBlobBytes+expLen : bcryptRSAKeyBlobBytes+expLen+modLen])
+	return &rsa.PublicKey{N: n, E: int(e.Int64())}, nil
 }

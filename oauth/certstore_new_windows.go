@@ -7,9 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/binary"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -33,13 +31,11 @@ var (
 )
 
 const (
-	msSoftwareKSP         = "Microsoft Software Key Storage Provider"
-	ncryptMachineKeyFlag  = 0x20
-	ncryptAllowSignFlag   = 0x2
-	ncryptAllowDecrypt    = 0x1
-	certStoreAddNew       = 1 // CERT_STORE_ADD_NEW
-	bcryptRSAPublicMagic  = 0x31415352
-	bcryptRSAKeyBlobBytes = 24
+	msSoftwareKSP        = "Microsoft Software Key Storage Provider"
+	ncryptMachineKeyFlag = 0x20
+	ncryptAllowSignFlag  = 0x2
+	ncryptAllowDecrypt   = 0x1
+	certStoreAddNew      = 1 // CERT_STORE_ADD_NEW
 )
 
 // cryptKeyProvInfo is CRYPT_KEY_PROV_INFO: links a certificate in the
@@ -213,21 +209,6 @@ func exportRSAPublic(h uintptr) (*rsa.PublicKey, error) {
 		return nil, windows.Errno(r)
 	}
 	return parseRSAPublicBlob(buf[:n])
-}
-
-// parseRSAPublicBlob decodes a BCRYPT_RSAPUBLIC_BLOB.
-func parseRSAPublicBlob(b []byte) (*rsa.PublicKey, error) {
-	if len(b) < bcryptRSAKeyBlobBytes || binary.LittleEndian.Uint32(b) != bcryptRSAPublicMagic {
-		return nil, errors.New("not an RSA public key blob")
-	}
-	expLen := int(binary.LittleEndian.Uint32(b[8:]))
-	modLen := int(binary.LittleEndian.Uint32(b[12:]))
-	if len(b) < bcryptRSAKeyBlobBytes+expLen+modLen || expLen > 8 {
-		return nil, errors.New("short RSA public key blob")
-	}
-	e := new(big.Int).SetBytes(b[bcryptRSAKeyBlobBytes : bcryptRSAKeyBlobBytes+expLen])
-	n := new(big.Int).SetBytes(b[bcryptRSAKeyBlobBytes+expLen : bcryptRSAKeyBlobBytes+expLen+modLen])
-	return &rsa.PublicKey{N: n, E: int(e.Int64())}, nil
 }
 
 func utf16(s string) *uint16 {

@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"math/big"
 	"runtime"
 	"strings"
@@ -127,5 +128,29 @@ func TestStoreOnOtherSystems(t *testing.T) {
 	}
 	if _, _, err := NewStoreCertificate(StoreLocalMachine, "CN=x", 30, t.TempDir()); err == nil || !strings.Contains(err.Error(), "needs Windows") {
 		t.Errorf("NewStoreCertificate: %v", err)
+	}
+}
+
+// The public key 'cert new --store' reads back from CNG.
+func TestParseRSAPublicBlob(t *testing.T) {
+	k, _ := rsa.GenerateKey(rand.Reader, 1024)
+	e := big.NewInt(int64(k.E)).Bytes()
+	n := k.N.Bytes()
+	blob := make([]byte, 24, 24+len(e)+len(n))
+	binary.LittleEndian.PutUint32(blob[0:], 0x31415352) // "RSA1"
+	binary.LittleEndian.PutUint32(blob[4:], 1024)
+	binary.LittleEndian.PutUint32(blob[8:], uint32(len(e)))
+	binary.LittleEndian.PutUint32(blob[12:], uint32(len(n)))
+	blob = append(append(blob, e...), n...)
+	pub, err := parseRSAPublicBlob(blob)
+	if err != nil || !pub.Equal(&k.PublicKey) {
+		t.Fatalf("parsed %v, %v", pub, err)
+	}
+	if _, err := parseRSAPublicBlob(blob[:len(blob)-1]); err == nil {
+		t.Error("short blob accepted")
+	}
+	blob[0] = 'X'
+	if _, err := parseRSAPublicBlob(blob); err == nil {
+		t.Error("wrong magic accepted")
 	}
 }
