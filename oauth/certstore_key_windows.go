@@ -76,6 +76,12 @@ func acquireKey(ctx *windows.CertContext, ref StoreRef) (*storeKey, error) {
 		windows.CRYPT_ACQUIRE_SILENT_FLAG|windows.CRYPT_ACQUIRE_PREFER_NCRYPT_KEY_FLAG,
 		nil, &k.handle, &k.spec, &k.free)
 	if err != nil {
+		// Open the container the certificate names ourselves: what
+		// CryptAcquireCertificatePrivateKey does, for systems whose crypt32
+		// lacks the CNG part of it (Wine).
+		if k2, err2 := openProvInfoKey(ctx, ref); err2 == nil {
+			return k2, nil
+		}
 		return nil, describeWinErr(ref, "opening the private key", err)
 	}
 	k.ncrypt = k.spec == windows.CERT_NCRYPT_KEY_SPEC
@@ -244,4 +250,54 @@ func provParam(h windows.Handle, param uint32) (string, error) {
 		return "", err
 	}
 	return strings.TrimRight(string(buf[:n]), "\x00"), nil
+}
+
+// cryptKeyProvInfo is CRYPT_KEY_PROV_INFO: links a certificate in the
+// store to its key container.
+type cryptKeyProvInfo struct {
+	container *uint16
+	provider  *uint16
+	provType  uint32
+	flags     uint32
+	nParams   uint32
+	params    uintptr
+	keySpec   uint32
+}
+
+var procNCryptOpenKey = modncrypt.NewProc("NCryptOpenKey")
+
+// openProvInfoKey opens the key named by the certificate's
+// CERT_KEY_PROV_INFO: a CNG key (provider type 0) with NCryptOpenKey, a
+// CSP key with CryptAcquireContext.
+func openProvInfoKey(ctx *windows.CertContext, ref StoreRef) (*storeKey, error) {
+	var n uint32
+	if r, _, err := procCertGetCertificateContextProperty.Call(uintptr(unsafe.Pointer(ctx)), certKeyProvInfoPropID, 0, uintptr(unsafe.Pointer(&n))); r == 0 {
+		return nil, err
+	}
+	buf := make([]byte, n)
+	if r, _, err := procCertGetCertificateContextProperty.Call(uintptr(unsafe.Pointer(ctx)), certKeyProvInfoPropID, uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n))); r == 0 {
+		return nil, err
+	}
+	info := (*cryptKeyProvInfo)(unsafe.Pointer(&buf[0]))
+	k := &storeKey{ref: ref, free: true}
+	if info.provType == 0 {
+		var prov uintptr
+		if r, _, _ := procNCryptOpenStorageProvider.Call(uintptr(unsafe.Pointer(&prov)), uintptr(unsafe.Pointer(info.provider)), 0); r != 0 {
+			return nil, windows.Errno(r)
+		}
+		defer procNCryptFreeObject.Call(prov)
+		var h uintptr
+		flags := uintptr(info.flags&ncryptMachineKeyFlag) | ncryptSilentFlag
+		if r, _, _ := procNCryptOpenKey.Call(prov, uintptr(unsafe.Pointer(&h)), uintptr(unsafe.Pointer(info.container)), uintptr(info.keySpec), flags); r != 0 {
+			return nil, windows.Errno(r)
+		}
+		k.handle, k.ncrypt = windows.Handle(h), true
+		return k, nil
+	}
+	flags := info.flags&cryptMachineKey | cryptSilent
+	if err := windows.CryptAcquireContext(&k.handle, info.container, info.provider, info.provType, flags); err != nil {
+		return nil, err
+	}
+	k.spec = info.keySpec
+	return k, nil
 }

@@ -38,18 +38,6 @@ const (
 	certStoreAddNew      = 1 // CERT_STORE_ADD_NEW
 )
 
-// cryptKeyProvInfo is CRYPT_KEY_PROV_INFO: links a certificate in the
-// store to its key container.
-type cryptKeyProvInfo struct {
-	container *uint16
-	provider  *uint16
-	provType  uint32
-	flags     uint32
-	nParams   uint32
-	params    uintptr
-	keySpec   uint32
-}
-
 // ncryptKey signs with a CNG key handle this process created.
 type ncryptKey struct {
 	h   uintptr

@@ -37,9 +37,11 @@ var (
 // openStore opens the personal store of the local machine or the current
 // user, read-only unless write.
 func openStore(name string, write bool) (windows.Handle, error) {
-	flags := uint32(windows.CERT_STORE_OPEN_EXISTING_FLAG)
+	// Reading needs the store to exist; 'cert new' creates it if a fresh
+	// profile has none yet.
+	flags := uint32(0)
 	if !write {
-		flags |= windows.CERT_STORE_READONLY_FLAG
+		flags = windows.CERT_STORE_OPEN_EXISTING_FLAG | windows.CERT_STORE_READONLY_FLAG
 	}
 	if name == StoreLocalMachine {
 		flags |= windows.CERT_SYSTEM_STORE_LOCAL_MACHINE
