@@ -198,7 +198,9 @@ func openStoreKey(ref StoreRef) (*storeKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.certs = []*x509.Certificate{cert}
+	// The chain is sent as x5c with send_certificate_chain (subject
+	// name and issuer authentication).
+	k.certs = append([]*x509.Certificate{cert}, chainOf(ctx)...)
 	return k, nil
 }
 
@@ -221,4 +223,39 @@ func describeWinErr(ref StoreRef, op string, err error) *SignError {
 		}
 	}
 	return &SignError{Cause: cause, Fix: "check the certificate and its private key in certlm.msc"}
+}
+
+// Chain building flags: no network, no revocation check; the chain is only
+// sent (x5c), Entra ID judges it.
+const (
+	certChainCacheOnlyURLRetrieval = 0x00000004
+	certChainDisableAIA            = 0x00002000
+)
+
+// chainOf returns the certificates that issued ctx's certificate, as
+// Windows builds the chain from its stores (without the certificate
+// itself), or nil when no chain can be built.
+func chainOf(ctx *windows.CertContext) []*x509.Certificate {
+	para := windows.CertChainPara{}
+	para.Size = uint32(unsafe.Sizeof(para))
+	var chain *windows.CertChainContext
+	if err := windows.CertGetCertificateChain(0, ctx, nil, ctx.Store, &para,
+		certChainCacheOnlyURLRetrieval|certChainDisableAIA, 0, &chain); err != nil || chain == nil {
+		return nil
+	}
+	defer windows.CertFreeCertificateChain(chain)
+	if chain.ChainCount == 0 {
+		return nil
+	}
+	simple := unsafe.Slice(chain.Chains, chain.ChainCount)[0]
+	var out []*x509.Certificate
+	for i, el := range unsafe.Slice(simple.Elements, simple.NumElements) {
+		if i == 0 {
+			continue // the certificate itself
+		}
+		if c, err := certFromContext(el.CertContext); err == nil {
+			out = append(out, c)
+		}
+	}
+	return out
 }

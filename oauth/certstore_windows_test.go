@@ -190,13 +190,16 @@ func TestStoreLegacyCSP(t *testing.T) {
 	if s.CanPSS() {
 		t.Error("a legacy CSP key claims RSA-PSS")
 	}
-	a, err := BuildAssertion(s, "c", "https://login.example/t/oauth2/v2.0/token", false, time.Now())
+	a, err := BuildAssertion(s, "c", "https://login.example/t/oauth2/v2.0/token", true, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	tok, err := jwt.Parse(a, func(*jwt.Token) (any, error) { return cert.PublicKey, nil }, jwt.WithValidMethods([]string{"RS256"}))
 	if err != nil {
 		t.Fatalf("the CSP-signed assertion does not verify: %v", err)
+	}
+	if x5c, _ := tok.Header["x5c"].([]any); len(x5c) != 1 {
+		t.Errorf("x5c of a self-signed certificate: %v", tok.Header["x5c"])
 	}
 	if _, ok := tok.Header["x5t"]; !ok {
 		t.Errorf("header %v has no x5t", tok.Header)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/oauth"
 )
 
@@ -124,4 +125,27 @@ func tomlEscape(s string) string {
 		out = append(out, r)
 	}
 	return string(out)
+}
+
+// describeStoreCert is describeCredentialCert for certificate_store: the
+// thumbprint an admin compares with the app registration when Entra
+// answers AADSTS700027, and how the key signs.
+func describeStoreCert(app *config.App, stdout, stderr io.Writer) bool {
+	ref := app.StoreRef()
+	signer, err := oauth.OpenStoreSigner(ref)
+	if err != nil {
+		printStoreErr("token", err, stderr)
+		return false
+	}
+	info := oauth.Describe(signer.Certificates()[0])
+	alg := "PS256"
+	if !signer.CanPSS() {
+		alg = "RS256"
+	}
+	fmt.Fprintf(stdout, "certificate: %s (assertions signed %s)\n", ref, alg)
+	fmt.Fprintf(stdout, "  subject %s, SHA-1 thumbprint %s, expires %s\n", info.Subject, info.SHA1, info.NotAfter.UTC().Format(time.RFC3339))
+	if w := info.ExpiryWarning(time.Now()); w != "" {
+		fmt.Fprintln(stderr, "WARNING: "+w)
+	}
+	return true
 }
