@@ -154,7 +154,7 @@ func TestOneCredential(t *testing.T) {
 	} {
 		a := secretSettings(f)
 		mod(&a)
-		if _, err := NewSource(a, Options{}); err == nil || !strings.Contains(err.Error(), "only one of") {
+		if _, err := NewSource(a, Options{}); err == nil || !strings.Contains(err.Error(), "more than one credential") {
 			t.Errorf("%s: %v", name, err)
 		}
 	}

@@ -156,7 +156,7 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 	var msalOpts []confidential.Option
 	switch {
 	case countCredentials(s) > 1:
-		return nil, bad("set only one of client_secret, certificate_file and certificate_store, not both")
+		return nil, bad("more than one credential is set: keep one of client_secret, certificate_file and certificate_store (not both)")
 	case s.ClientSecret != "":
 		cred, err = confidential.NewCredFromSecret(s.ClientSecret)
 		if err != nil {
