@@ -72,6 +72,9 @@ if command -v promtool >/dev/null 2>&1; then
 else
   echo "warning: promtool not installed; the alert rules were not checked" >&2
 fi
+echo "== go vet (windows/amd64: certificate store, service)"
+# e2e is left out: its tests use Linux system calls.
+GOOS=windows GOARCH=amd64 go vet $(go list ./... | grep -v /e2e)
 
 echo "== go test"
 # -json through .ci/testsummary: a line per package, the output of every

@@ -18,7 +18,7 @@ var lookupEnv = os.Getenv
 // for an app that names no credential at all, then AZURE_CLIENT_ID and
 // AZURE_TENANT_ID for a federated app.
 func (v *validator) appEnvironment(a *App) {
-	noCredential := a.ClientSecret == "" && a.ClientSecretFile == "" && a.CertificateFile == "" && !a.ManagedIdentity
+	noCredential := a.ClientSecret == "" && a.ClientSecretFile == "" && a.CertificateFile == "" && a.CertificateStore == "" && !a.ManagedIdentity
 	if a.FederatedTokenFile == "" && noCredential {
 		if f := lookupEnv("AZURE_FEDERATED_TOKEN_FILE"); f != "" {
 			a.FederatedTokenFile = f

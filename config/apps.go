@@ -123,8 +123,9 @@ func (v *validator) apps(getenv func(string) string) map[string]*App {
 }
 
 func (v *validator) credential(i int, a *App, key func(string) string, line func(string) int, getenv func(string) string) {
+	v.expandPaths(a, key, line, getenv)
 	n := 0
-	for _, s := range []string{a.ClientSecret, a.ClientSecretFile, a.CertificateFile} {
+	for _, s := range []string{a.ClientSecret, a.ClientSecretFile, a.CertificateFile, a.CertificateStore} {
 		if s != "" {
 			n++
 		}
@@ -133,10 +134,11 @@ func (v *validator) credential(i int, a *App, key func(string) string, line func
 	v.managedIdentityClientID(a, key, line)
 	switch {
 	case n == 0:
-		v.add(line("name"), key("client_secret"), "the app has no credential", "set one of client_secret, client_secret_file, certificate_file, federated_token_file or managed_identity = true")
+		v.add(line("name"), key("client_secret"), "the app has no credential", "set one of client_secret, client_secret_file, certificate_file, certificate_store, federated_token_file or managed_identity = true")
+		v.certStoreOrphans(a, key, line)
 		return
 	case n > 1:
-		v.add(line("certificate_file"), key("client_secret"), "the app has more than one credential", "keep exactly one of client_secret, client_secret_file, certificate_file, federated_token_file and managed_identity")
+		v.add(line("certificate_file"), key("client_secret"), "the app has more than one credential", "keep exactly one of client_secret, client_secret_file, certificate_file, certificate_store, federated_token_file and managed_identity")
 		return
 	}
 	switch {
@@ -172,6 +174,8 @@ func (v *validator) credential(i int, a *App, key func(string) string, line func
 		}
 	case a.FederatedTokenFile != "" || a.ManagedIdentity:
 		v.federated(i, a, key, line)
+	case a.CertificateStore != "":
+		v.certStore(a, key, line)
 	case a.CertificateFile != "":
 		v.readable("app", i, key("certificate_file"), a.CertificateFile, true)
 		if a.CertificatePasswordFile != "" {
@@ -181,7 +185,10 @@ func (v *validator) credential(i int, a *App, key func(string) string, line func
 		}
 	}
 	v.password(i, a, key, line)
-	if a.CertificateFile == "" && (a.CertificatePasswordFile != "" || a.SendCertificateChain) {
+	if a.CertificateStore == "" {
+		v.certStoreOrphans(a, key, line)
+	}
+	if a.CertificateFile == "" && a.CertificateStore == "" && (a.CertificatePasswordFile != "" || a.SendCertificateChain) {
 		v.warn(line("certificate_password_file"), key("certificate_password_file"), "is set but the app uses a client secret", "remove certificate_password_file and send_certificate_chain, or switch to certificate_file")
 	}
 }

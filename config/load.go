@@ -307,7 +307,7 @@ func LoadForCheck(path string) (*Config, error) {
 			return v
 		}
 		missing = append(missing, name)
-		return "unset-in-this-environment"
+		return unsetInCheck
 	}
 	c, err := Parse(path, data, getenv)
 	if err != nil {

@@ -125,6 +125,8 @@ func (a *App) appCredentialKind() string {
 		return "system-assigned managed identity"
 	case a.CertificateFile != "":
 		return "certificate " + a.CertificateFile
+	case a.CertificateStore != "":
+		return "certificate in the Windows store, " + a.StoreRef().String()
 	case a.ClientSecretFile != "":
 		return "client secret from " + a.ClientSecretFile
 	default:

@@ -167,6 +167,13 @@ type App struct {
 	// portal shows it ("2027-06-30"): the token endpoint never says, so the
 	// admin writes it down for `check`'s warning and the expiry metric.
 	ClientSecretExpires string `toml:"client_secret_expires"`
+	// CertificateStore names a Windows certificate store
+	// ("LocalMachine\My" or "CurrentUser\My") holding the app's
+	// certificate, found by CertificateThumbprint or CertificateSubject
+	// (Windows only).
+	CertificateStore      string `toml:"certificate_store"`
+	CertificateThumbprint string `toml:"certificate_thumbprint"`
+	CertificateSubject    string `toml:"certificate_subject"`
 
 	// Secret is the client secret after ${VAR} expansion or reading
 	// client_secret_file. It is never printed.

@@ -149,6 +149,9 @@ func (v *validator) spool() {
 // and warns when a secret is readable by everyone.
 func (v *validator) readable(table string, idx int, key, path string, secret bool) ([]byte, bool) {
 	k := key[strings.LastIndexByte(key, '.')+1:]
+	if envRE.MatchString(path) {
+		return nil, false // expandPaths has reported the unset variable
+	}
 	// Secrets, certificates and CA bundles are small regular files; a
 	// device or FIFO named by mistake would block or never end.
 	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {

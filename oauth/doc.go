@@ -24,6 +24,13 @@
 // ADFS/dSTS authorities get RS256 with an SHA-1 "x5t". MSAL requires an RSA
 // key.
 //
+// The relay now builds this assertion itself ([BuildAssertion], handed to
+// MSAL through its assertion callback) in the same form, so that a key
+// MSAL cannot hold in memory signs it too: a [Signer] in the Windows
+// certificate store (CNG or a legacy CSP, often non-exportable). A key
+// that cannot sign RSA-PSS (a legacy CSP) gets RS256 with an SHA-1 "x5t",
+// the older form Entra ID still accepts.
+//
 // # Retry and backoff rule
 //
 // After a failed token request the Source remembers the error and a retry

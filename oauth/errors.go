@@ -197,6 +197,12 @@ func classify(app, authorityHost string, err error, secrets ...string) *Error {
 		fillFromBody(e, body, secrets)
 		return e
 	}
+	var se *SignError
+	if errors.As(err, &se) {
+		// The assertion was never sent: the key could not sign.
+		e.Err, e.Cause, e.Fix, e.Permanent = se, se.Cause, se.Fix, true
+		return e
+	}
 	var pe *egress.Error
 	if errors.As(err, &pe) {
 		// The proxy refused or could not be reached: its own fix, and

@@ -60,6 +60,13 @@ type AppSettings struct {
 	// Password came from: re-read when Entra says they are wrong.
 	ClientSecretFile string
 	PasswordFile     string
+	// CertificateStore names a certificate in the Windows certificate
+	// store (certificate_store with certificate_thumbprint or
+	// certificate_subject); Store is "" otherwise.
+	CertificateStore StoreRef
+	// Signer is a certificate credential held elsewhere (tests, or a key
+	// that never leaves its device), instead of a secret, file or store.
+	Signer Signer
 }
 
 // AppProblem is one [[app]] setting that cannot work: the key an admin

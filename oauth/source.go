@@ -122,10 +122,10 @@ func (s *Source) warnCertExpiry() {
 	}
 	s.certWarned = now
 	if now.After(s.cert.NotAfter) {
-		s.log.Error("certificate: "+w, "certificate_file", s.certFile, "not_after", s.cert.NotAfter)
+		s.log.Error("certificate: "+w, "certificate", s.certFile, "not_after", s.cert.NotAfter)
 		return
 	}
-	s.log.Warn("certificate: "+w, "certificate_file", s.certFile, "not_after", s.cert.NotAfter)
+	s.log.Warn("certificate: "+w, "certificate", s.certFile, "not_after", s.cert.NotAfter)
 }
 
 // NewSource validates s, loads its credential and builds the MSAL client.
@@ -167,30 +167,15 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 
 	var cred confidential.Credential
 	var cert *CertInfo
+	var certLabel string
 	var msalOpts []confidential.Option
 	switch {
-	case s.ClientSecret != "" && s.CertificateFile != "":
-		return nil, bad("set either client_secret or certificate_file, not both")
+	case countCredentials(s) > 1:
+		return nil, bad("more than one credential is set: keep one of client_secret, certificate_file and certificate_store (not both)")
 	case s.ClientSecret != "":
 		cred, err = confidential.NewCredFromSecret(s.ClientSecret)
 		if err != nil {
 			return nil, bad("client secret: %v", err)
-		}
-	case s.CertificateFile != "":
-		certs, key, err := LoadCertificate(s.CertificateFile, s.CertificatePassword)
-		if err != nil {
-			return nil, bad("%v", err)
-		}
-		info := Describe(certs[0])
-		cert = &info
-		cred, err = confidential.NewCredFromCert(certs, key)
-		if err != nil {
-			// LoadCertificate already checked the key type and match; keep
-			// MSAL's reason, it names no key material.
-			return nil, bad("certificate %s: %v", s.CertificateFile, err)
-		}
-		if s.SendCertificateChain {
-			msalOpts = append(msalOpts, confidential.WithX5C())
 		}
 	case s.FederatedTokenFile != "" || s.ManagedIdentity:
 		cred, err = federatedCredential(s, au.Host)
@@ -198,7 +183,16 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 			return nil, bad("%v", err)
 		}
 	default:
-		return nil, bad("no credential: set client_secret (or client_secret_file) or certificate_file")
+		signer, label, err := certSigner(s)
+		if err != nil {
+			return nil, bad("%v", err)
+		}
+		if signer == nil {
+			return nil, bad("no credential: set client_secret (or client_secret_file), certificate_file or certificate_store")
+		}
+		info := Describe(signer.Certificates()[0])
+		cert, certLabel = &info, label
+		cred = signerCredential(signer, s.SendCertificateChain)
 	}
 
 	hc := o.HTTPClient
@@ -243,7 +237,7 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 	}
 	// The scope tells apart the sources of one app (Exchange, Graph).
 	src.log = src.log.With("app", name, "scope", scope)
-	src.cert, src.certFile = cert, s.CertificateFile
+	src.cert, src.certFile = cert, certLabel
 	src.settings, src.opts, src.credDigest = s, o, fileDigest(credentialFile(s))
 	src.acquire = func(ctx context.Context) (string, time.Duration, error) {
 		res, err := client.AcquireTokenByCredential(ctx, []string{scope})

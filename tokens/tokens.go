@@ -85,6 +85,7 @@ func Settings(a *config.App, r transport.Resource, roots *x509.CertPool) oauth.A
 		Password:                a.Password.Reveal(),
 		ClientSecretFile:        a.ClientSecretFile,
 		PasswordFile:            a.PasswordFile,
+		CertificateStore:        a.StoreRef(),
 	}
 }
 

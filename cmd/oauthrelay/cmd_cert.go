@@ -22,11 +22,15 @@ func certUsage(w io.Writer) {
 	fmt.Fprintln(w, `Usage:
   oauthrelay cert new  [--subject "CN=oauthrelay"] [--days 730] [--out DIR]
   oauthrelay cert show FILE [--password-file F]
+  oauthrelay cert new  --store LocalMachine\My [--subject ...] [--days 730] [--out DIR]   (Windows)
+  oauthrelay cert show --store LocalMachine\My --thumbprint HEX | --subject "CN=..."   (Windows)
 
 new   creates a self-signed RSA 2048 certificate: DIR/oauthrelay.pem (private key +
       certificate, for certificate_file) and DIR/oauthrelay.cer (upload it to Entra ID).
 show  prints the thumbprints, dates and manifest keyCredentials of a certificate:
       the .pem or .pfx with its key, or the public .cer (PEM or DER).
+--store (Windows) creates the key in the certificate store, non-exportable (CNG), and
+      writes only DIR/oauthrelay.cer; or shows a certificate of the store.
 
 Run 'oauthrelay cert new -h' or 'oauthrelay cert show -h' for their flags.`)
 }
@@ -55,12 +59,16 @@ func runCertNew(args []string, stdout, stderr io.Writer) int {
 	subject := fs.String("subject", "CN=oauthrelay", `certificate subject, e.g. "CN=oauthrelay,O=Contoso"`)
 	days := fs.Int("days", 730, "validity in days")
 	out := fs.String("out", ".", "directory to write oauthrelay.pem and oauthrelay.cer into")
+	store := fs.String("store", "", `Windows certificate store to create the key and certificate in: "LocalMachine\My" or "CurrentUser\My"`)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "oauthrelay cert new: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	if *store != "" {
+		return certNewInStore(*store, *subject, *days, *out, stdout, stderr)
 	}
 	info, files, err := oauth.NewCertificate(*subject, *days, *out)
 	if err != nil {
@@ -88,6 +96,9 @@ Next steps:
 func runCertShow(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("cert show", stderr)
 	pwFile := fs.String("password-file", "", "file holding the password of an encrypted PEM key or a PFX")
+	store := fs.String("store", "", `Windows certificate store to look in: "LocalMachine\My" or "CurrentUser\My"`)
+	thumbprint := fs.String("thumbprint", "", "with --store: the certificate's SHA-1 (or SHA-256) thumbprint")
+	subject := fs.String("subject", "", "with --store: the certificate's subject, e.g. \"CN=oauthrelay\" (the newest valid one)")
 	// Accept the file before or after the flags.
 	var file string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -101,6 +112,13 @@ func runCertShow(args []string, stdout, stderr io.Writer) int {
 	} else if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "oauthrelay cert show: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	if *store != "" || *thumbprint != "" || *subject != "" {
+		if file != "" {
+			fmt.Fprintln(stderr, "oauthrelay cert show: name either a certificate file or --store, not both")
+			return 2
+		}
+		return certShowInStore(*store, *thumbprint, *subject, stdout, stderr)
 	}
 	if file == "" {
 		fmt.Fprintln(stderr, "oauthrelay cert show: name the certificate file, e.g. 'oauthrelay cert show /etc/oauthrelay/oauthrelay.pem'")

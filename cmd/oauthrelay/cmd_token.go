@@ -63,6 +63,9 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 	if app.CertificateFile != "" && !describeCredentialCert(app, stdout, stderr) {
 		return 1
 	}
+	if app.CertificateStore != "" && !describeStoreCert(app, stdout, stderr) {
+		return 1
+	}
 	// The command prints every finding itself; the Source's own log lines
 	// would only repeat them.
 	src, err := oauth.NewSource(tokens.Settings(app, res, roots), oauth.Options{
