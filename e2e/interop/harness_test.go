@@ -87,6 +87,14 @@ func startRelay(t *testing.T) *relay {
 // and old applications on a trusted network do.
 func startRelayWith(t *testing.T, trustLoopback bool) *relay {
 	t.Helper()
+	return startRelayTLS(t, trustLoopback, false)
+}
+
+// startRelayTLS is startRelayWith; with oldTLS the relay takes TLS 1.0
+// clients (min_tls_version = "1.0") with an RSA certificate, as an admin
+// sets it up for old devices.
+func startRelayTLS(t *testing.T, trustLoopback, oldTLS bool) *relay {
+	t.Helper()
 	hashOnce.Do(func() {
 		h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
 		if err != nil {
@@ -96,14 +104,17 @@ func startRelayWith(t *testing.T, trustLoopback bool) *relay {
 	})
 	emu := emutest.Start(t, msemu.Options{})
 	emu.Provision(tenantID, appID, appSecret, from)
-	ca := testkit.NewCA(t)
+	ca, listenExtra := testkit.NewCA(t), ""
+	if oldTLS {
+		ca, listenExtra = testkit.NewRSACA(t), `min_tls_version = "1.0"`+"\n"
+	}
 	certFile, keyFile := ca.Leaf(t, "localhost", "127.0.0.1").Files(t)
 	dir := t.TempDir()
 	kc := testkit.Config{
 		Dir:      dir,
 		Emulator: emu,
 		Listen: testkit.Listen{Address: "127.0.0.1:0", TLSAddress: "127.0.0.1:0", Hostname: "relay.interop.test",
-			TLSCertFile: certFile, TLSKeyFile: keyFile},
+			TLSCertFile: certFile, TLSKeyFile: keyFile, Extra: listenExtra},
 		Spool:     testkit.Spool{MinRetryDelay: "1s", MaxRetryDelay: "2s", MaxAge: "1h"},
 		Upstream:  testkit.Upstream{Timeout: "30s"},
 		LogLevel:  "debug",

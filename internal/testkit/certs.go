@@ -43,7 +43,18 @@ type Leaf struct {
 // NewCA makes a CA named "oauthrelay test CA".
 func NewCA(t testing.TB) *CA {
 	t.Helper()
-	key := ecKey(t)
+	return newCA(t, ecKey(t))
+}
+
+// NewRSACA is NewCA with RSA 2048 keys for the CA and its leaves: what old
+// TLS stacks (Mono's, printers') need, since they know no ECDSA.
+func NewRSACA(t testing.TB) *CA {
+	t.Helper()
+	return newCA(t, rsaKey(t))
+}
+
+func newCA(t testing.TB, key crypto.Signer) *CA {
+	t.Helper()
 	tmpl := template("oauthrelay test CA")
 	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
 	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
@@ -58,9 +69,14 @@ func (ca *CA) Leaf(t testing.TB, names ...string) *Leaf {
 	if len(names) == 0 {
 		names = DefaultNames
 	}
-	key := ecKey(t)
+	var key crypto.Signer = ecKey(t)
 	tmpl := template(names[0])
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	if _, ok := ca.Key.(*rsa.PrivateKey); ok {
+		// RSA key exchange (old TLS suites) encrypts to the key.
+		key = rsaKey(t)
+		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
+	}
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	for _, n := range names {
 		if ip := net.ParseIP(n); ip != nil {
@@ -176,6 +192,15 @@ func WriteFile(t testing.TB, name string, b []byte) string {
 func ecKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+func rsaKey(t testing.TB) *rsa.PrivateKey {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}

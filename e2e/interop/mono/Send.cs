@@ -2,7 +2,8 @@
 // old Windows line-of-business applications use, here under Mono.
 // Settings come from the environment (see e2e/interop/harness_test.go).
 // SmtpClient speaks STARTTLS only (EnableSsl): it has no implicit TLS; and
-// Mono's offers TLS 1.0 only, whatever ServicePointManager says (see README).
+// Mono's offers TLS 1.0 only, whatever ServicePointManager says, so the relay
+// needs min_tls_version = "1.0" and an RSA certificate for it (see README).
 using System;
 using System.IO;
 using System.Net;
