@@ -176,6 +176,13 @@ func TestOldPrinterTLS10RefusedByDefault(t *testing.T) {
 			t.Errorf("starttls=%v: openssl did not report a protocol version alert:\n%s", starttls, s.err.String())
 		}
 	}
+	// The handshake fails inside crypto/tls; the log must still say which
+	// client, and what to change. Both attempts were answered above, so
+	// both lines are written.
+	want := `msg="refused: client offers only an old TLS version" remote=127.0.0.1:`
+	if logs := r.logs.String(); strings.Count(logs, want) != 2 || !strings.Contains(logs, `client_max_tls_version=1.0 min_tls_version=1.2`) {
+		t.Errorf("want two log lines %q naming TLS 1.0 against 1.2:\n%s", want, logs)
+	}
 	if n := len(r.ids(queue.Incoming)) + len(r.ids(queue.Active)) + len(r.ids(queue.Deferred)); n != 0 {
 		t.Errorf("%d messages queued", n)
 	}

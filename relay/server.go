@@ -127,6 +127,7 @@ func (s *Server) Serve(plain, implicitTLS net.Listener) error {
 		if tlsConf, err = tlsConfig(&s.listen); err != nil {
 			return err
 		}
+		tlsConf.GetConfigForClient = s.tooOldClient(tlsConf.MinVersion)
 		if s.listen.LegacyTLS() {
 			s.log.Warn("listen.min_tls_version lets TLS "+s.listen.MinTLSVersion+" clients in, with CBC cipher suites and RSA key exchange",
 				"fix", "keep it only while old devices need it; the \"legacy TLS session\" log lines name them")

@@ -71,3 +71,28 @@ func (ss *session) logTLS(st tls.ConnectionState) {
 	}
 	ss.s.log.Debug("TLS session", attrs...)
 }
+
+// tooOldClient returns a ClientHello hook that logs a client offering only
+// TLS versions below min: its handshake then fails inside crypto/tls with
+// nothing in the relay's log, and the admin would not learn which device
+// needs listen.min_tls_version lowered (or its firmware updated).
+func (s *Server) tooOldClient(min uint16) func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	return func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+		best := uint16(0)
+		for _, v := range hi.SupportedVersions {
+			if v > best && v <= tls.VersionTLS13 {
+				best = v
+			}
+		}
+		if best != 0 && best < min {
+			remote := ""
+			if a := hi.Conn.RemoteAddr(); a != nil {
+				remote = a.String()
+			}
+			s.log.Warn("refused: client offers only an old TLS version", "remote", remote,
+				"client_max_tls_version", tlsVersion(best), "min_tls_version", tlsVersion(min),
+				"fix", "update the device or application to TLS 1.2; if it cannot, set listen.min_tls_version = \""+tlsVersion(best)+"\" (and restart)")
+		}
+		return nil, nil
+	}
+}
