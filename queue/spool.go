@@ -34,9 +34,9 @@ type Options struct {
 	// Existing opens a spool that another process (serve) set up: Open
 	// creates no directory and fails if the layout is missing.
 	Existing bool
-	// FileSync makes Commit fsync the body and the envelope one by one
-	// (and then their directories) instead of sharing one filesystem sync
-	// among concurrent commits. Both keep the same guarantee; FileSync is
+	// FileSync makes Commit fsync the message file and its tmp/ shard
+	// one by one instead of sharing one filesystem sync among concurrent
+	// commits. Both keep the same guarantee; FileSync is
 	// slower under load, and is what platforms without syncfs(2) (or
 	// Linux before 5.8, whose syncfs does not report write errors) use
 	// anyway. The environment variable OAUTHRELAY_SPOOL_SYNC=file sets it
