@@ -77,6 +77,13 @@ func (s *Spool) migrateV1(rep *RecoveryReport) error {
 			}
 			tmp := filepath.Join(s.dir, tmpDir, id+".migrating")
 			if err := s.convertV1(st, id, tmp); err != nil {
+				var bad *badV1
+				if !errors.As(err, &bad) {
+					// The spool cannot be written (a full disk): the
+					// message is fine, and stays as it is.
+					os.Remove(tmp)
+					return fmt.Errorf("spool %s: converting message %s to the current format: %w", s.dir, id, err)
+				}
 				s.log.Error("spool: unreadable envelope of the previous spool format moved to corrupt/ for a person to inspect", "id", id, "state", st, "error", err.Error(),
 					"fix", "inspect "+s.v1EnvPath(Corrupt, id)+" and its body "+s.v1BodyPath(id)+"; or delete it with `oauthrelay queue delete "+id+"`")
 				os.Remove(tmp)
@@ -125,14 +132,14 @@ func (s *Spool) convertV1(st State, id, tmp string) error {
 	}
 	env, err := Decode(b)
 	if err != nil {
-		return err
+		return &badV1{err}
 	}
 	if env.ID != id {
-		return fmt.Errorf("the envelope is for message %s", env.ID)
+		return &badV1{fmt.Errorf("the envelope is for message %s", env.ID)}
 	}
 	body, err := os.Open(s.v1BodyPath(id))
 	if err != nil {
-		return fmt.Errorf("its message body: %w", err)
+		return &badV1{fmt.Errorf("its message body: %w", err)}
 	}
 	defer body.Close()
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -142,7 +149,7 @@ func (s *Spool) convertV1(st State, id, tmp string) error {
 	w := &crcWriter{w: f}
 	n, err := io.Copy(w, body)
 	if err == nil && n != env.Size {
-		err = fmt.Errorf("its message body has %d bytes, the envelope says %d", n, env.Size)
+		err = &badV1{fmt.Errorf("its message body has %d bytes, the envelope says %d", n, env.Size)}
 	}
 	if err == nil {
 		var js []byte
@@ -170,3 +177,9 @@ func (c *crcWriter) Write(p []byte) (int, error) {
 	c.crc = crc32Update(c.crc, p[:n])
 	return n, err
 }
+
+// badV1 is a message of the previous format that cannot be converted
+// because it is damaged (not because the spool cannot be written).
+type badV1 struct{ error }
+
+func (b *badV1) Unwrap() error { return b.error }

@@ -222,7 +222,11 @@ func (s *Spool) Remove(env *Envelope) error {
 	}
 	// With directory fsyncs, the message's shard of tmp/ too: the rename
 	// out of it into incoming/ was never synced, and must not come back.
-	return s.durable(filepath.Join(s.dir, string(env.State)), filepath.Join(s.dir, histDir), s.tmpMsgDir(env.ID))
+	dirs := []string{filepath.Join(s.dir, string(env.State)), s.tmpMsgDir(env.ID)}
+	if env.hist || env.State == Corrupt {
+		dirs = append(dirs, filepath.Join(s.dir, histDir))
+	}
+	return s.durable(dirs...)
 }
 
 // bodyReader is the body part of an open message file.
