@@ -47,7 +47,7 @@ type Writer struct {
 // Create starts a new message and assigns its id.
 func (s *Spool) Create() (*Writer, error) {
 	id := NewID(s.now())
-	f, err := os.OpenFile(filepath.Join(s.tmpMsgDir(id), id+msgExt), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := createExcl(filepath.Join(s.tmpMsgDir(id), id+msgExt))
 	if err != nil {
 		return nil, &WriteError{ID: id, Op: "create message file", Err: err}
 	}
@@ -174,7 +174,7 @@ func (w *Writer) Commit(env *Envelope) (err error) {
 		return &WriteError{ID: w.id, Op: "sync spool", Err: err}
 	}
 	failpoint("commit-after-sync")
-	if err := os.Rename(w.f.Name(), s.msgPath(Incoming, w.id)); err != nil {
+	if err := rename(w.f.Name(), s.msgPath(Incoming, w.id)); err != nil {
 		// The message is durable in tmp/ but could not be queued: refuse,
 		// and remove it (should the removal be lost in a crash, recovery
 		// delivers it; a duplicate after the client's retry is better

@@ -21,7 +21,7 @@ func (s *Spool) Load(st State, id string) (*Envelope, error) {
 	if !ValidID(id) {
 		return nil, ErrNotFound
 	}
-	f, err := os.Open(s.msgPath(st, id))
+	f, err := openRead(s.msgPath(st, id))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			if st == Corrupt {
@@ -91,7 +91,7 @@ func (s *Spool) Claim(st State, id string) (*Envelope, error) {
 	if !ValidID(id) {
 		return nil, ErrNotFound
 	}
-	if err := os.Rename(s.msgPath(st, id), s.msgPath(Active, id)); err != nil {
+	if err := rename(s.msgPath(st, id), s.msgPath(Active, id)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, ErrNotFound
 		}
@@ -103,7 +103,7 @@ func (s *Spool) Claim(st State, id string) (*Envelope, error) {
 // Return puts a claimed message back into to unchanged (a rename, not
 // synced, for the same reason as Claim's).
 func (s *Spool) Return(env *Envelope, to State) error {
-	if err := os.Rename(s.msgPath(env.State, env.ID), s.msgPath(to, env.ID)); err != nil {
+	if err := rename(s.msgPath(env.State, env.ID), s.msgPath(to, env.ID)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return ErrNotFound
 		}
@@ -130,7 +130,7 @@ func (s *Spool) Move(env *Envelope, to State) error {
 		if from == to {
 			return nil
 		}
-		if err := os.Rename(s.msgPath(from, env.ID), s.msgPath(to, env.ID)); err != nil {
+		if err := rename(s.msgPath(from, env.ID), s.msgPath(to, env.ID)); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return ErrNotFound
 			}
@@ -140,7 +140,7 @@ func (s *Spool) Move(env *Envelope, to State) error {
 		return s.durable(filepath.Join(s.dir, string(to)), filepath.Join(s.dir, string(from)))
 	}
 	// Not ours until the rename succeeds.
-	if err := os.Rename(s.msgPath(from, env.ID), s.msgPath(to, env.ID)); err != nil {
+	if err := rename(s.msgPath(from, env.ID), s.msgPath(to, env.ID)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return ErrNotFound
 		}
@@ -150,7 +150,7 @@ func (s *Spool) Move(env *Envelope, to State) error {
 	if err := s.save(env); err != nil {
 		// Undo the rename, so that an error means nothing changed and
 		// the caller's idea of the state stays true.
-		if os.Rename(s.msgPath(to, env.ID), s.msgPath(from, env.ID)) == nil {
+		if rename(s.msgPath(to, env.ID), s.msgPath(from, env.ID)) == nil {
 			env.State = from
 		}
 		return err
@@ -239,7 +239,7 @@ func (b *bodyReader) Close() error { return b.f.Close() }
 
 // openBody opens the body of the message file at path.
 func openBody(path string) (io.ReadCloser, int64, error) {
-	f, err := os.Open(path)
+	f, err := openRead(path)
 	if err != nil {
 		return nil, 0, err
 	}
