@@ -47,6 +47,8 @@ type hopts struct {
 	dial    transport.Dialer
 	// noStart leaves the scheduler stopped; call h.start.
 	noStart bool
+	// spoolFrom is a spool tree copied into the spool before it opens.
+	spoolFrom string
 }
 
 // harness is an emulated Microsoft 365, a spool, a token set and a
@@ -91,6 +93,9 @@ func newHarness(t *testing.T, o hopts) *harness {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if o.spoolFrom != "" {
+		copyTree(t, o.spoolFrom, h.cfg.Spool.Dir)
+	}
 	h.spool, _, err = queue.Open(h.cfg.Spool.Dir, queue.Options{Logger: log, Recover: true})
 	if err != nil {
 		t.Fatal(err)

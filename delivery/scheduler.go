@@ -196,8 +196,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			s.shutdown(cancelSend)
 			return nil
-		case id := <-s.spool.Notify():
-			s.add(id, queue.Incoming)
+		case env := <-s.spool.Notify():
+			s.addEnv(env)
 		case <-poll.C:
 			if err := s.scan(queue.Incoming); err != nil {
 				s.log.Error("cannot read the spool's incoming directory", "error", err.Error())
@@ -280,12 +280,29 @@ func (s *Scheduler) add(id string, st queue.State) {
 		}
 		return
 	}
+	s.track(env, st)
+}
+
+// addEnv indexes a message just committed, from the envelope the spool
+// handed over: nothing is read back from disk.
+func (s *Scheduler) addEnv(env *queue.Envelope) {
+	s.mu.Lock()
+	known := s.tracked[env.ID] != nil
+	s.mu.Unlock()
+	if !known {
+		s.track(env, queue.Incoming)
+	}
+}
+
+// track starts scheduling a message read in state st.
+func (s *Scheduler) track(env *queue.Envelope, st queue.State) {
+	id := env.ID
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.tracked[id] != nil {
 		return
 	}
-	it = &item{id: id, mailbox: strings.ToLower(env.Mailbox), state: st, fresh: len(env.Attempts) == 0, due: env.NextAttempt}
+	it := &item{id: id, mailbox: strings.ToLower(env.Mailbox), state: st, fresh: len(env.Attempts) == 0, due: env.NextAttempt}
 	s.tracked[id] = it
 	mb := s.mailbox(it.mailbox)
 	now := s.o.Now()

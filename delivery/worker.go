@@ -55,6 +55,17 @@ func (w *worker) connFor(mc *config.Mailbox) (transport.Conn, bool) {
 	return w.conn, true
 }
 
+// unclaim puts a claimed message back where it was, unchanged, to be
+// tried at due.
+func (s *Scheduler) unclaim(it *item, env *queue.Envelope, to queue.State, due time.Time) {
+	if err := s.spool.Return(env, to); err != nil {
+		s.log.Error("cannot put the message back; it stays in active/ until the next start", "id", env.ID, "error", err.Error())
+		s.forget(it)
+		return
+	}
+	s.reschedule(it, to, due, transport.Transient)
+}
+
 func (w *worker) process(ctx context.Context, it *item) {
 	s := w.s
 	s.mu.Lock()
@@ -62,48 +73,46 @@ func (w *worker) process(ctx context.Context, it *item) {
 	sendCtx := s.sendCtx
 	st := it.state
 	s.mu.Unlock()
-	env, err := s.spool.Load(st, it.id)
+	if st != queue.Incoming && st != queue.Deferred {
+		s.forget(it)
+		return
+	}
+	// Claim by a rename into active/: an operator's queue command that
+	// moved the message first wins, and we look where it went.
+	env, err := s.spool.Claim(st, it.id)
 	if errors.Is(err, queue.ErrNotFound) {
-		// Not where we last saw it: an operator's queue command moved
-		// it, or our view was stale. Look everywhere rather than lose it.
-		env, err = s.spool.Find(it.id)
+		if e, ferr := s.spool.Find(it.id); ferr == nil && (e.State == queue.Incoming || e.State == queue.Deferred) {
+			env, err = s.spool.Claim(e.State, it.id)
+		}
+	}
+	var we *queue.WriteError
+	if errors.As(err, &we) {
+		pol := s.policy(cfg)
+		d := s.spoolWriteFailed("cannot mark message active", it.id, err, pol.Min, pol.Max)
+		s.reschedule(it, st, s.o.Now().Add(d), transport.Transient)
+		return
 	}
 	if err != nil {
 		if !errors.Is(err, queue.ErrNotFound) {
-			s.log.Error("cannot read envelope; recovery at the next start moves it to corrupt/", "id", it.id, "error", err.Error())
+			s.log.Error("cannot read the message; it stays in active/ and recovery at the next start moves it to corrupt/", "id", it.id, "error", err.Error())
 		}
 		s.forget(it)
 		return
 	}
-	if env.State != queue.Incoming && env.State != queue.Deferred {
-		// Held, failed or otherwise taken out of delivery: not ours now.
-		s.forget(it)
-		return
-	}
-	mc := cfg.Mailbox(env.Mailbox)
-	if mc == nil || mc.AppRef == nil {
-		s.reschedule(it, env.State, s.o.Now().Add(cfg.Spool.MaxRetryDelay.Duration), transport.Transient)
-		return
-	}
-	pol := s.policy(cfg)
-	start := s.o.Now()
-	// Save when to try next before dialing, so that whatever happens to
-	// this process the message has a schedule.
-	env.NextAttempt, _ = pol.Next(env.Received, start, len(env.Attempts)+1, s.o.Jitter())
-	if err := s.spool.Move(env, queue.Active); err != nil {
-		if !errors.Is(err, queue.ErrNotFound) {
-			d := s.spoolWriteFailed("cannot mark message active", env.ID, err, pol.Min, pol.Max)
-			s.reschedule(it, env.State, start.Add(d), transport.Transient)
-			return
-		}
-		s.forget(it)
-		return
-	}
-	s.spoolWriteOK()
 	// add() reads state under s.mu (it may see this item in a scan).
 	s.mu.Lock()
 	it.state = queue.Active
 	s.mu.Unlock()
+	mc := cfg.Mailbox(env.Mailbox)
+	if mc == nil || mc.AppRef == nil {
+		s.unclaim(it, env, st, s.o.Now().Add(cfg.Spool.MaxRetryDelay.Duration))
+		return
+	}
+	pol := s.policy(cfg)
+	start := s.o.Now()
+	// When to try next if this attempt fails (a crash instead puts the
+	// message back in incoming/, due at once).
+	env.NextAttempt, _ = pol.Next(env.Received, start, len(env.Attempts)+1, s.o.Jitter())
 	pending := env.PendingAddresses()
 
 	// Waiting for a rate slot ends with the run context: a shutdown should
@@ -131,7 +140,7 @@ func (w *worker) attempt(ctx context.Context, cfg *config.Config, mc *config.Mai
 	spool := w.s.spool
 	return conn.Deliver(ctx, &transport.Attempt{
 		Config: cfg, Mailbox: mc, ID: env.ID, From: env.MailFrom, SMTPUTF8: env.SMTPUTF8, Recipients: pending,
-		Body: func() (io.ReadCloser, int64, error) { return spool.Body(env.ID) },
+		Body: func() (io.ReadCloser, int64, error) { return spool.BodyOf(env) },
 	})
 }
 
@@ -230,6 +239,7 @@ func (s *Scheduler) finishDeferred(it *item, env *queue.Envelope, next time.Time
 		s.forget(it)
 		return
 	}
+	s.spoolWriteOK()
 	if reply != "" {
 		attrs := []any{"id", env.ID, "mailbox", env.Mailbox, "pending", len(env.Pending()), "reply", reply, "next_attempt", next.Format(time.RFC3339)}
 		if fix != "" {
@@ -258,6 +268,8 @@ func (s *Scheduler) complete(it *item, env *queue.Envelope, start time.Time) {
 	if len(failed) == 0 {
 		if err := s.spool.Remove(env); err != nil {
 			s.spoolWriteFailed("delivered, but cannot remove the message from the spool; it is delivered again after restart", env.ID, err, 0, 0)
+		} else {
+			s.spoolWriteOK()
 		}
 		s.log.Info("delivered", "id", env.ID, "mailbox", env.Mailbox, "from", env.MailFrom, "recipients", strings.Join(delivered, ","), "reply", reply, "duration", dur, "attempts", len(env.Attempts))
 		s.forget(it)

@@ -49,9 +49,12 @@ func (s *Spool) Locate(id string) (State, error) {
 		return "", ErrNotFound
 	}
 	for _, st := range States {
-		if _, err := os.Lstat(s.envPath(st, id)); err == nil {
+		if _, err := os.Lstat(s.msgPath(st, id)); err == nil {
 			return st, nil
 		}
+	}
+	if _, err := os.Lstat(s.v1EnvPath(Corrupt, id)); err == nil {
+		return Corrupt, nil
 	}
 	return "", ErrNotFound
 }
@@ -75,7 +78,7 @@ func (s *Spool) claim(id string, hint func(State) string, allowed ...State) (*En
 			return nil, &StateError{ID: id, State: st, Hint: hint(st)}
 		}
 		if st != Hold {
-			if err := os.Rename(s.envPath(st, id), s.envPath(Hold, id)); err != nil {
+			if err := os.Rename(s.msgPath(st, id), s.msgPath(Hold, id)); err != nil {
 				if errors.Is(err, fs.ErrNotExist) {
 					continue // moved meanwhile (by delivery): look again
 				}
@@ -183,7 +186,7 @@ func (s *Spool) Delete(id string) (*Envelope, error) {
 	}
 	if st == Corrupt {
 		// serve never reads corrupt/: remove it directly.
-		return nil, s.Remove(&Envelope{ID: id, State: Corrupt})
+		return nil, s.Remove(&Envelope{ID: id, State: Corrupt, hist: true})
 	}
 	env, err := s.claim(id, hintFor("delete"), Incoming, Deferred, Hold, Failed)
 	if err != nil {

@@ -115,8 +115,8 @@ func TestAdminTransitions(t *testing.T) {
 			if gt := tree(t, s); strings.Join(gt, " ") != strings.Join(wantTree, " ") {
 				t.Fatalf("spool holds %v, want %v", gt, wantTree)
 			}
-			_, bodyErr := os.Stat(s.BodyPath(env.ID))
-			if (tc.want == "") != errors.Is(bodyErr, os.ErrNotExist) {
+			_, bodyErr := readBody(s, env.ID)
+			if (tc.want == "") != errors.Is(bodyErr, ErrNotFound) {
 				t.Fatalf("body present = %v, want %v", bodyErr == nil, tc.want != "")
 			}
 			if err == nil && tc.want == Incoming {
@@ -171,11 +171,11 @@ func TestRequeueResetsFailedRecipientsOnly(t *testing.T) {
 func TestDeleteCorrupt(t *testing.T) {
 	s := openTestSpool(t)
 	env := put(t, s, Deferred)
-	// Damage the envelope and move it to corrupt/ as recovery would.
-	if err := os.WriteFile(s.envPath(Deferred, env.ID), []byte("{not json"), 0o600); err != nil {
+	// Damage the message file and move it to corrupt/ as recovery would.
+	if err := os.WriteFile(s.msgPath(Deferred, env.ID), []byte("Subject: cut short"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(s.envPath(Deferred, env.ID), s.envPath(Corrupt, env.ID)); err != nil {
+	if err := os.Rename(s.msgPath(Deferred, env.ID), s.msgPath(Corrupt, env.ID)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Delete(env.ID); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"sync"
@@ -38,6 +39,7 @@ type Writer struct {
 	f    *os.File
 	bw   *bufio.Writer
 	n    int64
+	crc  uint32
 	err  error
 	done bool
 }
@@ -45,9 +47,9 @@ type Writer struct {
 // Create starts a new message and assigns its id.
 func (s *Spool) Create() (*Writer, error) {
 	id := NewID(s.now())
-	f, err := os.OpenFile(s.tmpPath(id+".eml"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := createExcl(filepath.Join(s.tmpMsgDir(id), id+msgExt))
 	if err != nil {
-		return nil, &WriteError{ID: id, Op: "create body", Err: err}
+		return nil, &WriteError{ID: id, Op: "create message file", Err: err}
 	}
 	bw := bodyBufs.Get().(*bufio.Writer)
 	bw.Reset(f)
@@ -80,6 +82,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, errors.New("spool: write after commit or abort")
 	}
 	n, err := w.bw.Write(p)
+	w.crc = crc32.Update(w.crc, castagnoli, p[:n])
 	w.n += int64(n)
 	if err != nil {
 		w.err = &WriteError{ID: w.id, Op: "write body", Err: err}
@@ -100,9 +103,16 @@ func (w *Writer) Abort() {
 }
 
 // Commit makes the message durable with env as its envelope and puts it in
-// incoming/. When Commit returns nil, the body and envelope are fsynced and
-// renamed into place and both directories are fsynced: the message survives
-// a crash or power loss, and the relay may answer 250.
+// incoming/. When Commit returns nil the message file (body, envelope and
+// the footer that marks it whole) is on disk, so the message survives a
+// crash or power loss, and the relay may answer 250.
+//
+// The file is written once, in tmp/, and one sync covers its data and its
+// directory entry: with syncfs that sync is shared by every commit that
+// reached it meanwhile (group commit), so under load a batch of messages
+// costs one journal commit. The rename into incoming/ comes after the
+// sync and is not waited for: a crash that loses it leaves a whole file in
+// tmp/, which recovery moves into incoming/ (see recover).
 func (w *Writer) Commit(env *Envelope) (err error) {
 	if w.done {
 		return errors.New("spool: message already committed or aborted")
@@ -129,71 +139,52 @@ func (w *Writer) Commit(env *Envelope) (err error) {
 			r.State = RcptPending
 		}
 	}
-	if err := w.bw.Flush(); err != nil {
-		return &WriteError{ID: w.id, Op: "write body", Err: err}
-	}
-	w.release()
-	// Group commit: with syncfs, the files are written without their own
-	// fsync and one sync of the filesystem, shared by every commit that
-	// reached this point meanwhile, makes them all durable; a second shared
-	// sync does the same for the renames. Under load the second sync of
-	// one batch is the first of the next, so a batch of messages costs
-	// about one journal commit instead of two fsyncs per message plus two
-	// per directory. The guarantee is unchanged: the 250 waits for a
-	// sync that started after the renames, and the renames wait for one
-	// that started after the data was written, so a crash never leaves a
-	// renamed file without its data.
-	grouped := s.grouped()
-	if !grouped {
-		if err := w.f.Sync(); err != nil {
-			return &WriteError{ID: w.id, Op: "fsync body", Err: err}
-		}
-	}
-	if err := w.f.Close(); err != nil {
-		return &WriteError{ID: w.id, Op: "close body", Err: err}
-	}
-	b, err := Encode(env)
+	js, err := Encode(env)
 	if err != nil {
 		return &WriteError{ID: w.id, Op: "encode envelope", Err: err}
 	}
-	tmpEnv := s.tmpPath(w.id + ".json")
-	if err := writeFile(tmpEnv, b, !grouped); err != nil {
-		os.Remove(tmpEnv)
-		return &WriteError{ID: w.id, Op: "write envelope", Err: err}
+	// Envelope and footer go out in the same write as the end of the
+	// body (usually all of it): one write per message.
+	trailer := appendTrailer(make([]byte, 0, len(js)+maxFooter), js, w.n, w.crc)
+	if _, err := w.bw.Write(trailer); err != nil {
+		return &WriteError{ID: w.id, Op: "write message file", Err: err}
 	}
-	if grouped {
-		if err := s.syncFS(); err != nil {
-			os.Remove(tmpEnv)
-			return &WriteError{ID: w.id, Op: "sync spool (body and envelope)", Err: err}
+	if err := w.bw.Flush(); err != nil {
+		return &WriteError{ID: w.id, Op: "write message file", Err: err}
+	}
+	w.release()
+	grouped := s.grouped()
+	if !grouped {
+		if err := w.f.Sync(); err != nil {
+			return &WriteError{ID: w.id, Op: "fsync message file", Err: err}
 		}
 	}
-	// Body first: an envelope in a state directory always has its body. A
-	// crash between the two renames leaves an orphan body, which recovery
-	// removes (it was never acknowledged).
-	if err := os.Rename(w.f.Name(), s.BodyPath(w.id)); err != nil {
-		os.Remove(tmpEnv)
-		return &WriteError{ID: w.id, Op: "rename body", Err: err}
+	if err := w.f.Close(); err != nil {
+		return &WriteError{ID: w.id, Op: "close message file", Err: err}
 	}
-	if err := os.Rename(tmpEnv, s.envPath(Incoming, w.id)); err != nil {
-		os.Remove(tmpEnv)
-		os.Remove(s.BodyPath(w.id))
-		return &WriteError{ID: w.id, Op: "rename envelope", Err: err}
-	}
+	failpoint("commit-before-sync")
 	if grouped {
 		err = s.syncFS()
 	} else {
-		err = s.sync.dirs(filepath.Join(s.dir, msgDir), filepath.Join(s.dir, string(Incoming)))
+		// The file's entry in tmp/ must be durable too: recovery finds
+		// the message there if the rename below is lost.
+		err = s.sync.dirs(s.tmpMsgDir(w.id))
 	}
 	if err != nil {
-		// The renames happened but may not be on disk: we cannot promise
-		// durability, so refuse. The files stay and will be delivered; a
-		// duplicate after the client retries is better than a loss.
-		return &WriteError{ID: w.id, Op: "fsync directory", Err: err}
+		return &WriteError{ID: w.id, Op: "sync spool", Err: err}
+	}
+	failpoint("commit-after-sync")
+	if err := rename(w.f.Name(), s.msgPath(Incoming, w.id)); err != nil {
+		// The message is durable in tmp/ but could not be queued: refuse,
+		// and remove it (should the removal be lost in a crash, recovery
+		// delivers it; a duplicate after the client's retry is better
+		// than a loss).
+		return &WriteError{ID: w.id, Op: "rename message file into incoming/", Err: err}
 	}
 	w.done = true
 	env.State = Incoming
 	select {
-	case s.notify <- w.id:
+	case s.notify <- env:
 	default:
 	}
 	return nil

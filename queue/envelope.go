@@ -1,21 +1,26 @@
 // Package queue is oauthrelay's durable spool.
 //
-// The layout is meant to be read with ls and cat:
+// The layout is meant to be read with ls, cat and tail:
 //
-//	messages/<id>.eml    the message exactly as it will be sent (never rewritten)
-//	incoming/<id>.json   envelopes due now
-//	active/<id>.json     envelopes being delivered
-//	deferred/<id>.json   envelopes waiting for their next attempt
-//	hold/<id>.json       envelopes an operator put on hold
-//	failed/<id>.json     envelopes that failed permanently (body kept for requeue)
-//	corrupt/<id>.json    envelopes that could not be read, kept for a person
-//	tmp/                 files being written; never acknowledged
+//	incoming/<id>.eml    messages due now
+//	active/<id>.eml      messages being delivered
+//	deferred/<id>.eml    messages waiting for their next attempt
+//	hold/<id>.eml        messages an operator put on hold
+//	failed/<id>.eml      messages that failed permanently (kept for requeue)
+//	corrupt/<id>.eml     messages that could not be read, kept for a person
+//	history/<id>.json    the envelope as changed since acceptance (attempts,
+//	                     recipients' states); only for messages that have
+//	                     had a failed or partial attempt or an operator's
+//	                     action
+//	tmp/                 files being written
 //	state/<name>         small files the relay keeps beside the mail (SaveState)
 //
-// The directory an envelope lives in is its state, and every state change is
-// a rename, so a crash leaves each envelope in exactly one state. A message is
-// acknowledged only after its body and envelope are fsynced, renamed into
-// place and their directories fsynced.
+// One file per message: the body exactly as it will be sent, then the
+// envelope as accepted, then a footer with a checksum (see msgfile.go). The
+// directory a message file lives in is its state, and every state change
+// is a rename, so a crash leaves each message in exactly one state. A
+// message is acknowledged once its file is written whole and synced: one
+// sync, shared by concurrent commits; see Commit.
 package queue
 
 import (
@@ -117,8 +122,11 @@ type Envelope struct {
 	// it is sent upstream the same way.
 	SMTPUTF8 bool `json:"smtputf8,omitempty"`
 
-	// State is the directory the envelope was read from or last moved to.
+	// State is the directory the message was read from or last moved to.
 	State State `json:"-"`
+	// hist is set when the envelope has been written to history/ (it
+	// changed after the message was accepted), so Remove removes it too.
+	hist bool
 }
 
 // Pending returns the recipients still to be delivered.

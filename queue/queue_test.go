@@ -46,7 +46,8 @@ func TestCommitAndLoad(t *testing.T) {
 	}
 	env := commit(t, s, "Subject: x\r\n\r\nbody\r\n")
 	select {
-	case id := <-s.Notify():
+	case got := <-s.Notify():
+		id := got.ID
 		if id != env.ID {
 			t.Errorf("notified %s, want %s", id, env.ID)
 		}
@@ -60,7 +61,7 @@ func TestCommitAndLoad(t *testing.T) {
 	if got.Size != int64(len("Subject: x\r\n\r\nbody\r\n")) || got.State != Incoming || got.Recipients[1].State != RcptPending || got.NextAttempt.IsZero() {
 		t.Errorf("loaded %+v", got)
 	}
-	b, _ := os.ReadFile(s.BodyPath(env.ID))
+	b, _ := readBody(s, env.ID)
 	if string(b) != "Subject: x\r\n\r\nbody\r\n" {
 		t.Errorf("body %q", b)
 	}
@@ -89,8 +90,8 @@ func TestCommitAndLoad(t *testing.T) {
 	if _, err := s.Find(env.ID); err != ErrNotFound {
 		t.Errorf("after Remove: %v", err)
 	}
-	if _, err := os.Stat(s.BodyPath(env.ID)); !os.IsNotExist(err) {
-		t.Errorf("body left behind")
+	if files := filesUnder(t, dir); len(files) != 0 {
+		t.Errorf("files left behind: %v", files)
 	}
 	// An aborted message leaves nothing.
 	w, _ := s.Create()
@@ -198,6 +199,11 @@ func TestRecovery(t *testing.T) {
 	envJSON := func(id string, size int) string {
 		return fmt.Sprintf(`{"id":%q,"received":"2026-01-01T00:00:00Z","client":"erp","mailbox":"m@contoso.com","mail_from":"m@contoso.com","recipients":[{"address":"a@example.com","state":"pending"}],"size":%d,"next_attempt":"2026-01-01T00:00:00Z"}`, id, size)
 	}
+	// msgFile is a whole message file for id with body "body".
+	msgFile := func(id string) string {
+		return string(appendTrailer([]byte("body"), []byte(envJSON(id, 4)+"\n"), 4, crc32Update(0, []byte("body"))))
+	}
+	flipped := "x" + msgFile(id1)[1:]
 	tests := []struct {
 		name    string
 		before  map[string]string // path → content
@@ -207,57 +213,92 @@ func TestRecovery(t *testing.T) {
 	}{
 		{
 			name:   "half-written files in tmp are removed",
-			before: map[string]string{"tmp/" + id1 + ".eml": "partial", "tmp/" + id1 + ".json": "{", "tmp/" + id2 + ".json.deferred": "{}"},
-			report: RecoveryReport{RemovedPartial: 3},
+			before: map[string]string{"tmp/" + id1 + ".eml": "partial", "tmp/" + id1 + ".json": "{", "tmp/" + id2 + ".json.deferred": "{}", "tmp/03/" + id3 + ".eml": msgFile(id3)[:20]},
+			report: RecoveryReport{RemovedPartial: 4},
 		},
 		{
-			name:   "orphan body (crash between the renames) is removed",
-			before: map[string]string{"messages/" + id1 + ".eml": "body"},
+			name:   "a whole message in tmp (its rename after the 250 lost) goes to incoming",
+			before: map[string]string{"tmp/07/" + id1 + ".eml": msgFile(id1)},
+			after:  []string{"incoming/" + id1 + ".eml"},
+			report: RecoveryReport{Committed: []string{id1}},
+		},
+		{
+			name:   "a message in tmp whose checksum fails is removed",
+			before: map[string]string{"tmp/07/" + id1 + ".eml": flipped},
+			report: RecoveryReport{RemovedPartial: 1},
+		},
+		{
+			name:   "history without a message is removed",
+			before: map[string]string{"history/" + id1 + ".json": envJSON(id1, 4)},
 			report: RecoveryReport{RemovedPartial: 1},
 		},
 		{
 			name:   "interrupted delivery goes back to incoming",
-			before: map[string]string{"messages/" + id1 + ".eml": "body", "active/" + id1 + ".json": envJSON(id1, 4)},
-			after:  []string{"incoming/" + id1 + ".json", "messages/" + id1 + ".eml"},
+			before: map[string]string{"active/" + id1 + ".eml": msgFile(id1)},
+			after:  []string{"incoming/" + id1 + ".eml"},
 			report: RecoveryReport{Requeued: []string{id1}},
 		},
 		{
-			name:    "unreadable envelope goes to corrupt",
+			name:    "a message cut short goes to corrupt",
+			before:  map[string]string{"deferred/" + id1 + ".eml": msgFile(id1)[:30]},
+			after:   []string{"corrupt/" + id1 + ".eml"},
+			report:  RecoveryReport{Corrupt: []string{id1}},
+			logLine: "no complete footer",
+		},
+		{
+			name:    "unreadable history goes to corrupt, and stays",
+			before:  map[string]string{"deferred/" + id1 + ".eml": msgFile(id1), "history/" + id1 + ".json": "{not json"},
+			after:   []string{"corrupt/" + id1 + ".eml", "history/" + id1 + ".json"},
+			report:  RecoveryReport{Corrupt: []string{id1}},
+			logLine: "unreadable message moved to corrupt/",
+		},
+		{
+			name: "healthy states are left alone",
+			before: map[string]string{
+				"incoming/" + id1 + ".eml": msgFile(id1),
+				"deferred/" + id2 + ".eml": msgFile(id2), "history/" + id2 + ".json": envJSON(id2, 4),
+				"hold/" + id3 + ".eml":          msgFile(id3),
+				"corrupt/x-unrelated-file.json": "whatever",
+			},
+			after: []string{"corrupt/x-unrelated-file.json", "deferred/" + id2 + ".eml", "history/" + id2 + ".json", "hold/" + id3 + ".eml", "incoming/" + id1 + ".eml"},
+		},
+		{
+			name:   "previous format: orphan body (crash between the renames) is removed",
+			before: map[string]string{"messages/" + id1 + ".eml": "body"},
+			report: RecoveryReport{RemovedPartial: 1},
+		},
+		{
+			name:   "previous format: interrupted delivery is converted and goes back to incoming",
+			before: map[string]string{"messages/" + id1 + ".eml": "body", "active/" + id1 + ".json": envJSON(id1, 4)},
+			after:  []string{"incoming/" + id1 + ".eml"},
+			report: RecoveryReport{Requeued: []string{id1}, Migrated: 1},
+		},
+		{
+			name:    "previous format: unreadable envelope goes to corrupt as it is",
 			before:  map[string]string{"messages/" + id1 + ".eml": "body", "deferred/" + id1 + ".json": "{not json"},
 			after:   []string{"corrupt/" + id1 + ".json", "messages/" + id1 + ".eml"},
 			report:  RecoveryReport{Corrupt: []string{id1}},
-			logLine: "unreadable envelope moved to corrupt/",
+			logLine: "unreadable envelope of the previous spool format moved to corrupt/",
 		},
 		{
-			name:    "envelope without body goes to corrupt",
+			name:    "previous format: envelope without body goes to corrupt",
 			before:  map[string]string{"incoming/" + id1 + ".json": envJSON(id1, 4)},
 			after:   []string{"corrupt/" + id1 + ".json"},
 			report:  RecoveryReport{Corrupt: []string{id1}},
-			logLine: "is missing",
+			logLine: "no such file",
 		},
 		{
-			name:    "body of the wrong size goes to corrupt",
+			name:    "previous format: body of the wrong size goes to corrupt",
 			before:  map[string]string{"messages/" + id1 + ".eml": "bo", "incoming/" + id1 + ".json": envJSON(id1, 4)},
 			after:   []string{"corrupt/" + id1 + ".json", "messages/" + id1 + ".eml"},
 			report:  RecoveryReport{Corrupt: []string{id1}},
 			logLine: "has 2 bytes, the envelope says 4",
 		},
-		{
-			name: "healthy states are left alone",
-			before: map[string]string{
-				"messages/" + id1 + ".eml": "body", "incoming/" + id1 + ".json": envJSON(id1, 4),
-				"messages/" + id2 + ".eml": "body", "deferred/" + id2 + ".json": envJSON(id2, 4),
-				"messages/" + id3 + ".eml": "body", "hold/" + id3 + ".json": envJSON(id3, 4),
-				"corrupt/x-unrelated-file.json": "whatever",
-			},
-			after: []string{"corrupt/x-unrelated-file.json", "deferred/" + id2 + ".json", "hold/" + id3 + ".json", "incoming/" + id1 + ".json",
-				"messages/" + id1 + ".eml", "messages/" + id2 + ".eml", "messages/" + id3 + ".eml"},
-		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			for _, d := range []string{"tmp", "messages", "incoming", "active", "deferred", "hold", "failed", "corrupt"} {
+			for _, d := range []string{"tmp", "tmp/03", "tmp/07", "messages", "history", "incoming", "active", "deferred", "hold", "failed", "corrupt"} {
 				os.MkdirAll(filepath.Join(dir, d), 0o700)
 			}
 			for p, c := range tt.before {
@@ -288,7 +329,7 @@ func TestRecovery(t *testing.T) {
 			if tt.logLine != "" && !strings.Contains(logs.String(), tt.logLine) {
 				t.Errorf("log does not say %q:\n%s", tt.logLine, logs.String())
 			}
-			if strings.HasPrefix(tt.name, "interrupted") {
+			if strings.Contains(tt.name, "interrupted") || strings.Contains(tt.name, "whole message") {
 				s, _, _ := Open(dir, Options{Logger: logger})
 				if e, err := s.Load(Incoming, id1); err != nil || e.State != Incoming {
 					t.Errorf("requeued envelope: %v %v", e, err)
@@ -389,7 +430,7 @@ func TestConcurrentCommits(t *testing.T) {
 	n := 0
 	for line := range ids {
 		id, want, _ := strings.Cut(line, " ")
-		b, err := os.ReadFile(s.BodyPath(id))
+		b, err := readBody(s, id)
 		if err != nil || string(b) != want {
 			t.Errorf("%s: %q %v, want %q", id, b, err, want)
 		}

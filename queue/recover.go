@@ -1,7 +1,8 @@
 package queue
 
 import (
-	"fmt"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,12 +12,108 @@ import (
 type RecoveryReport struct {
 	RemovedPartial int      // half-written files never acknowledged
 	Requeued       []string // interrupted deliveries put back in incoming/
-	Corrupt        []string // envelopes moved to corrupt/
+	Corrupt        []string // messages moved to corrupt/
+	// Committed are messages whose file was whole in tmp/: they may have
+	// been acknowledged, and the rename into incoming/ that follows the
+	// 250 was lost in the crash. They are put in incoming/.
+	Committed []string
+	// Migrated counts messages converted from the previous spool format.
+	Migrated int
 }
 
 // recover puts the spool back into a consistent state after a crash.
 func (s *Spool) recover(rep *RecoveryReport) error {
-	tmp := filepath.Join(s.dir, tmpDir)
+	if err := s.migrateV1(rep); err != nil {
+		return err
+	}
+	where := map[string]State{}
+	for _, st := range States {
+		ids, err := s.IDs(st)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			where[id] = st
+		}
+	}
+	if err := s.recoverTmp(rep, where); err != nil {
+		return err
+	}
+	for _, st := range States {
+		if st == Corrupt {
+			continue
+		}
+		ids, err := s.IDs(st)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			e, lerr := s.Load(st, id)
+			if lerr != nil {
+				s.log.Error("spool: unreadable message moved to corrupt/ for a person to inspect", "id", id, "state", st, "error", lerr.Error(),
+					"fix", "inspect "+s.msgPath(Corrupt, id)+" (the body, then the envelope, then the footer) and "+s.histPath(id)+" if it exists; fix it and move it to incoming/, or delete it with `oauthrelay queue delete "+id+"`")
+				if err := os.Rename(s.msgPath(st, id), s.msgPath(Corrupt, id)); err != nil {
+					return err
+				}
+				where[id] = Corrupt
+				rep.Corrupt = append(rep.Corrupt, id)
+				continue
+			}
+			if st == Active {
+				if err := s.Return(e, Incoming); err != nil {
+					return err
+				}
+				where[id] = Incoming
+				rep.Requeued = append(rep.Requeued, id)
+			}
+		}
+	}
+	// Changed envelopes whose message is gone (removed, and the crash came
+	// before its history went too).
+	if ents, err := os.ReadDir(filepath.Join(s.dir, histDir)); err == nil {
+		for _, e := range ents {
+			id, ok := strings.CutSuffix(e.Name(), ".json")
+			if _, known := where[id]; ok && known {
+				continue
+			}
+			if os.Remove(filepath.Join(s.dir, histDir, e.Name())) == nil {
+				rep.RemovedPartial++
+			}
+		}
+	}
+	// Bodies of the previous format left without an envelope (never
+	// acknowledged), or of messages converted since; a corrupt envelope
+	// of that format keeps its body.
+	if bodies, err := os.ReadDir(filepath.Join(s.dir, msgDir)); err == nil {
+		for _, b := range bodies {
+			id, ok := strings.CutSuffix(b.Name(), ".eml")
+			if ok {
+				if _, err := os.Lstat(s.v1EnvPath(Corrupt, id)); err == nil {
+					continue
+				}
+			}
+			if os.Remove(filepath.Join(s.dir, msgDir, b.Name())) == nil {
+				rep.RemovedPartial++
+			}
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if rep.RemovedPartial > 0 || len(rep.Requeued) > 0 || len(rep.Corrupt) > 0 || len(rep.Committed) > 0 {
+		s.log.Info("spool recovered after an unclean stop", "removed_unacknowledged", rep.RemovedPartial, "requeued", len(rep.Requeued),
+			"committed_from_tmp", len(rep.Committed), "corrupt", len(rep.Corrupt))
+	}
+	dirs := append(append([]string{filepath.Join(s.dir, histDir)}, s.partialDirs()...), s.stateDirs()...)
+	if _, err := os.Stat(filepath.Join(s.dir, msgDir)); err == nil {
+		dirs = append(dirs, filepath.Join(s.dir, msgDir))
+	}
+	return s.sync.dirs(dirs...)
+}
+
+// recoverTmp empties tmp/: a message file that is whole (its footer and
+// checksum hold) was synced before its 250 may have gone out, and goes to
+// incoming/; anything else was never acknowledged and is removed.
+func (s *Spool) recoverTmp(rep *RecoveryReport, where map[string]State) error {
 	for _, d := range s.partialDirs() {
 		ents, err := os.ReadDir(d)
 		if err != nil {
@@ -26,63 +123,24 @@ func (s *Spool) recover(rep *RecoveryReport) error {
 			if e.IsDir() {
 				continue
 			}
-			if os.Remove(filepath.Join(d, e.Name())) == nil {
+			p := filepath.Join(d, e.Name())
+			id, ok := strings.CutSuffix(e.Name(), msgExt)
+			if _, dup := where[id]; ok && !dup && ValidID(id) {
+				if env, err := verifyMessageFile(p); err == nil && env.ID == id {
+					if err := os.Rename(p, s.msgPath(Incoming, id)); err != nil {
+						return err
+					}
+					where[id] = Incoming
+					rep.Committed = append(rep.Committed, id)
+					continue
+				}
+			}
+			if os.Remove(p) == nil {
 				rep.RemovedPartial++
 			}
 		}
 	}
-	known := map[string]bool{}
-	for _, st := range States {
-		ids, err := s.IDs(st)
-		if err != nil {
-			return err
-		}
-		for _, id := range ids {
-			known[id] = true
-			if st == Corrupt {
-				continue
-			}
-			e, lerr := s.Load(st, id)
-			if lerr == nil {
-				if fi, serr := os.Stat(s.BodyPath(id)); serr != nil {
-					lerr = fmt.Errorf("its message body %s is missing", s.BodyPath(id))
-				} else if fi.Size() != e.Size {
-					lerr = fmt.Errorf("its message body has %d bytes, the envelope says %d", fi.Size(), e.Size)
-				}
-			}
-			if lerr != nil {
-				s.log.Error("spool: unreadable envelope moved to corrupt/ for a person to inspect", "id", id, "state", st, "error", lerr.Error(),
-					"fix", "inspect "+filepath.Join(s.dir, string(Corrupt), id+".json")+"; fix it and move it to incoming/, or delete it")
-				if err := os.Rename(s.envPath(st, id), s.envPath(Corrupt, id)); err != nil {
-					return err
-				}
-				rep.Corrupt = append(rep.Corrupt, id)
-				continue
-			}
-			if st == Active {
-				if err := s.Move(e, Incoming); err != nil {
-					return err
-				}
-				rep.Requeued = append(rep.Requeued, id)
-			}
-		}
-	}
-	bodies, err := os.ReadDir(filepath.Join(s.dir, msgDir))
-	if err != nil {
-		return err
-	}
-	for _, b := range bodies {
-		id, ok := strings.CutSuffix(b.Name(), ".eml")
-		if !ok || !known[id] {
-			if os.Remove(filepath.Join(s.dir, msgDir, b.Name())) == nil {
-				rep.RemovedPartial++
-			}
-		}
-	}
-	if rep.RemovedPartial > 0 || len(rep.Requeued) > 0 || len(rep.Corrupt) > 0 {
-		s.log.Info("spool recovered after an unclean stop", "removed_unacknowledged", rep.RemovedPartial, "requeued", len(rep.Requeued), "corrupt", len(rep.Corrupt))
-	}
-	return s.sync.dirs(append([]string{tmp, filepath.Join(s.dir, msgDir)}, s.stateDirs()...)...)
+	return nil
 }
 
 func (s *Spool) stateDirs() []string {
@@ -104,8 +162,8 @@ func (s *Spool) partialDirs() []string {
 }
 
 // PartialFiles lists the files being written right now (under tmp/). Once
-// no message is in flight it should be empty: anything left is a
-// half-written file that recovery removes.
+// no message is in flight it should be empty: anything left is a file that
+// recovery removes, or moves into incoming/ when it is a whole message.
 func (s *Spool) PartialFiles() ([]string, error) {
 	var out []string
 	for _, d := range s.partialDirs() {

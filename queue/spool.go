@@ -2,6 +2,7 @@ package queue
 
 import (
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,8 +12,16 @@ import (
 )
 
 const (
+	// msgDir held message bodies in the previous spool format; recovery
+	// migrates them (see migrate.go).
 	msgDir = "messages"
 	tmpDir = "tmp"
+	// histDir holds the envelope of a message as changed since it was
+	// accepted (attempts, recipients' states, next attempt), written only
+	// when it changes: after a failed attempt, a partial delivery or an
+	// operator's action. A message delivered at its first attempt never
+	// has one.
+	histDir = "history"
 )
 
 // Options tune a Spool.
@@ -25,9 +34,9 @@ type Options struct {
 	// Existing opens a spool that another process (serve) set up: Open
 	// creates no directory and fails if the layout is missing.
 	Existing bool
-	// FileSync makes Commit fsync the body and the envelope one by one
-	// (and then their directories) instead of sharing one filesystem sync
-	// among concurrent commits. Both keep the same guarantee; FileSync is
+	// FileSync makes Commit fsync the message file and its tmp/ shard
+	// one by one instead of sharing one filesystem sync among concurrent
+	// commits. Both keep the same guarantee; FileSync is
 	// slower under load, and is what platforms without syncfs(2) (or
 	// Linux before 5.8, whose syncfs does not report write errors) use
 	// anyway. The environment variable OAUTHRELAY_SPOOL_SYNC=file sets it
@@ -42,7 +51,7 @@ type Spool struct {
 	dir    string
 	log    *slog.Logger
 	now    func() time.Time
-	notify chan string
+	notify chan *Envelope
 	sync   *syncer
 	// tmpDirs are the shards of tmp/, worked out once in Open.
 	tmpDirs []string
@@ -62,9 +71,9 @@ func Open(dir string, o Options) (*Spool, *RecoveryReport, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Spool{dir: dir, log: o.Logger, now: o.Now, notify: make(chan string, 1024)}
+	s := &Spool{dir: dir, log: o.Logger, now: o.Now, notify: make(chan *Envelope, 1024)}
 	s.sync = newSyncer()
-	for _, d := range append(append([]string{msgDir, tmpDir}, tmpShardNames()...), stateNames()...) {
+	for _, d := range append(append([]string{tmpDir, histDir}, tmpShardNames()...), stateNames()...) {
 		p := filepath.Join(dir, d)
 		if o.Existing {
 			// Another process's spool: create nothing (a queue command run
@@ -75,8 +84,8 @@ func Open(dir string, o Options) (*Spool, *RecoveryReport, error) {
 				}
 				continue
 			}
-			if strings.HasPrefix(d, tmpDir+string(filepath.Separator)) {
-				continue // an older spool without shards: tmp/ itself serves
+			if strings.HasPrefix(d, tmpDir+string(filepath.Separator)) || d == histDir {
+				continue // an older spool, until serve recovers it: tmp/ itself serves
 			}
 			return nil, nil, fmt.Errorf("spool %s: %s/ is missing; start `oauthrelay serve` once (as the relay's user) to set the spool up", dir, d)
 		}
@@ -133,6 +142,15 @@ func (s *Spool) tmpPath(name string) string {
 	return filepath.Join(s.tmpDirs[tmpSeq.Add(1)%uint32(len(s.tmpDirs))], name)
 }
 
+// tmpMsgDir is the shard of tmp/ a message file is written in: fixed by
+// its id, so that removing the message can sync that directory too when
+// the spool fsyncs directories one by one (the rename out of it was never
+// synced on its own).
+func (s *Spool) tmpMsgDir(id string) string {
+	h := crc32.ChecksumIEEE([]byte(id))
+	return s.tmpDirs[h%uint32(len(s.tmpDirs))]
+}
+
 func stateNames() []string {
 	out := make([]string, len(States))
 	for i, s := range States {
@@ -165,15 +183,32 @@ func (s *Spool) Probe() error {
 	return os.Remove(name)
 }
 
-// Notify delivers the id of each newly committed message, so the scheduler
-// can attempt it at once without polling.
-func (s *Spool) Notify() <-chan string { return s.notify }
+// Notify delivers the envelope of each newly committed message, so the
+// scheduler can attempt it at once, without polling and without reading
+// back what was just written. Receivers must not change it.
+func (s *Spool) Notify() <-chan *Envelope { return s.notify }
 
-func (s *Spool) envPath(st State, id string) string {
-	return filepath.Join(s.dir, string(st), id+".json")
+// msgPath is where the message file of id is kept in state st.
+func (s *Spool) msgPath(st State, id string) string {
+	return filepath.Join(s.dir, string(st), id+msgExt)
 }
 
-// BodyPath is where the message body of id is kept.
-func (s *Spool) BodyPath(id string) string {
-	return filepath.Join(s.dir, msgDir, id+".eml")
+// histPath is where the changed envelope of id is kept.
+func (s *Spool) histPath(id string) string {
+	return filepath.Join(s.dir, histDir, id+".json")
+}
+
+// MessagePath returns the file that holds message id (its body, then its
+// envelope as accepted), wherever it is, for an operator to read.
+func (s *Spool) MessagePath(id string) (string, error) {
+	st, err := s.Locate(id)
+	if err != nil {
+		return "", err
+	}
+	if st == Corrupt {
+		if _, err := os.Lstat(s.v1EnvPath(Corrupt, id)); err == nil {
+			return s.v1EnvPath(Corrupt, id), nil
+		}
+	}
+	return s.msgPath(st, id), nil
 }

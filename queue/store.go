@@ -11,26 +11,59 @@ import (
 	"strings"
 )
 
-// ErrNotFound means no envelope with that id is in the states looked at.
+// ErrNotFound means no message with that id is in the states looked at.
 var ErrNotFound = errors.New("no such message in the queue")
 
-// Load reads the envelope id from state st.
+// Load reads the envelope of id in state st: its changed envelope in
+// history/ when it has one, else the one its message file was committed
+// with.
 func (s *Spool) Load(st State, id string) (*Envelope, error) {
 	if !ValidID(id) {
 		return nil, ErrNotFound
 	}
-	b, err := os.ReadFile(s.envPath(st, id))
+	f, err := openRead(s.msgPath(st, id))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
+			if st == Corrupt {
+				return s.loadV1Corrupt(id)
+			}
 			return nil, ErrNotFound
 		}
 		return nil, err
 	}
-	e, err := Decode(b)
+	defer f.Close()
+	e, err := s.loadOpen(f, id)
 	if err != nil {
-		return nil, fmt.Errorf("envelope %s/%s.json: %w", st, id, err)
+		return nil, fmt.Errorf("message %s/%s%s: %w", st, id, msgExt, err)
 	}
 	e.State = st
+	return e, nil
+}
+
+// loadOpen reads the envelope of the open message file f of id.
+func (s *Spool) loadOpen(f *os.File, id string) (*Envelope, error) {
+	b, err := os.ReadFile(s.histPath(id))
+	switch {
+	case err == nil:
+		e, err := Decode(b)
+		if err != nil {
+			return nil, fmt.Errorf("its envelope %s: %w", s.histPath(id), err)
+		}
+		if e.ID != id {
+			return nil, fmt.Errorf("its envelope %s is for message %s", s.histPath(id), e.ID)
+		}
+		e.hist = true
+		return e, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, err
+	}
+	e, _, err := readTrailerEnvelope(f)
+	if err != nil {
+		return nil, err
+	}
+	if e.ID != id {
+		return nil, fmt.Errorf("its envelope is for message %s", e.ID)
+	}
 	return e, nil
 }
 
@@ -46,22 +79,58 @@ func (s *Spool) Find(id string) (*Envelope, error) {
 	return nil, ErrNotFound
 }
 
-// Move writes env into state to (renaming it out of its current state) and
-// makes the change durable. When the envelope is no longer where env.State
-// says, someone else (an operator's queue command) moved it: Move returns
-// ErrNotFound and changes nothing.
+// Claim takes a message for delivery: one rename from st into active/,
+// which an operator's queue command (or another worker) cannot also win,
+// and a read of its envelope. The rename is not synced: should a crash
+// lose it, the message is still in st, and a message in active/ after a
+// crash goes back to incoming/ anyway. ErrNotFound means the message is
+// no longer in st; a *WriteError, that the rename failed (the message is
+// still in st); any other error, that the message is in active/ but its
+// envelope cannot be read.
+func (s *Spool) Claim(st State, id string) (*Envelope, error) {
+	if !ValidID(id) {
+		return nil, ErrNotFound
+	}
+	if err := rename(s.msgPath(st, id), s.msgPath(Active, id)); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, ErrNotFound
+		}
+		return nil, &WriteError{ID: id, Op: "rename into active/", Err: err}
+	}
+	return s.Load(Active, id)
+}
+
+// Return puts a claimed message back into to unchanged (a rename, not
+// synced, for the same reason as Claim's).
+func (s *Spool) Return(env *Envelope, to State) error {
+	if err := rename(s.msgPath(env.State, env.ID), s.msgPath(to, env.ID)); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return ErrNotFound
+		}
+		return err
+	}
+	env.State = to
+	return nil
+}
+
+// Move writes env (its changed envelope, in history/) and moves the
+// message into state to, durably. When the message is no longer where
+// env.State says, someone else (an operator's queue command) moved it:
+// Move returns ErrNotFound and changes nothing.
 func (s *Spool) Move(env *Envelope, to State) error {
 	from := env.State
-	if from != to && (from == Active || from == Hold) {
-		// An envelope in active/ (a delivery worker's) or hold/ (a queue
-		// command's) has one owner: write the new content there first,
-		// then rename, so the envelope appears in a state others act on
-		// with its final content in one step (a rewrite after the rename
-		// could re-create a file someone had just moved away).
-		if err := s.save(env, from); err != nil {
+	if from == to || from == Active || from == Hold {
+		// A message in active/ (a delivery worker's) or hold/ (a queue
+		// command's) has one owner: write the new envelope first, then
+		// rename, so the message appears in a state others act on with
+		// its final envelope in one step.
+		if err := s.save(env); err != nil {
 			return err
 		}
-		if err := os.Rename(s.envPath(from, env.ID), s.envPath(to, env.ID)); err != nil {
+		if from == to {
+			return nil
+		}
+		if err := rename(s.msgPath(from, env.ID), s.msgPath(to, env.ID)); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return ErrNotFound
 			}
@@ -70,42 +139,40 @@ func (s *Spool) Move(env *Envelope, to State) error {
 		env.State = to
 		return s.durable(filepath.Join(s.dir, string(to)), filepath.Join(s.dir, string(from)))
 	}
-	if from != to {
-		if err := os.Rename(s.envPath(from, env.ID), s.envPath(to, env.ID)); err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return ErrNotFound
-			}
-			return err
-		}
-		env.State = to
-	}
-	if err := s.save(env, from); err != nil {
-		if from != to {
-			// Undo the rename, so that an error means nothing changed and
-			// the caller's idea of the state stays true.
-			if os.Rename(s.envPath(to, env.ID), s.envPath(from, env.ID)) == nil {
-				env.State = from
-			}
+	// Not ours until the rename succeeds.
+	if err := rename(s.msgPath(from, env.ID), s.msgPath(to, env.ID)); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return ErrNotFound
 		}
 		return err
 	}
-	return nil
+	env.State = to
+	if err := s.save(env); err != nil {
+		// Undo the rename, so that an error means nothing changed and
+		// the caller's idea of the state stays true.
+		if rename(s.msgPath(to, env.ID), s.msgPath(from, env.ID)) == nil {
+			env.State = from
+		}
+		return err
+	}
+	return s.durable(filepath.Join(s.dir, string(to)), filepath.Join(s.dir, string(from)))
 }
 
-// Save rewrites env in its current state.
-func (s *Spool) Save(env *Envelope) error { return s.save(env, env.State) }
+// Save writes env's changed envelope, durably; the message stays where
+// it is.
+func (s *Spool) Save(env *Envelope) error { return s.save(env) }
 
-func (s *Spool) save(env *Envelope, from State) error {
+func (s *Spool) save(env *Envelope) error {
 	b, err := Encode(env)
 	if err != nil {
 		return err
 	}
 	tmp := s.tmpPath(env.ID + ".json." + string(env.State))
-	dirs := []string{filepath.Join(s.dir, string(env.State))}
-	if from != env.State {
-		dirs = append(dirs, filepath.Join(s.dir, string(from)))
+	if err := s.replace(env.ID, "envelope", tmp, s.histPath(env.ID), b, filepath.Join(s.dir, histDir)); err != nil {
+		return err
 	}
-	return s.replace(env.ID, "envelope", tmp, s.envPath(env.State, env.ID), b, dirs...)
+	env.hist = true
+	return nil
 }
 
 // replace writes b to tmp, makes it durable and renames it over dst, then
@@ -133,24 +200,95 @@ func (s *Spool) replace(id, what, tmp, dst string, b []byte, dirs ...string) err
 }
 
 // Remove deletes a message that needs no more work (delivered, or deleted
-// by an operator). The envelope goes first, so a crash in between leaves an
-// orphan body for recovery rather than an envelope without a body.
+// by an operator): its message file, then its changed envelope if it has
+// one (a crash in between leaves an orphan in history/, which recovery
+// removes). Concurrent removals share one sync (group commit).
 func (s *Spool) Remove(env *Envelope) error {
-	if err := os.Remove(s.envPath(env.State, env.ID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(s.msgPath(env.State, env.ID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	if err := os.Remove(s.BodyPath(env.ID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
+	if env.State == Corrupt {
+		// A corrupt message of the previous format: envelope and body.
+		for _, p := range []string{s.v1EnvPath(Corrupt, env.ID), s.v1BodyPath(env.ID)} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
 	}
-	return s.durable(filepath.Join(s.dir, string(env.State)), filepath.Join(s.dir, msgDir))
+	if env.hist || env.State == Corrupt {
+		if err := os.Remove(s.histPath(env.ID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	// With directory fsyncs, the message's shard of tmp/ too: the rename
+	// out of it into incoming/ was never synced, and must not come back.
+	dirs := []string{filepath.Join(s.dir, string(env.State)), s.tmpMsgDir(env.ID)}
+	if env.hist || env.State == Corrupt {
+		dirs = append(dirs, filepath.Join(s.dir, histDir))
+	}
+	return s.durable(dirs...)
 }
 
-// OpenBody opens the message body for reading.
-func (s *Spool) OpenBody(id string) (*os.File, error) {
-	if !ValidID(id) {
-		return nil, ErrNotFound
+// bodyReader is the body part of an open message file.
+type bodyReader struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (b *bodyReader) Close() error { return b.f.Close() }
+
+// openBody opens the body of the message file at path.
+func openBody(path string) (io.ReadCloser, int64, error) {
+	f, err := openRead(path)
+	if err != nil {
+		return nil, 0, err
 	}
-	return os.Open(s.BodyPath(id))
+	n, err := bodySize(f)
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("message file %s: %w", path, err)
+	}
+	return &bodyReader{SectionReader: io.NewSectionReader(f, 0, n), f: f}, n, nil
+}
+
+// OpenBody opens the message body of id, wherever it is, for reading.
+func (s *Spool) OpenBody(id string) (io.ReadCloser, error) {
+	r, _, err := s.Body(id)
+	return r, err
+}
+
+// Body returns a reader over the body of id, wherever it is, and its
+// size.
+func (s *Spool) Body(id string) (io.ReadCloser, int64, error) {
+	st, err := s.Locate(id)
+	if err != nil {
+		return nil, 0, err
+	}
+	if st == Corrupt {
+		if _, err := os.Lstat(s.v1EnvPath(Corrupt, id)); err == nil {
+			f, err := os.Open(s.v1BodyPath(id))
+			if err != nil {
+				return nil, 0, err
+			}
+			fi, err := f.Stat()
+			if err != nil {
+				f.Close()
+				return nil, 0, err
+			}
+			return f, fi.Size(), nil
+		}
+	}
+	return openBody(s.msgPath(st, id))
+}
+
+// BodyOf is Body for a message whose state the caller knows (a delivery
+// worker's claimed message): no search.
+func (s *Spool) BodyOf(env *Envelope) (io.ReadCloser, int64, error) {
+	r, n, err := openBody(s.msgPath(env.State, env.ID))
+	if errors.Is(err, fs.ErrNotExist) {
+		return s.Body(env.ID)
+	}
+	return r, n, err
 }
 
 // IDs lists the ids in state st, oldest first.
@@ -162,7 +300,11 @@ func (s *Spool) IDs(st State) ([]string, error) {
 	ids := make([]string, 0, len(ents))
 	for _, e := range ents {
 		n := e.Name()
-		if id, ok := strings.CutSuffix(n, ".json"); ok && ValidID(id) {
+		id, ok := strings.CutSuffix(n, msgExt)
+		if !ok && st == Corrupt {
+			id, ok = strings.CutSuffix(n, ".json")
+		}
+		if ok && ValidID(id) {
 			ids = append(ids, id)
 		}
 	}
@@ -171,7 +313,7 @@ func (s *Spool) IDs(st State) ([]string, error) {
 }
 
 // List loads every readable envelope in the given states (all when none
-// are given). Envelopes that vanish while listing (delivered meanwhile) are
+// are given). Messages that vanish while listing (delivered meanwhile) are
 // skipped; unreadable ones are returned in bad.
 func (s *Spool) List(states ...State) (envs []*Envelope, bad []string, err error) {
 	if len(states) == 0 {
@@ -194,19 +336,4 @@ func (s *Spool) List(states ...State) (envs []*Envelope, bad []string, err error
 		}
 	}
 	return envs, bad, nil
-}
-
-// Body returns a reader over the body of id and its size, for callers that
-// stream it upstream.
-func (s *Spool) Body(id string) (io.ReadCloser, int64, error) {
-	f, err := s.OpenBody(id)
-	if err != nil {
-		return nil, 0, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, 0, err
-	}
-	return f, fi.Size(), nil
 }

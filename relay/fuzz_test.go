@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -194,8 +193,8 @@ func (p *pipeRelay) checkIntact(tb testing.TB) {
 		tb.Fatalf("spool listing: %v, unreadable %v", err, bad)
 	}
 	for _, e := range envs {
-		fi, err := os.Stat(p.spool.BodyPath(e.ID))
-		if err != nil || fi.Size() != e.Size {
+		b, err := spooledBody(p.spool, e.ID)
+		if err != nil || int64(len(b)) != e.Size {
 			tb.Fatalf("envelope %s: body %v, size %d", e.ID, err, e.Size)
 		}
 		fields := []string{e.MailFrom, e.Mailbox, e.Client}

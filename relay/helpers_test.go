@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -266,7 +267,7 @@ func (r *testRelay) stored(id string) (string, *queue.Envelope) {
 	if err != nil {
 		r.t.Fatalf("envelope %s: %v", id, err)
 	}
-	b, err := os.ReadFile(r.spool.BodyPath(id))
+	b, err := spooledBody(r.spool, id)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -279,7 +280,7 @@ func (r *testRelay) stored(id string) (string, *queue.Envelope) {
 // assertEmpty checks that nothing at all was spooled (not even in tmp/).
 func (r *testRelay) assertEmpty() {
 	r.t.Helper()
-	for _, d := range []string{"messages", "incoming", "active", "deferred", "hold", "failed", "corrupt"} {
+	for _, d := range []string{"history", "incoming", "active", "deferred", "hold", "failed", "corrupt"} {
 		ents, err := os.ReadDir(filepath.Join(r.spool.Dir(), d))
 		if err != nil {
 			r.t.Fatal(err)
@@ -309,4 +310,14 @@ func (r *testRelay) assertNone(sender string) {
 			r.t.Errorf("message %s from %s was spooled", e.ID, sender)
 		}
 	}
+}
+
+// spooledBody reads the body of a spooled message as delivery will.
+func spooledBody(s *queue.Spool, id string) ([]byte, error) {
+	r, _, err := s.Body(id)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
 }

@@ -3,8 +3,6 @@ package relay
 import (
 	"bytes"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -281,7 +279,7 @@ func TestHostileInput(t *testing.T) {
 			testkit.Eventually(t, "the session to end", func() bool { return r.srv.conns.Load() == 0 })
 			r.intact()
 			for _, e := range r.queued() {
-				b, err := os.ReadFile(filepath.Join(r.spool.Dir(), "messages", e.ID+".eml"))
+				b, err := spooledBody(r.spool, e.ID)
 				if err != nil || bytes.Contains(b[:min(len(b), 200)], []byte("\x00")) && !strings.Contains(tc.name, "NUL") {
 					t.Errorf("body of %s: %v", e.ID, err)
 				}

@@ -526,7 +526,7 @@ func TestSpoolWriteFailure(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
 		break_ string // a spool directory replaced by a file
-	}{{"cannot create the body", "tmp"}, {"cannot rename into place", "messages"}} {
+	}{{"cannot create the body", "tmp"}, {"cannot rename into place", "incoming"}} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := startRelay(t, "", nil)
 			// Replacing a directory with a file fails even for root, which

@@ -43,7 +43,7 @@ func queueList(spool *queue.Spool, f filter, asJSON bool, stdout, stderr io.Writ
 		st, id, _ := strings.Cut(b, "/")
 		if noFilter && (f.states == nil || f.states[queue.State(st)]) {
 			rows = append(rows, listed{State: queue.State(st), Envelope: &queue.Envelope{ID: id},
-				Error: "the envelope cannot be read; inspect " + filepath.Join(spool.Dir(), b+".json")})
+				Error: "the envelope cannot be read; inspect " + messageFile(spool, id)})
 		}
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].ID < rows[j].ID })
@@ -116,7 +116,7 @@ func queueShow(spool *queue.Spool, id string, stdout, stderr io.Writer) int {
 	}
 	now := time.Now()
 	fmt.Fprintf(stdout, "id:           %s\n", e.ID)
-	fmt.Fprintf(stdout, "state:        %s (%s)\n", e.State, filepath.Join(spool.Dir(), string(e.State), e.ID+".json"))
+	fmt.Fprintf(stdout, "state:        %s (%s)\n", e.State, messageFile(spool, e.ID))
 	fmt.Fprintf(stdout, "received:     %s (%s ago)\n", e.Received.Local().Format(time.RFC3339), shortDur(e.Age(now)))
 	fmt.Fprintf(stdout, "client:       %s", e.Client)
 	if e.RemoteAddr != "" {
@@ -168,7 +168,7 @@ func queueShow(spool *queue.Spool, id string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "     for %s\n", strings.Join(a.Recipients, ", "))
 		}
 	}
-	fmt.Fprintf(stdout, "\nheaders (%s):\n", spool.BodyPath(e.ID))
+	fmt.Fprintf(stdout, "\nheaders (%s):\n", messageFile(spool, e.ID))
 	body, err := spool.OpenBody(e.ID)
 	if err != nil {
 		fmt.Fprintf(stdout, "  (cannot read the message body: %v)\n", err)
@@ -212,4 +212,13 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1fkB", float64(n)/1000)
 	}
 	return fmt.Sprintf("%.1fMB", float64(n)/1e6)
+}
+
+// messageFile names the file that holds message id, for an operator.
+func messageFile(spool *queue.Spool, id string) string {
+	p, err := spool.MessagePath(id)
+	if err != nil {
+		return filepath.Join(spool.Dir(), "*", id+".eml") + " (" + err.Error() + ")"
+	}
+	return p
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/textproto"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/oauthrelay/oauthrelay/queue"
 )
 
 // buildBinary compiles oauthrelay into a temporary directory.
@@ -38,10 +41,14 @@ func freePort(t *testing.T) string {
 
 // startServe runs `oauthrelay serve` and waits until it accepts. The
 // returned channel is closed when the process has exited.
-func startServe(t *testing.T, bin, cfg, addr string, logf *os.File) (*exec.Cmd, <-chan struct{}) {
+// env, if given, is added to the process's environment.
+func startServe(t *testing.T, bin, cfg, addr string, logf *os.File, env ...string) (*exec.Cmd, <-chan struct{}) {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "-config", cfg)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -215,12 +222,17 @@ senders = ["noreply@contoso.com"]
 	// reaped it: restarting before that would talk to the dead one.
 	<-firstGone
 	startServe(t, bin, cfg, addr, logf)
+	sp, _, err := queue.Open(spool, queue.Options{Existing: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for id, token := range acked {
 		state := ""
 		for _, st := range []string{"incoming", "active", "deferred"} {
-			if b, err := os.ReadFile(filepath.Join(spool, st, id+".json")); err == nil {
+			// One file a message: the body, then the envelope.
+			if b, err := os.ReadFile(filepath.Join(spool, st, id+".eml")); err == nil {
 				if !strings.Contains(string(b), `"id": "`+id+`"`) {
-					t.Errorf("%s/%s.json is damaged: %s", st, id, b)
+					t.Errorf("%s/%s.eml is damaged: %s", st, id, b)
 				}
 				state = st
 				break
@@ -230,7 +242,7 @@ senders = ["noreply@contoso.com"]
 			t.Errorf("acknowledged message %s (%s) has no envelope after the crash", id, token)
 			continue
 		}
-		body, err := os.ReadFile(filepath.Join(spool, "messages", id+".eml"))
+		body, err := readBody(sp, id)
 		if err != nil {
 			t.Errorf("acknowledged message %s has no body: %v", id, err)
 			continue
@@ -254,8 +266,18 @@ senders = ["noreply@contoso.com"]
 	if err != nil || again == "" {
 		t.Fatalf("after restart: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(spool, "messages", again+".eml")); err != nil {
+	if _, err := sp.Find(again); err != nil {
 		t.Errorf("message accepted after restart is not spooled: %v", err)
 	}
 	t.Logf("%d messages acknowledged before SIGKILL", n)
+}
+
+// readBody reads the body of a spooled message as delivery will.
+func readBody(sp *queue.Spool, id string) ([]byte, error) {
+	r, _, err := sp.Body(id)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
 }
