@@ -76,6 +76,7 @@ expect /usr/bin/oauthrelay 755 root:root
 expect /etc/oauthrelay 750 root:oauthrelay
 expect /etc/oauthrelay/config.toml 640 root:oauthrelay
 expect /etc/oauthrelay/oauthrelay.env 600 root:root
+expect /etc/oauthrelay/secrets 700 root:root
 expect /var/spool/oauthrelay 700 oauthrelay:oauthrelay
 expect /usr/lib/systemd/system/oauthrelay.service 644 root:root
 expect /usr/lib/sysusers.d/oauthrelay.conf 644 root:root
