@@ -50,6 +50,9 @@ type Server struct {
 
 	mu         sync.Mutex
 	servers    []*smtp.Server
+	// closed is set by Shutdown, so that a Serve that starts after it
+	// closes its listeners rather than serving forever.
+	closed bool
 	conns      atomic.Int64
 	perIP      ipCounts
 	ownReplies sync.Once // warns once if go-smtp's texts cannot be replaced
@@ -149,6 +152,11 @@ func (s *Server) Serve(plain, implicitTLS net.Listener) error {
 			l = tls.NewListener(l, tlsConf)
 		}
 		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			l.Close()
+			return
+		}
 		s.servers = append(s.servers, srv)
 		s.mu.Unlock()
 		n++
@@ -161,6 +169,12 @@ func (s *Server) Serve(plain, implicitTLS net.Listener) error {
 		start(implicitTLS, true)
 	}
 	if n == 0 {
+		s.mu.Lock()
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return nil // shut down before it began, as if after
+		}
 		return errors.New("no listener configured")
 	}
 	var first error
@@ -192,6 +206,7 @@ func (s *Server) newSMTPServer(tlsConf *tls.Config) *smtp.Server {
 // ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	s.closed = true
 	srvs := s.servers
 	s.mu.Unlock()
 	var first error
