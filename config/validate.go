@@ -39,6 +39,8 @@ func (v *validator) validate(getenv func(string) string) {
 	apps := v.apps(getenv)
 	v.mailboxes(apps)
 	v.clients()
+	v.clientLimits()
+	v.cluster()
 }
 
 func (v *validator) listen() {
