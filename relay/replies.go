@@ -36,6 +36,7 @@ const (
 	ReasonConnLimitIP     = "connection_limit_per_ip"
 	ReasonLoginTimeout    = "login_timeout"
 	ReasonTooManyRefusals = "too_many_refusals"
+	ReasonClientRate      = "client_rate_limit"
 )
 
 // kind names one row of the refusals table.
@@ -80,6 +81,7 @@ const (
 	connLimitIP
 	loginTimeout
 	tooManyRefusals
+	clientRate
 )
 
 // refusalSpec is one row of the table: the reply (code, enhanced code and
@@ -197,6 +199,11 @@ var refusals = [...]refusalSpec{
 	tooManyRefusals: {421, ec(4, 7, 0), "%s Too many refused commands (%d) on this connection; closing it",
 		ReasonTooManyRefusals, slog.LevelWarn, "closed: too many refused commands (listen.max_refused_commands)",
 		"check the application's configuration (sender, recipients, password) in the lines logged before for this address"},
+	// Refused at MAIL FROM, before anything is read or spooled; the
+	// client's queue keeps the message and tries again (ratelimit.go).
+	clientRate: {450, ec(4, 7, 0), "Client %q has handed in its limit of %d messages %s (%s); try again in %s",
+		ReasonClientRate, slog.LevelWarn, "refused: the client is over its message rate limit",
+		"raise the client's max_per_minute or max_per_day if the volume is expected, or find why the application sends so much"},
 }
 
 func ec(class, subject, detail int) smtp.EnhancedCode {
