@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/oauthrelay/oauthrelay/delivery"
+	"github.com/oauthrelay/oauthrelay/internal/cluster"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
 	"github.com/oauthrelay/oauthrelay/relay"
@@ -48,6 +49,9 @@ type Metrics struct {
 	throttled *prometheus.CounterVec
 	conns     *prometheus.GaugeVec
 	lockouts  prometheus.Counter
+	// sharedWaits and cluster: see cluster.go.
+	sharedWaits *prometheus.CounterVec
+	cluster     *cluster.Cluster
 
 	mu        sync.Mutex
 	tokens    func() []tokens.Status
@@ -61,7 +65,7 @@ func New(spool *queue.Spool, now func() time.Time) *Metrics {
 	if now == nil {
 		now = time.Now
 	}
-	m := &Metrics{reg: prometheus.NewRegistry(), spool: spool, now: now}
+	m := &Metrics{reg: prometheus.NewRegistry(), spool: spool, now: now, sharedWaits: newSharedWaits()}
 	m.accepted = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "oauthrelay_messages_accepted_total", Help: "Messages accepted from applications and queued, by [[client]] name.",
 	}, []string{"client"})
@@ -156,6 +160,7 @@ func (m *Metrics) DeliveryHooks() delivery.Hooks {
 		Conns: func(mailbox string, delta int) {
 			m.conns.WithLabelValues(strings.ToLower(mailbox)).Add(float64(delta))
 		},
+		SharedWait: m.sharedWait,
 	}
 }
 
@@ -186,6 +191,7 @@ func (m *Metrics) Handler() http.Handler {
 		problems := m.Ready()
 		if len(problems) == 0 {
 			fmt.Fprintln(w, "ready")
+			m.writeCluster(w)
 			return
 		}
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -193,6 +199,7 @@ func (m *Metrics) Handler() http.Handler {
 		for _, p := range problems {
 			fmt.Fprintln(w, p)
 		}
+		m.writeCluster(w)
 	})
 	return mux
 }

@@ -34,6 +34,11 @@ func (c *Cluster) Reserve(keys []string, limits []Limit, n int, at time.Time) (*
 	}
 	now := c.o.Now()
 	if c.shared() {
+		for i, l := range ls {
+			if back, nodes := c.rejoining(l.Span + c.o.LeaseTTL); back && l.Span <= holdCap {
+				ls[i].Max = share(l.Max, nodes)
+			}
+		}
 		retry, ok, err := c.reserveShared(t, ls, at, now)
 		if err == nil {
 			return t, retry, ok
@@ -50,7 +55,7 @@ func (c *Cluster) Reserve(keys []string, limits []Limit, n int, at time.Time) (*
 			if l.Span <= holdCap {
 				// The others may have used the whole span before Redis
 				// went away: wait it out once, then use the share.
-				if hold := switched.Add(l.Span); now.Before(hold) {
+				if hold := switched.Add(l.Span + c.o.LeaseTTL); now.Before(hold) {
 					c.mu.Unlock()
 					return t, hold, false
 				}
@@ -67,10 +72,13 @@ func (c *Cluster) Reserve(keys []string, limits []Limit, n int, at time.Time) (*
 }
 
 func (c *Cluster) reserveShared(t *Ticket, ls []Limit, at, now time.Time) (time.Time, bool, error) {
-	keys := make([]string, len(t.keys))
-	args := []any{now.UnixMilli(), t.id, t.n, at.UnixMilli()}
+	c.mu.Lock()
+	epoch := c.epoch
+	c.mu.Unlock()
+	keys := []string{prefix + "epoch"}
+	args := []any{now.UnixMilli(), t.id, t.n, at.UnixMilli(), epoch}
 	for i, k := range t.keys {
-		keys[i] = prefix + k
+		keys = append(keys, prefix+k)
 		args = append(args, ls[i].Span.Milliseconds(), ls[i].Max)
 	}
 	ctx, cancel := c.ctx()
@@ -78,6 +86,14 @@ func (c *Cluster) reserveShared(t *Ticket, ls []Limit, at, now time.Time) (time.
 	res, err := reserveScript.Run(ctx, c.rdb, keys, args...).Int64Slice()
 	if err != nil {
 		return time.Time{}, false, err
+	}
+	if res[0] == -1 {
+		// Redis lost its data: the heartbeat puts back what this relay
+		// counts and learns the new epoch; until then, wait.
+		if err := c.heartbeat(); err != nil {
+			return time.Time{}, false, err
+		}
+		return now.Add(c.o.Heartbeat), false, nil
 	}
 	c.mu.Lock()
 	for i, k := range t.keys {
@@ -93,6 +109,8 @@ func (c *Cluster) reserveShared(t *Ticket, ls []Limit, at, now time.Time) (time.
 		return time.UnixMilli(res[0]), false, nil
 	}
 	t.shared = true
+	// Mirrored here, to put back into a Redis that lost it.
+	c.local.mirror(t.keys, ls, logEntry{at, t.id, t.n}, now)
 	return time.Time{}, true, nil
 }
 
@@ -106,7 +124,7 @@ func (c *Cluster) Settle(t *Ticket, at time.Time, keep int) {
 	if t.shared {
 		if !c.shared() {
 			// Redis is away: the entries stay at their reserved time
-			// there, which only ever counts them longer.
+			// there and here, which only ever counts them longer.
 			return
 		}
 		keys := make([]string, len(t.keys))
@@ -115,6 +133,7 @@ func (c *Cluster) Settle(t *Ticket, at time.Time, keep int) {
 		}
 		ctx, cancel := c.ctx()
 		defer cancel()
+		c.local.settle(t.keys, t.id, at, keep)
 		if err := settleScript.Run(ctx, c.rdb, keys, t.id, at.UnixMilli(), keep, t.n).Err(); err != nil {
 			c.toFallback(err)
 		}
@@ -174,4 +193,17 @@ func (c *Cluster) Ping(ctx context.Context) error {
 		return fmt.Errorf("the round-trip script answered %q", got)
 	}
 	return nil
+}
+
+// Unpause lifts a shared pause: mail got through again, or a reload fixed
+// the setup that caused it.
+func (c *Cluster) Unpause(key string) {
+	if !c.shared() {
+		return
+	}
+	ctx, cancel := c.ctx()
+	defer cancel()
+	if err := c.rdb.Del(ctx, prefix+"pause:"+key).Err(); err != nil {
+		c.toFallback(err)
+	}
 }

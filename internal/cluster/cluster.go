@@ -33,9 +33,12 @@ const (
 // prefix starts every key the relays write.
 const prefix = "oauthrelay:"
 
-// holdCap: spans up to this long are held for one span after a switch to
-// fallback (other relays may have used the whole span already); longer
-// ones (the 24-hour count) get the share of what was left instead.
+// holdCap: spans up to this long are held for one span (and a lease TTL,
+// for sends in flight at the switch) after a switch to fallback, since
+// other relays may have used the whole span already; longer ones (the
+// 24-hour count) get the share of what was left instead. For as long
+// after Redis comes back, each relay also keeps to its share there, until
+// every relay has put back what it counted alone.
 const holdCap = 10 * time.Minute
 
 // Options configure a Cluster.
@@ -68,9 +71,19 @@ type Cluster struct {
 	mu         sync.Mutex
 	fallback   bool
 	switchedAt time.Time
-	nodes      int
-	lastCount  map[string]int
-	leases     map[string]int
+	// recoveredAt is when Redis last came back: for a while after, the
+	// other relays may not have put back what they counted alone, so
+	// each keeps to its share a little longer (see rejoining).
+	recoveredAt time.Time
+	nodes       int
+	lastCount   map[string]int
+	leases      map[string]int
+	leaving     map[string]int
+	// epoch names the Redis data this relay knows: a new one means
+	// Redis lost what the relays had counted.
+	epoch string
+	// held are the live leases, to put back into a Redis that lost them.
+	held map[*Lease]bool
 
 	roundTrips atomic.Uint64
 	stop       chan struct{}
@@ -97,7 +110,7 @@ func New(o Options) (*Cluster, error) {
 	if o.Heartbeat == 0 {
 		o.Heartbeat = time.Second
 	}
-	c := &Cluster{o: o, local: newLocalLog(), nodes: 1, lastCount: map[string]int{}, leases: map[string]int{}, stop: make(chan struct{})}
+	c := &Cluster{o: o, local: newLocalLog(), nodes: 1, lastCount: map[string]int{}, leases: map[string]int{}, leaving: map[string]int{}, held: map[*Lease]bool{}, stop: make(chan struct{})}
 	if o.URL == "" {
 		return c, nil
 	}
@@ -111,6 +124,8 @@ func New(o Options) (*Cluster, error) {
 	}
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = o.Timeout, o.Timeout, o.Timeout
 	opt.MaxRetries = -1 // fail fast: the fallback is the retry
+	opt.DialerRetries = 1
+	quietOnce.Do(func() { redis.SetLogger(quiet{}) })
 	opt.ContextTimeoutEnabled = true
 	c.rdb = redis.NewClient(opt)
 	if err := c.heartbeat(); err != nil {
@@ -237,22 +252,47 @@ func (c *Cluster) heartbeat() error {
 	ctx, cancel := c.ctx()
 	defer cancel()
 	alive := 3*c.o.LeaseTTL + 3*c.o.Heartbeat
-	n, err := heartbeatScript.Run(ctx, c.rdb, []string{prefix + "nodes"}, c.o.Now().UnixMilli(), c.o.Node, alive.Milliseconds()).Int()
+	res, err := heartbeatScript.Run(ctx, c.rdb, []string{prefix + "nodes", prefix + "epoch"}, c.o.Now().UnixMilli(), c.o.Node, alive.Milliseconds(), newID()).Slice()
 	if err != nil {
 		return err
 	}
+	n64, _ := res[0].(int64)
+	epoch, _ := res[1].(string)
+	n := int(n64)
 	c.mu.Lock()
+	lost := c.epoch != "" && epoch != c.epoch && !c.fallback
+	c.epoch = epoch
+	c.mu.Unlock()
+	if lost {
+		// Redis came back empty before this relay noticed it was away:
+		// what it counts must go back in, as after a fallback.
+		c.o.Logger.Warn("cluster: Redis lost the shared counts (restarted?); putting back this relay's", "node", c.o.Node)
+		c.recover()
+	}
+	c.mu.Lock()
+	if c.o.Now().Before(c.recoveredAt.Add(alive)) {
+		// A Redis that restarted empty knows only the relays that have
+		// beaten since: keep counting the ones seen before.
+		n = max(n, c.nodes)
+	}
 	c.nodes = max(n, 1)
 	c.mu.Unlock()
 	return nil
 }
 
-// recover returns to the shared budgets: what this relay counted alone
-// while Redis was away goes into Redis first, so that the others see it.
-func (c *Cluster) recover() {
+// rejoining reports whether Redis came back less than d ago, with the
+// relays last seen alive.
+func (c *Cluster) rejoining(d time.Duration) (bool, int) {
 	c.mu.Lock()
-	since := c.switchedAt
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	return !c.recoveredAt.IsZero() && c.o.Now().Before(c.recoveredAt.Add(d)), c.nodes
+}
+
+// recover returns to the shared budgets: what this relay counts (its own
+// mirror of what it reserved while shared, and what it counted alone while
+// Redis was away) goes into Redis first, so that the others see it. The
+// entries keep their names, so what Redis still has is not doubled.
+func (c *Cluster) recover() {
 	c.local.mu.Lock()
 	type add struct {
 		key string
@@ -261,15 +301,26 @@ func (c *Cluster) recover() {
 	var adds []add
 	for k, es := range c.local.keys {
 		for _, e := range es {
-			if !e.at.Before(since) {
-				adds = append(adds, add{k, e})
-			}
+			adds = append(adds, add{k, e})
 		}
 	}
 	c.local.mu.Unlock()
+	c.mu.Lock()
+	var held []*Lease
+	for l := range c.held {
+		held = append(held, l)
+	}
+	c.mu.Unlock()
 	ctx, cancel := c.ctx()
 	defer cancel()
+	now := c.o.Now()
 	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		// The connections this relay holds are real: they go in first,
+		// so that no other relay takes their slots before they renew.
+		for _, l := range held {
+			p.ZAdd(ctx, prefix+"lease:"+l.key, redis.Z{Score: float64(now.Add(c.o.LeaseTTL).UnixMilli()), Member: l.member})
+			p.PExpire(ctx, prefix+"lease:"+l.key, 2*c.o.LeaseTTL)
+		}
 		for _, a := range adds {
 			for j := 1; j <= a.e.n; j++ {
 				p.ZAdd(ctx, prefix+a.key, redis.Z{Score: float64(a.e.at.UnixMilli()), Member: fmt.Sprintf("%s:%d", a.e.id, j)})
@@ -283,6 +334,7 @@ func (c *Cluster) recover() {
 	}
 	c.mu.Lock()
 	c.fallback = false
+	c.recoveredAt = c.o.Now()
 	c.o.Logger.Info("cluster: Redis answers again; budgets are shared again", "node", c.o.Node, "mode", ModeShared, "nodes", c.nodes)
 	c.mu.Unlock()
 }
@@ -302,3 +354,12 @@ func newID() string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+var quietOnce sync.Once
+
+// quiet drops go-redis's own log lines ("failed to dial after 5
+// attempts", once a second while Redis is away): the relay logs the
+// switch to fallback and back once each.
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}

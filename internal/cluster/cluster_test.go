@@ -127,7 +127,7 @@ func TestLeases(t *testing.T) {
 func TestFallback(t *testing.T) {
 	r := testkit.StartRedis(t, "")
 	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
-	a, _, log := twoNodes(t, r, clock.Now)
+	a, b, log := twoNodes(t, r, clock.Now)
 	testkit.Eventually(t, "both relays seen alive", func() bool { return a.Stats().Nodes == 2 })
 	key, lim := []string{"mailbox:x:minute"}, []Limit{{Span: time.Minute, Max: 30}}
 	if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); !ok {
@@ -138,10 +138,10 @@ func TestFallback(t *testing.T) {
 	if ok || a.Mode() != ModeFallback {
 		t.Fatalf("Redis down: ok=%v mode=%s; want a hold in fallback", ok, a.Mode())
 	}
-	if !hold.Equal(clock.Now().Add(time.Minute)) {
-		t.Fatalf("hold until %v, want one window", hold)
+	if want := clock.Now().Add(time.Minute + 600*time.Millisecond); !hold.Equal(want) {
+		t.Fatalf("hold until %v, want one window and a lease TTL: %v", hold, want)
 	}
-	clock.Advance(time.Minute)
+	clock.Set(hold)
 	took := 0
 	for i := 0; i < 30; i++ {
 		if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); ok {
@@ -155,19 +155,25 @@ func TestFallback(t *testing.T) {
 		t.Fatalf("fallback logged %d times:\n%s", n, log.String())
 	}
 	r.Start()
-	testkit.Eventually(t, "shared budgets again", func() bool { return a.Mode() == ModeShared })
+	testkit.Eventually(t, "shared budgets again", func() bool { return a.Mode() == ModeShared && b.Mode() == ModeShared })
 	if !strings.Contains(log.String(), "budgets are shared again") {
 		t.Fatal("the return was not logged")
 	}
-	// What a counted alone is in Redis now: 15 more fit, not 30.
+	// What a counted alone is in Redis now, and for a window after the
+	// return each relay keeps to its share: b, whose share is 15, finds
+	// a's 15 there and gets none.
+	if _, _, ok := b.Reserve(key, lim, 1, clock.Now()); ok {
+		t.Fatal("right after the return, the other relay got past a's 15 counted alone")
+	}
+	clock.Advance(time.Minute + time.Second)
 	took = 0
-	for i := 0; i < 30; i++ {
-		if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); ok {
+	for i := 0; i < 40; i++ {
+		if _, _, ok := b.Reserve(key, lim, 1, clock.Now()); ok {
 			took++
 		}
 	}
-	if took != 15 {
-		t.Fatalf("after the return %d more fitted, want 15 (the fallback's 15 carried into Redis)", took)
+	if took != 30 {
+		t.Fatalf("a window after the return %d fitted, want the whole 30", took)
 	}
 	if err := a.Ping(context.Background()); err != nil {
 		t.Fatal(err)

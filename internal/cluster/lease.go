@@ -12,10 +12,12 @@ type Lease struct {
 	key    string
 	member string
 	limit  int
-	mu     sync.Mutex
-	lost   bool
-	done   chan struct{}
-	once   sync.Once
+	// leaving: Keep said no; counted in Cluster.leaving until released.
+	leaving bool
+	mu      sync.Mutex
+	lost    bool
+	done    chan struct{}
+	once    sync.Once
 }
 
 // Lease takes one of key's max slots, or returns false when all are
@@ -31,6 +33,7 @@ func (c *Cluster) Lease(key string, limit int) (*Lease, bool) {
 			}
 			c.mu.Lock()
 			c.leases[key]++
+			c.held[l] = true
 			c.mu.Unlock()
 			go l.renew()
 			return l, true
@@ -50,6 +53,7 @@ func (c *Cluster) Lease(key string, limit int) (*Lease, bool) {
 	}
 	c.leases[key]++
 	if c.rdb != nil {
+		c.held[l] = true
 		go l.renew()
 	}
 	return l, true
@@ -94,22 +98,23 @@ func (l *Lease) renew() {
 }
 
 // Keep reports whether the connection may carry on: false when the lease
-// was lost or, in fallback, when this relay holds more than its share (the
-// lease is then released).
+// was lost or, in fallback, when this relay holds more than its share. The
+// caller then closes the connection and releases the lease, in that order,
+// so that the slot is never free while the connection still counts.
 func (l *Lease) Keep() bool {
 	l.mu.Lock()
 	lost := l.lost
 	l.mu.Unlock()
 	if lost {
-		l.Release()
 		return false
 	}
 	c := l.c
 	c.mu.Lock()
-	over := c.rdb != nil && c.fallback && c.leases[l.key] > share(l.limit, c.nodes)
-	c.mu.Unlock()
-	if over {
-		l.Release()
+	defer c.mu.Unlock()
+	if c.rdb != nil && c.fallback && c.leases[l.key]-c.leaving[l.key] > share(l.limit, c.nodes) {
+		// Counted as leaving at once, so that only the excess closes.
+		c.leaving[l.key]++
+		l.leaving = true
 		return false
 	}
 	return true
@@ -122,6 +127,10 @@ func (l *Lease) Release() {
 		c := l.c
 		c.mu.Lock()
 		c.leases[l.key]--
+		if l.leaving {
+			c.leaving[l.key]--
+		}
+		delete(c.held, l)
 		if c.leases[l.key] <= 0 {
 			delete(c.leases, l.key)
 		}

@@ -8,19 +8,23 @@ import "github.com/redis/go-redis/v9"
 // (relays sharing budgets keep their clocks in sync, as for logs).
 
 // reserveScript adds ARGV[3] entries named ARGV[2]:1… with score ARGV[4]
-// to every key (a sorted set: one member per message or recipient, scored
-// by when it counts) if each has room below its limit, after dropping
-// entries older than its span. It returns {0, counts…} when it reserved,
-// or {retry time, counts…} when it did not, with each key's count before.
-// ARGV: now, id, n, score, then span and max per key.
+// to every budget key (KEYS[2]…, sorted sets: one member per message or
+// recipient, scored by when it counts) if each has room below its limit,
+// after dropping entries older than its span. It returns {0, counts…}
+// when it reserved, or {retry time, counts…} when it did not, with each
+// key's count before; {-1} when KEYS[1], the epoch, is not ARGV[5]: Redis
+// lost its data since this relay last looked.
+// ARGV: now, id, n, score, epoch, then span and max per budget key.
 var reserveScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[5] then return {-1} end
 local now, n, score = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local retry, counts = 0, {}
-for i, k in ipairs(KEYS) do
-  local span, max = tonumber(ARGV[3+2*i]), tonumber(ARGV[4+2*i])
+for i = 2, #KEYS do
+  local k = KEYS[i]
+  local span, max = tonumber(ARGV[2+2*i]), tonumber(ARGV[3+2*i])
   redis.call('ZREMRANGEBYSCORE', k, '-inf', now - span)
   local c = redis.call('ZCARD', k)
-  counts[i] = c
+  counts[i-1] = c
   if c + n > max and c > 0 then
     local idx = c + n - max - 1
     if idx >= c then idx = c - 1 end
@@ -30,8 +34,9 @@ for i, k in ipairs(KEYS) do
   end
 end
 if retry > 0 then return {retry, unpack(counts)} end
-for i, k in ipairs(KEYS) do
-  local span = tonumber(ARGV[3+2*i])
+for i = 2, #KEYS do
+  local k = KEYS[i]
+  local span = tonumber(ARGV[2+2*i])
   for j = 1, n do redis.call('ZADD', k, score, ARGV[2] .. ':' .. j) end
   redis.call('PEXPIRE', k, span + 3600000)
 end
@@ -78,11 +83,13 @@ return 1
 `)
 
 // heartbeatScript records node ARGV[2] alive at ARGV[1] and returns how
-// many nodes were seen in the last ARGV[3] ms.
+// many nodes were seen in the last ARGV[3] ms, and the epoch KEYS[2]
+// (set to ARGV[4] if missing): a new epoch means Redis lost its data.
 var heartbeatScript = redis.NewScript(`
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - 86400000)
-return redis.call('ZCOUNT', KEYS[1], tonumber(ARGV[1]) - tonumber(ARGV[3]), '+inf')
+redis.call('SET', KEYS[2], ARGV[4], 'NX')
+return {redis.call('ZCOUNT', KEYS[1], tonumber(ARGV[1]) - tonumber(ARGV[3]), '+inf'), redis.call('GET', KEYS[2])}
 `)
 
 // pingScript is doctor's round trip: it echoes its argument.

@@ -110,3 +110,14 @@ func (l *localLog) settle(keys []string, id string, at time.Time, keep int) {
 		}
 	}
 }
+
+// mirror records an entry reserved in Redis, dropping what its keys'
+// spans no longer count.
+func (l *localLog) mirror(keys []string, limits []Limit, e logEntry, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, k := range keys {
+		l.prune(k, now, limits[i].Span)
+		l.insert(k, e)
+	}
+}
