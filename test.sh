@@ -15,6 +15,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # Real proxies for e2e/proxy_test.go: Squid (HTTP CONNECT) and microsocks (SOCKS5).
 [ -x /usr/sbin/squid ] || command -v squid >/dev/null 2>&1 || need+=(squid)
 command -v microsocks >/dev/null 2>&1 || need+=(microsocks)
+# The cluster tests share budgets through a real Redis (internal/cluster, e2e).
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${need[*]}"
