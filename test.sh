@@ -42,6 +42,10 @@ echo "== cross-builds (windows/amd64, linux/arm64)"
 GOOS=windows GOARCH=amd64 go build -o /dev/null ./...
 GOOS=linux GOARCH=arm64 go build -o /dev/null ./...
 
+echo "== Kubernetes example (deploy/kubernetes against the k8s.io/api types)"
+# Its own module: the relay does not depend on the Kubernetes libraries.
+(cd deploy/kubernetes/validate && go run .)
+
 echo "== go test"
 # -json through .ci/testsummary: a line per package, the output of every
 # failed test, and the count of tests (repeated as this script's last line).
