@@ -72,4 +72,10 @@ func TestClientRateLimitShared(t *testing.T) {
 	cs[1].send("scanner@contoso.com", []string{"a@example.com"}, msg)
 	cs[0].cmd("450 4.7.0", "MAIL FROM:<scanner@contoso.com>")
 	cs[1].cmd("450 4.7.0", "MAIL FROM:<scanner@contoso.com>")
+	// Without Redis the relay says why, rather than blame the client.
+	rd.Stop()
+	got := cs[0].cmd("450 4.7.0", "MAIL FROM:<scanner@contoso.com>")
+	if !strings.Contains(got, `Client "scanner" is held to its share of its limits (max_per_minute) while the relays cannot reach their shared counts; try again in `) {
+		t.Fatalf("in fallback: %q", got)
+	}
 }

@@ -82,6 +82,7 @@ const (
 	loginTimeout
 	tooManyRefusals
 	clientRate
+	clientRateFallback
 )
 
 // refusalSpec is one row of the table: the reply (code, enhanced code and
@@ -204,6 +205,11 @@ var refusals = [...]refusalSpec{
 	clientRate: {450, ec(4, 7, 0), "Client %q has handed in its limit of %d messages %s (%s); try again in %s",
 		ReasonClientRate, slog.LevelWarn, "refused: the client is over its message rate limit",
 		"raise the client's max_per_minute or max_per_day if the volume is expected, or find why the application sends so much"},
+	// The same, while Redis is away: each relay keeps to its share of the
+	// client's limits, after waiting out one window (internal/cluster).
+	clientRateFallback: {450, ec(4, 7, 0), "Client %q is held to its share of its limits (%s) while the relays cannot reach their shared counts; try again in %s",
+		ReasonClientRate, slog.LevelWarn, "refused: the client is at its share of its rate limit while Redis is unreachable (fallback)",
+		"bring Redis back (oauthrelay doctor checks it); the relays share the full limits again on their own"},
 }
 
 func ec(class, subject, detail int) smtp.EnhancedCode {
