@@ -121,10 +121,14 @@ func (c *Cluster) Settle(t *Ticket, at time.Time, keep int) {
 	if t == nil || len(t.keys) == 0 {
 		return
 	}
+	// The local log (or mirror) is settled first: it is what goes back
+	// into Redis after a fallback, under the same names.
+	c.local.settle(t.keys, t.id, at, keep)
 	if t.shared {
 		if !c.shared() {
-			// Redis is away: the entries stay at their reserved time
-			// there and here, which only ever counts them longer.
+			// Redis is away: its entries stay at their reserved time,
+			// which only counts them longer, until the return puts this
+			// settlement back.
 			return
 		}
 		keys := make([]string, len(t.keys))
@@ -133,13 +137,10 @@ func (c *Cluster) Settle(t *Ticket, at time.Time, keep int) {
 		}
 		ctx, cancel := c.ctx()
 		defer cancel()
-		c.local.settle(t.keys, t.id, at, keep)
 		if err := settleScript.Run(ctx, c.rdb, keys, t.id, at.UnixMilli(), keep, t.n).Err(); err != nil {
 			c.toFallback(err)
 		}
-		return
 	}
-	c.local.settle(t.keys, t.id, at, keep)
 }
 
 // Pause tells the other relays that key (a mailbox) must wait until
