@@ -70,6 +70,14 @@ func (w *worker) lease(ctx context.Context, mc *config.Mailbox) bool {
 	}
 }
 
+// checkLease closes the connection, and gives its lease back, when the
+// lease was lost or this relay holds more than its share.
+func (w *worker) checkLease() {
+	if w.leaseHeld != nil && !w.leaseHeld.Keep() {
+		w.closeConn()
+	}
+}
+
 // releaseLease gives the connection's lease back when it closes.
 func (w *worker) releaseLease() {
 	if w.leaseHeld != nil {
@@ -82,7 +90,10 @@ func (w *worker) releaseLease() {
 // and 24-hour recipient count, waiting for the window. It returns false
 // with when to try again when the daily count is used up or delivery is
 // shutting down.
-func (s *Scheduler) reserveShared(ctx context.Context, mb *mbox, mc *config.Mailbox, rcpts int) (*sharedTickets, time.Time, bool) {
+//
+// check runs while it waits: a connection over this relay's share (Redis
+// went away meanwhile) closes at once rather than stay open idle.
+func (s *Scheduler) reserveShared(ctx context.Context, mb *mbox, mc *config.Mailbox, rcpts int, check func()) (*sharedTickets, time.Time, bool) {
 	sh := s.o.Shared
 	if sh == nil {
 		return nil, time.Time{}, true
@@ -98,6 +109,7 @@ func (s *Scheduler) reserveShared(ctx context.Context, mb *mbox, mc *config.Mail
 				if s.o.Hooks.SharedWait != nil {
 					s.o.Hooks.SharedWait(mb.addr, "minute")
 				}
+				check()
 				// A send in flight elsewhere counts until it settles:
 				// ask again soon rather than at its horizon.
 				d := min(max(retry.Sub(now), time.Millisecond), leaseRetry)

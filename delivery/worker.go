@@ -125,9 +125,15 @@ func (w *worker) process(ctx context.Context, it *item) {
 		s.finishDeferred(it, env, s.o.Now(), transport.Transient, "", "")
 		return
 	}
-	tk, wait, ok := s.reserveShared(ctx, w.mb, mc, len(pending))
+	tk, wait, ok := s.reserveShared(ctx, w.mb, mc, len(pending), w.checkLease)
 	if !ok {
 		s.finishDeferred(it, env, wait, transport.Quota, "", "")
+		return
+	}
+	// The wait may have cost the connection its lease (see checkLease).
+	if !w.lease(ctx, mc) {
+		s.settleShared(tk, nil)
+		s.finishDeferred(it, env, s.o.Now(), transport.Transient, "", "")
 		return
 	}
 	// Waiting for a rate slot ends with the run context: a shutdown should

@@ -35,7 +35,7 @@ func (c *Cluster) Reserve(keys []string, limits []Limit, n int, at time.Time) (*
 	now := c.o.Now()
 	if c.shared() {
 		for i, l := range ls {
-			if back, nodes := c.rejoining(l.Span + c.o.LeaseTTL); back && l.Span <= holdCap {
+			if back, nodes := c.rejoining(l.Span + c.o.MaxSend); back && l.Span <= holdCap {
 				ls[i].Max = share(l.Max, nodes)
 			}
 		}
@@ -55,7 +55,7 @@ func (c *Cluster) Reserve(keys []string, limits []Limit, n int, at time.Time) (*
 			if l.Span <= holdCap {
 				// The others may have used the whole span before Redis
 				// went away: wait it out once, then use the share.
-				if hold := switched.Add(l.Span + c.o.LeaseTTL); now.Before(hold) {
+				if hold := switched.Add(l.Span + c.o.MaxSend); now.Before(hold) {
 					c.mu.Unlock()
 					return t, hold, false
 				}
@@ -76,7 +76,7 @@ func (c *Cluster) reserveShared(t *Ticket, ls []Limit, at, now time.Time) (time.
 	epoch := c.epoch
 	c.mu.Unlock()
 	keys := []string{prefix + "epoch"}
-	args := []any{now.UnixMilli(), t.id, t.n, at.UnixMilli(), epoch}
+	args := []any{now.UnixMilli(), t.id, t.n, ceilMilli(at), epoch}
 	for i, k := range t.keys {
 		keys = append(keys, prefix+k)
 		args = append(args, ls[i].Span.Milliseconds(), ls[i].Max)
@@ -137,7 +137,7 @@ func (c *Cluster) Settle(t *Ticket, at time.Time, keep int) {
 		}
 		ctx, cancel := c.ctx()
 		defer cancel()
-		if err := settleScript.Run(ctx, c.rdb, keys, t.id, at.UnixMilli(), keep, t.n).Err(); err != nil {
+		if err := settleScript.Run(ctx, c.rdb, keys, t.id, ceilMilli(at), keep, t.n).Err(); err != nil {
 			c.toFallback(err)
 		}
 	}
@@ -207,4 +207,11 @@ func (c *Cluster) Unpause(key string) {
 	if err := c.rdb.Del(ctx, prefix+"pause:"+key).Err(); err != nil {
 		c.toFallback(err)
 	}
+}
+
+// ceilMilli is t in Unix milliseconds, rounded up: an entry never counts
+// from earlier than it happened, so a window never ends a fraction of a
+// millisecond too soon.
+func ceilMilli(t time.Time) int64 {
+	return (t.UnixNano() + int64(time.Millisecond) - 1) / int64(time.Millisecond)
 }

@@ -33,8 +33,8 @@ const (
 // prefix starts every key the relays write.
 const prefix = "oauthrelay:"
 
-// holdCap: spans up to this long are held for one span (and a lease TTL,
-// for sends in flight at the switch) after a switch to fallback, since
+// holdCap: spans up to this long are held for one span (and MaxSend, for
+// sends in flight at the switch) after a switch to fallback, since
 // other relays may have used the whole span already; longer ones (the
 // 24-hour count) get the share of what was left instead. For as long
 // after Redis comes back, each relay also keeps to its share there, until
@@ -60,6 +60,11 @@ type Options struct {
 	// Heartbeat is how often the relay says it is alive and, in
 	// fallback, tries Redis again (default 1 s).
 	Heartbeat time.Duration
+	// MaxSend is the longest a send may be in flight ([upstream]
+	// timeout): one in flight when Redis went away may reach Microsoft
+	// that much later, so the fallback's hold covers it (default
+	// LeaseTTL).
+	MaxSend time.Duration
 }
 
 // Cluster is this relay's view of the shared budgets.
@@ -110,6 +115,7 @@ func New(o Options) (*Cluster, error) {
 	if o.Heartbeat == 0 {
 		o.Heartbeat = time.Second
 	}
+	o.MaxSend = max(o.MaxSend, o.LeaseTTL)
 	c := &Cluster{o: o, local: newLocalLog(), nodes: 1, lastCount: map[string]int{}, leases: map[string]int{}, leaving: map[string]int{}, held: map[*Lease]bool{}, stop: make(chan struct{})}
 	if o.URL == "" {
 		return c, nil
@@ -261,6 +267,11 @@ func (c *Cluster) heartbeat() error {
 	n := int(n64)
 	c.mu.Lock()
 	lost := c.epoch != "" && epoch != c.epoch && !c.fallback
+	// A Redis that restarted empty, or one this relay is coming back to,
+	// knows only the relays that have beaten since: until the others
+	// have, keep counting the ones seen before (the share must not grow
+	// while they still count on theirs).
+	keep := c.fallback || (c.epoch != "" && epoch != c.epoch)
 	c.epoch = epoch
 	c.mu.Unlock()
 	if lost {
@@ -270,9 +281,7 @@ func (c *Cluster) heartbeat() error {
 		c.recover()
 	}
 	c.mu.Lock()
-	if c.o.Now().Before(c.recoveredAt.Add(alive)) {
-		// A Redis that restarted empty knows only the relays that have
-		// beaten since: keep counting the ones seen before.
+	if keep || c.o.Now().Before(c.recoveredAt.Add(alive)) {
 		n = max(n, c.nodes)
 	}
 	c.nodes = max(n, 1)
@@ -323,7 +332,7 @@ func (c *Cluster) recover() {
 		}
 		for _, a := range adds {
 			for j := 1; j <= a.e.n; j++ {
-				p.ZAdd(ctx, prefix+a.key, redis.Z{Score: float64(a.e.at.UnixMilli()), Member: fmt.Sprintf("%s:%d", a.e.id, j)})
+				p.ZAdd(ctx, prefix+a.key, redis.Z{Score: float64(ceilMilli(a.e.at)), Member: fmt.Sprintf("%s:%d", a.e.id, j)})
 			}
 			p.PExpire(ctx, prefix+a.key, 25*time.Hour)
 		}

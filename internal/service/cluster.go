@@ -12,6 +12,9 @@ func startCluster(cfg *config.Config, o Options) (*cluster.Cluster, error) {
 	co := o.Cluster
 	co.URL, co.Password, co.Node = cfg.Cluster.Redis, cfg.Cluster.RedisPassword.Reveal(), cfg.Cluster.Node
 	co.Logger, co.Now = o.Logger, o.Now
+	if co.MaxSend == 0 {
+		co.MaxSend = cfg.Upstream.Timeout.Duration
+	}
 	c, err := cluster.New(co)
 	if err != nil {
 		return nil, err
