@@ -35,6 +35,8 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 # promtool (Debian's prometheus) checks and unit-tests deploy/prometheus/alerts.yml.
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# The cluster tests share budgets through a real Redis (internal/cluster, e2e).
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${need[*]}"
@@ -75,6 +77,9 @@ fi
 echo "== go vet (windows/amd64: certificate store, service)"
 # e2e is left out: its tests use Linux system calls.
 GOOS=windows GOARCH=amd64 go vet $(go list ./... | grep -v /e2e)
+echo "== Kubernetes example (deploy/kubernetes against the k8s.io/api types)"
+# Its own module: the relay does not depend on the Kubernetes libraries.
+(cd deploy/kubernetes/validate && go run .)
 
 echo "== go test"
 # -json through .ci/testsummary: a line per package, the output of every

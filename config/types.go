@@ -28,6 +28,8 @@ type Config struct {
 	Clients   []*Client  `toml:"client"`
 	// Sendmail is how `oauthrelay sendmail` submits (see sendmail.go).
 	Sendmail Sendmail `toml:"sendmail"`
+	// Cluster shares budgets with other relays through Redis.
+	Cluster Cluster `toml:"cluster"`
 
 	// Warnings are problems that do not stop the relay (for example a
 	// world-readable secret file); the loader fills them in.
@@ -224,6 +226,10 @@ type Client struct {
 	Networks     []string `toml:"networks"`
 	Senders      []string `toml:"senders"`
 	RewriteFrom  string   `toml:"rewrite_from"`
+	// MaxPerMinute and MaxPerDay limit the messages the client may hand
+	// in (0: no limit); see cluster.go.
+	MaxPerMinute int `toml:"max_per_minute"`
+	MaxPerDay    int `toml:"max_per_day"`
 
 	// Prefixes are the parsed networks.
 	Prefixes []netip.Prefix `toml:"-"`

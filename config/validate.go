@@ -42,6 +42,8 @@ func (v *validator) validate(getenv func(string) string) {
 	v.passwordMailboxes()
 	v.clients()
 	v.sendmail(true)
+	v.clientLimits()
+	v.cluster()
 }
 
 func (v *validator) listen() {

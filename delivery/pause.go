@@ -60,6 +60,7 @@ func (s *Scheduler) unpause(mb *mbox, epoch int) {
 		}
 		mb.faults, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix = 0, false, transport.Delivered, "", ""
 		mb.pausedUntil = time.Time{}
+		s.liftSharedPause(mb)
 	}
 }
 
@@ -71,6 +72,7 @@ func (s *Scheduler) pauseFor(mb *mbox, mc *config.Mailbox, cfg *config.Config, a
 	switch a.Kind {
 	case transport.ConfigFault:
 		until := s.pause(mb, transport.Verdict{Kind: transport.ConfigFault, Reply: a.Reply, Fix: a.Fix}, minDelay, maxDelay)
+		s.sharePause(mb, until, a.Reply)
 		s.log.Error("Microsoft 365 refused the relay's own setup (credentials, permissions or TLS); mail stays queued and the mailbox pauses until fixed",
 			"mailbox", mc.Address, "app", mc.App, "transport", mc.Transport, "reply", a.Reply, "fix", a.Fix, "retry_at", until.Format(time.RFC3339))
 	case transport.Throttled:
@@ -85,6 +87,7 @@ func (s *Scheduler) pauseFor(mb *mbox, mc *config.Mailbox, cfg *config.Config, a
 		}
 		for _, b := range boxes {
 			until := s.pause(b, transport.Verdict{Kind: transport.Throttled, Reply: a.Reply}, base, max(maxDelay, a.Wait))
+			s.sharePause(b, until, a.Reply)
 			if s.o.Hooks.Throttled != nil {
 				s.o.Hooks.Throttled(b.addr)
 			}
@@ -131,6 +134,7 @@ func (s *Scheduler) SetConfig(cfg *config.Config) {
 		if mb.configFault || len(mb.senderFaults) > 0 {
 			if mb.configFault {
 				mb.pausedUntil, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix, mb.faults = time.Time{}, false, transport.Delivered, "", "", 0
+				s.liftSharedPause(mb)
 			}
 			mb.senderFaults = nil
 			// Mail held back by the fault is due now; mail deferred for

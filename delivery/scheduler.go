@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/cluster"
 	"github.com/oauthrelay/oauthrelay/queue"
 	"github.com/oauthrelay/oauthrelay/transport"
 )
@@ -29,6 +30,9 @@ type Hooks struct {
 	Throttled func(mailbox string)
 	// Conns is called with the change in open upstream connections.
 	Conns func(mailbox string, delta int)
+	// SharedWait is called when a mailbox waits for a shared budget
+	// ("connection" or "minute") other relays hold.
+	SharedWait func(mailbox, budget string)
 	// Done is called when a message leaves the queue (every recipient
 	// delivered, or moved to failed/), with its final envelope and its
 	// whole attempt history.
@@ -59,6 +63,9 @@ type Options struct {
 	// minute, which is what Exchange Online counts). Tests shorten it to
 	// check the sliding window without waiting minutes.
 	RateWindow time.Duration
+	// Shared, if set, keeps the mailboxes' budgets together with the
+	// other relays sharing its Redis (shared.go); nil keeps them here.
+	Shared *cluster.Cluster
 }
 
 // Scheduler delivers the spool.
@@ -416,7 +423,11 @@ func (s *Scheduler) promote(ctx context.Context) time.Time {
 // take gives a worker its next item, waiting up to the idle timeout. It
 // returns nil when the worker should close its connection and stop.
 func (s *Scheduler) take(ctx context.Context, mb *mbox) *item {
-	idleUntil := time.Now().Add(s.o.IdleTimeout)
+	idle := s.o.IdleTimeout
+	if s.o.Shared != nil {
+		idle = min(idle, sharedIdle)
+	}
+	idleUntil := time.Now().Add(idle)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for {
@@ -469,6 +480,17 @@ func (s *Scheduler) worker(ctx context.Context, mb *mbox) {
 			return
 		}
 		w.process(ctx, it)
+		if w.leaseHeld != nil && !w.leaseHeld.Keep() {
+			// The lease lapsed, or in fallback this relay holds more
+			// than its share: this connection closes (then the lease
+			// is released).
+			w.closeConn()
+			s.mu.Lock()
+			mb.workers--
+			s.mu.Unlock()
+			s.poke()
+			return
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/cluster"
 	"github.com/oauthrelay/oauthrelay/queue"
 	"github.com/oauthrelay/oauthrelay/transport"
 )
@@ -20,9 +21,19 @@ type worker struct {
 	conn transport.Conn
 	// kind is the transport conn belongs to ("smtp", "graph", "hve").
 	kind string
+	// leaseHeld is the connection's slot in the shared budgets.
+	leaseHeld *cluster.Lease
 }
 
+// closeConn closes the connection and then gives its lease back.
 func (w *worker) closeConn() {
+	w.dropConn()
+	w.releaseLease()
+}
+
+// dropConn closes the connection only (a new one replaces it under the
+// same lease).
+func (w *worker) dropConn() {
 	if w.conn != nil {
 		w.conn.Close()
 		w.conn = nil
@@ -45,7 +56,7 @@ func (w *worker) connFor(mc *config.Mailbox) (transport.Conn, bool) {
 	if w.conn != nil && w.kind == kind {
 		return w.conn, true
 	}
-	w.closeConn()
+	w.dropConn()
 	t := w.s.o.Transports[kind]
 	if t == nil {
 		return nil, false
@@ -115,17 +126,38 @@ func (w *worker) process(ctx context.Context, it *item) {
 	env.NextAttempt, _ = pol.Next(env.Received, start, len(env.Attempts)+1, s.o.Jitter())
 	pending := env.PendingAddresses()
 
+	if until, reason := s.pausedElsewhere(w.mb); !until.IsZero() {
+		s.finishDeferred(it, env, until, transport.Throttled, reason, "")
+		return
+	}
+	if !w.lease(ctx, mc) {
+		s.finishDeferred(it, env, s.o.Now(), transport.Transient, "", "")
+		return
+	}
+	tk, wait, ok := s.reserveShared(ctx, w.mb, mc, len(pending), w.checkLease)
+	if !ok {
+		s.finishDeferred(it, env, wait, transport.Quota, "", "")
+		return
+	}
+	// The wait may have cost the connection its lease (see checkLease).
+	if !w.lease(ctx, mc) {
+		s.settleShared(tk, nil)
+		s.finishDeferred(it, env, s.o.Now(), transport.Transient, "", "")
+		return
+	}
 	// Waiting for a rate slot ends with the run context: a shutdown should
 	// not sit out the per-minute window.
 	if wait, ok := s.reserve(ctx, w.mb, mc, len(pending)); !ok {
 		// Over the daily recipient quota (or shutting down): wait without
 		// an attempt, which would only earn a SubmissionQuotaExceeded.
+		s.settleShared(tk, nil)
 		s.finishDeferred(it, env, wait, transport.Quota, "", "")
 		return
 	}
 	epoch := s.pauseEpoch(w.mb)
 	out := w.attempt(sendCtx, cfg, mc, env, pending)
 	s.release(w.mb, out, len(pending))
+	s.settleShared(tk, &out)
 	s.record(it, env, mc, cfg, out, start, epoch)
 }
 

@@ -169,6 +169,7 @@ func Run(ctx context.Context, o Options) Result {
 	}
 	r.egress, r.dial = eg, eg.DialContext
 	r.proxyOK = r.checkProxy(ctx)
+	r.checkCluster(ctx)
 
 	// Group mailboxes by app, apps by endpoint, in configuration order.
 	var apps []*config.App

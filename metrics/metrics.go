@@ -29,6 +29,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/delivery"
+	"github.com/oauthrelay/oauthrelay/internal/cluster"
 	"github.com/oauthrelay/oauthrelay/oauth"
 	"github.com/oauthrelay/oauthrelay/queue"
 	"github.com/oauthrelay/oauthrelay/relay"
@@ -51,6 +52,9 @@ type Metrics struct {
 	lockouts  prometheus.Counter
 	// tlsSessions counts sessions by TLS version (tls.go).
 	tlsSessions *prometheus.CounterVec
+	// sharedWaits and cluster: see cluster.go.
+	sharedWaits *prometheus.CounterVec
+	cluster     *cluster.Cluster
 
 	mu        sync.Mutex
 	tokens    func() []tokens.Status
@@ -65,7 +69,7 @@ func New(spool *queue.Spool, now func() time.Time) *Metrics {
 	if now == nil {
 		now = time.Now
 	}
-	m := &Metrics{reg: prometheus.NewRegistry(), spool: spool, now: now}
+	m := &Metrics{reg: prometheus.NewRegistry(), spool: spool, now: now, sharedWaits: newSharedWaits()}
 	m.accepted = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "oauthrelay_messages_accepted_total", Help: "Messages accepted from applications and queued, by [[client]] name.",
 	}, []string{"client"})
@@ -165,6 +169,7 @@ func (m *Metrics) DeliveryHooks() delivery.Hooks {
 		Conns: func(mailbox string, delta int) {
 			m.conns.WithLabelValues(strings.ToLower(mailbox)).Add(float64(delta))
 		},
+		SharedWait: m.sharedWait,
 	}
 }
 
@@ -195,6 +200,7 @@ func (m *Metrics) Handler() http.Handler {
 		problems := m.Ready()
 		if len(problems) == 0 {
 			fmt.Fprintln(w, "ready")
+			m.writeCluster(w)
 			return
 		}
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -202,6 +208,7 @@ func (m *Metrics) Handler() http.Handler {
 		for _, p := range problems {
 			fmt.Fprintln(w, p)
 		}
+		m.writeCluster(w)
 	})
 	return mux
 }

@@ -39,6 +39,8 @@ const (
 	// ReasonProxyProtocol: a PROXY header where none may come, or none
 	// where one must (listen.proxy_protocol_from).
 	ReasonProxyProtocol = "proxy_protocol"
+	// ReasonClientRate: a client over its max_per_minute or max_per_day.
+	ReasonClientRate = "client_rate_limit"
 )
 
 // kind names one row of the refusals table.
@@ -85,6 +87,8 @@ const (
 	tooManyRefusals
 	proxyHeaderMissing
 	proxyHeaderRefused
+	clientRate
+	clientRateFallback
 )
 
 // refusalSpec is one row of the table: the reply (code, enhanced code and
@@ -213,6 +217,16 @@ var refusals = [...]refusalSpec{
 	proxyHeaderRefused: {554, ec(5, 7, 0), "%s PROXY protocol header refused: %s is not a load balancer this relay accepts one from; closing the connection",
 		ReasonProxyProtocol, slog.LevelWarn, "refused: PROXY header from an address not in listen.proxy_protocol_from",
 		"if this is your load balancer, add its address to listen.proxy_protocol_from (then restart); otherwise the peer tried to choose the client address the relay sees"},
+	// Refused at MAIL FROM, before anything is read or spooled; the
+	// client's queue keeps the message and tries again (ratelimit.go).
+	clientRate: {450, ec(4, 7, 0), "Client %q has handed in its limit of %d messages %s (%s); try again in %s",
+		ReasonClientRate, slog.LevelWarn, "refused: the client is over its message rate limit",
+		"raise the client's max_per_minute or max_per_day if the volume is expected, or find why the application sends so much"},
+	// The same, while Redis is away: each relay keeps to its share of the
+	// client's limits, after waiting out one window (internal/cluster).
+	clientRateFallback: {450, ec(4, 7, 0), "Client %q is held to its share of its limits (%s) while the relays cannot reach their shared counts; try again in %s",
+		ReasonClientRate, slog.LevelWarn, "refused: the client is at its share of its rate limit while Redis is unreachable (fallback)",
+		"bring Redis back (oauthrelay doctor checks it); the relays share the full limits again on their own"},
 }
 
 func ec(class, subject, detail int) smtp.EnhancedCode {

@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/cluster"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
@@ -47,12 +48,15 @@ type Server struct {
 	hooks  Hooks
 	now    func() time.Time
 	lim    *limiter
+	// budgets counts each client's accepted messages (max_per_minute,
+	// max_per_day), shared with other relays when Redis is configured.
+	budgets *cluster.Cluster
 
-	mu         sync.Mutex
-	servers    []*smtp.Server
+	mu      sync.Mutex
+	servers []*smtp.Server
 	// closed is set by Shutdown, so that a Serve that starts after it
 	// closes its listeners rather than serving forever.
-	closed bool
+	closed     bool
 	conns      atomic.Int64
 	perIP      ipCounts
 	ownReplies sync.Once // warns once if go-smtp's texts cannot be replaced
@@ -69,6 +73,8 @@ type ServerOptions struct {
 	Logger *slog.Logger
 	Hooks  Hooks
 	Now    func() time.Time
+	// Cluster counts the clients' rate limits; nil counts them locally.
+	Cluster *cluster.Cluster
 }
 
 // NewServer makes a listener for cfg that queues into spool.
@@ -79,7 +85,10 @@ func NewServer(cfg *config.Config, spool *queue.Spool, o ServerOptions) *Server 
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Server{spool: spool, log: o.Logger, hooks: o.Hooks, now: o.Now, peerIP: remoteIP}
+	s := &Server{spool: spool, log: o.Logger, hooks: o.Hooks, now: o.Now, peerIP: remoteIP, budgets: o.Cluster}
+	if s.budgets == nil {
+		s.budgets, _ = cluster.New(cluster.Options{Now: o.Now})
+	}
 	s.cfg.Store(cfg)
 	s.listen = cfg.Listen
 	s.lim = newLimiter(cfg.Listen.AuthMaxFailures, cfg.Listen.AuthLockout.Duration, o.Now)

@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/oauthrelay/oauthrelay/config"
+	"github.com/oauthrelay/oauthrelay/internal/cluster"
 	"github.com/oauthrelay/oauthrelay/queue"
 )
 
@@ -37,6 +38,9 @@ type session struct {
 	sendFrom string // envelope sender to use upstream (after rewrite_from)
 	utf8     bool
 	rcpts    []string
+	// ticket is the transaction's place in its client's rate limits,
+	// given back unless the message is accepted.
+	ticket *cluster.Ticket
 
 	rl refusalLog
 	// failed is the session's last failed login, so that the same
@@ -188,6 +192,9 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		}
 		return ss.refuse(d.Refusal, "client", cl.Name, "from", logFrom)
 	}
+	if err := ss.reserveRate(cl); err != nil {
+		return err
+	}
 	ss.cfg, ss.client, ss.mailbox = cfg, cl, d.Mailbox
 	ss.from, ss.sendFrom = from, d.SendFrom
 	ss.utf8 = opts != nil && opts.UTF8
@@ -310,6 +317,7 @@ func (ss *session) Data(r io.Reader) error {
 	if err := w.Commit(env); err != nil {
 		return ss.spoolFailure(w.ID(), err)
 	}
+	ss.ticket = nil // accepted: it counts
 	if ss.s.hooks.Accepted != nil {
 		ss.s.hooks.Accepted(ss.client.Name)
 	}
@@ -350,12 +358,14 @@ func (ss *session) spoolFailure(id string, err error) *smtp.SMTPError {
 
 // Reset forgets the current transaction.
 func (ss *session) Reset() {
+	ss.cancelRate()
 	ss.cfg, ss.client, ss.mailbox, ss.from, ss.sendFrom, ss.rcpts, ss.utf8 = nil, nil, nil, "", "", nil, false
 }
 
 // Logout implements smtp.Session: it logs how often each refusal that
 // was logged once happened in the session.
 func (ss *session) Logout() error {
+	ss.cancelRate()
 	ss.logSummary()
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/delivery"
+	"github.com/oauthrelay/oauthrelay/internal/cluster"
 	"github.com/oauthrelay/oauthrelay/internal/egress"
 	"github.com/oauthrelay/oauthrelay/metrics"
 	"github.com/oauthrelay/oauthrelay/oauth"
@@ -49,6 +50,9 @@ type Options struct {
 	NoDelivery bool
 	// Delivery tunes the scheduler; zero fields keep its defaults.
 	Delivery delivery.Options
+	// Cluster tunes the budgets shared through Redis (timeouts, lease
+	// TTL); URL, password and node come from [cluster].
+	Cluster cluster.Options
 }
 
 // Relay is a started relay.
@@ -64,6 +68,9 @@ type Relay struct {
 	roots   *x509.CertPool
 	// egress is the way out to Microsoft: the proxy, or directly.
 	egress *egress.Dialer
+	// cluster holds the budgets shared with other relays (or counts
+	// them locally without [cluster] redis).
+	cluster *cluster.Cluster
 
 	httpSrv     *http.Server
 	smtpAddr    net.Addr
@@ -109,9 +116,18 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 		return nil, fmt.Errorf("spool.dir: %w", err)
 	}
 	m := metrics.New(spool, o.Now)
-	srv := relay.NewServer(cfg, spool, relay.ServerOptions{Logger: log, Now: o.Now, Hooks: m.RelayHooks()})
+	cl, err := startCluster(cfg, o)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	if cfg.Cluster.Redis != "" {
+		m.SetCluster(cl)
+	}
+	srv := relay.NewServer(cfg, spool, relay.ServerOptions{Logger: log, Now: o.Now, Hooks: m.RelayHooks(), Cluster: cl})
 	plain, tlsL, err := srv.Listeners()
 	if err != nil {
+		cl.Close()
 		lock.Release()
 		return nil, err
 	}
@@ -127,11 +143,12 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 		metricsLn, err = net.Listen("tcp", cfg.Metrics.Address)
 		if err != nil {
 			closeListeners()
+			cl.Close()
 			lock.Release()
 			return nil, fmt.Errorf("metrics.address %s: %w", cfg.Metrics.Address, err)
 		}
 	}
-	r := &Relay{o: o, log: log, cfg: cfg, spool: spool, lock: lock, srv: srv, metrics: m, roots: roots, egress: eg, done: make(chan error, 1)}
+	r := &Relay{o: o, log: log, cfg: cfg, spool: spool, lock: lock, srv: srv, metrics: m, roots: roots, egress: eg, cluster: cl, done: make(chan error, 1)}
 	m.SetMailboxes(r.mailboxStatus)
 	m.SetTokens(r.tokenStatus)
 	m.SetLockouts(srv.LockedOut)
@@ -142,6 +159,7 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 			if metricsLn != nil {
 				metricsLn.Close()
 			}
+			cl.Close()
 			lock.Release()
 			return nil, err
 		}
@@ -204,6 +222,9 @@ func (r *Relay) StartDelivery() error {
 	do.Spool, do.Config, do.Logger, do.Now = r.spool, cfg, r.log, r.o.Now
 	do.Transports = Transports(deps)
 	do.Hooks = r.metrics.DeliveryHooks()
+	if cfg.Cluster.Redis != "" {
+		do.Shared = r.cluster
+	}
 	sched := delivery.New(do)
 	done := make(chan struct{})
 	r.tokens, r.sched, r.cancel, r.delivered = ts, sched, cancel, done
@@ -257,6 +278,7 @@ func (r *Relay) Shutdown(grace time.Duration) {
 	if r.httpSrv != nil {
 		r.httpSrv.Shutdown(ctx)
 	}
+	r.cluster.Close()
 	r.lock.Release()
 }
 

@@ -1,0 +1,216 @@
+package cluster
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
+)
+
+func twoNodes(t *testing.T, r *testkit.Redis, clock func() time.Time) (*Cluster, *Cluster, *testkit.SyncBuffer) {
+	t.Helper()
+	log, buf := testkit.DebugLogger(t)
+	var out []*Cluster
+	for _, node := range []string{"relay-a", "relay-b"} {
+		c, err := New(Options{URL: r.URL(), Node: node, Logger: log, Now: clock, LeaseTTL: 600 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		out = append(out, c)
+	}
+	return out[0], out[1], buf
+}
+
+// Two relays sharing one Redis never take more than the limit between
+// them in any span, and each is told when the window has room again.
+func TestSharedWindow(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
+	a, b, _ := twoNodes(t, r, clock.Now)
+	lim := []Limit{{Span: time.Minute, Max: 30}}
+	took := 0
+	var retry time.Time
+	for i := 0; i < 40; i++ {
+		c := a
+		if i%2 == 1 {
+			c = b
+		}
+		_, at, ok := c.Reserve([]string{"mailbox:x:minute"}, lim, 1, clock.Now())
+		if ok {
+			took++
+		} else {
+			retry = at
+		}
+		clock.Advance(time.Second)
+	}
+	if took != 30 {
+		t.Fatalf("two relays took %d of a 30-per-minute budget, want 30", took)
+	}
+	// The first entry was at t0; the window has room at t0+60s.
+	if want := time.Unix(1_800_000_000, 0).Add(time.Minute); !retry.Equal(want) {
+		t.Fatalf("retry at %v, want %v", retry, want)
+	}
+	clock.Set(time.Unix(1_800_000_000, 0).Add(time.Minute + time.Millisecond))
+	if _, _, ok := b.Reserve([]string{"mailbox:x:minute"}, lim, 1, clock.Now()); !ok {
+		t.Fatal("no room once the first entry left the window")
+	}
+	testkit.Eventually(t, "both relays seen alive", func() bool { return a.Mode() == ModeShared && a.Stats().Nodes == 2 })
+}
+
+// A cancelled reservation gives its room back; a settled one keeps only
+// what the upstream took.
+func TestSettle(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
+	a, b, _ := twoNodes(t, r, clock.Now)
+	lim := []Limit{{Span: 24 * time.Hour, Max: 10}}
+	t1, _, ok := a.Reserve([]string{"mailbox:x:rcpts"}, lim, 8, clock.Now())
+	if !ok {
+		t.Fatal("8 of 10 refused")
+	}
+	if _, _, ok := b.Reserve([]string{"mailbox:x:rcpts"}, lim, 3, clock.Now()); ok {
+		t.Fatal("3 more fitted in 2")
+	}
+	a.Settle(t1, clock.Now(), 5)
+	if _, _, ok := b.Reserve([]string{"mailbox:x:rcpts"}, lim, 5, clock.Now()); !ok {
+		t.Fatal("settling 5 of 8 did not give 3 back")
+	}
+}
+
+// Connection leases are shared, and a relay that dies without releasing
+// its leases frees them within the lease TTL.
+func TestLeases(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	a, b, _ := twoNodes(t, r, time.Now)
+	var held []*Lease
+	for i := 0; i < 3; i++ {
+		l, ok := a.Lease("x", 3)
+		if !ok {
+			t.Fatalf("lease %d refused", i+1)
+		}
+		held = append(held, l)
+	}
+	if _, ok := b.Lease("x", 3); ok {
+		t.Fatal("a fourth lease of 3 was granted to the other relay")
+	}
+	held[0].Release()
+	l, ok := b.Lease("x", 3)
+	if !ok {
+		t.Fatal("a released lease did not come free")
+	}
+	// Past a few renewals, a's leases are still a's.
+	testkit.Eventually(t, "a's leases to survive renewal while a lives", func() bool { return a.Stats().RoundTrips > 10 })
+	if _, ok := b.Lease("x", 3); ok {
+		t.Fatal("a lease was granted over the limit after renewals")
+	}
+	// a dies: it stops renewing without releasing.
+	start := time.Now()
+	a.Close()
+	testkit.Eventually(t, "the dead relay's leases to lapse", func() bool {
+		l2, ok := b.Lease("x", 3)
+		if ok {
+			l2.Release()
+		}
+		return ok
+	})
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("slots came free after %v, lease TTL is 600ms", d)
+	}
+	l.Release()
+}
+
+// Without Redis each relay uses its share, after holding short windows
+// once, logs it once, and returns to the shared budgets by itself.
+func TestFallback(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
+	a, b, log := twoNodes(t, r, clock.Now)
+	testkit.Eventually(t, "both relays seen alive", func() bool { return a.Stats().Nodes == 2 })
+	key, lim := []string{"mailbox:x:minute"}, []Limit{{Span: time.Minute, Max: 30}}
+	if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); !ok {
+		t.Fatal("refused while shared")
+	}
+	r.Stop()
+	_, hold, ok := a.Reserve(key, lim, 1, clock.Now())
+	if ok || a.Mode() != ModeFallback {
+		t.Fatalf("Redis down: ok=%v mode=%s; want a hold in fallback", ok, a.Mode())
+	}
+	if want := clock.Now().Add(time.Minute + 600*time.Millisecond); !hold.Equal(want) {
+		t.Fatalf("hold until %v, want one window and a lease TTL: %v", hold, want)
+	}
+	clock.Set(hold)
+	took := 0
+	for i := 0; i < 30; i++ {
+		if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); ok {
+			took++
+		}
+	}
+	if took != 15 {
+		t.Fatalf("in fallback one of two relays took %d, want its share 15", took)
+	}
+	if n := strings.Count(log.String(), "budgets fallback"); n != 1 {
+		t.Fatalf("fallback logged %d times:\n%s", n, log.String())
+	}
+	r.Start()
+	testkit.Eventually(t, "shared budgets again", func() bool { return a.Mode() == ModeShared && b.Mode() == ModeShared })
+	if !strings.Contains(log.String(), "budgets are shared again") {
+		t.Fatal("the return was not logged")
+	}
+	// What a counted alone is in Redis now, and for a window after the
+	// return each relay keeps to its share: b, whose share is 15, finds
+	// a's 15 there and gets none.
+	if _, _, ok := b.Reserve(key, lim, 1, clock.Now()); ok {
+		t.Fatal("right after the return, the other relay got past a's 15 counted alone")
+	}
+	clock.Advance(time.Minute + time.Second)
+	took = 0
+	for i := 0; i < 40; i++ {
+		if _, _, ok := b.Reserve(key, lim, 1, clock.Now()); ok {
+			took++
+		}
+	}
+	if took != 30 {
+		t.Fatalf("a window after the return %d fitted, want the whole 30", took)
+	}
+	if err := a.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// One relay's pause is the others'.
+func TestSharedPause(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	a, b, _ := twoNodes(t, r, time.Now)
+	until := time.Now().Add(time.Minute).Truncate(time.Millisecond)
+	a.Pause("x", until, "432 4.3.2 Concurrent connections limit exceeded")
+	got, reason := b.PausedUntil("x")
+	if !got.Equal(until) || !strings.Contains(reason, "432") {
+		t.Fatalf("other relay sees pause until %v (%q), want %v", got, reason, until)
+	}
+}
+
+// With a password, AUTH is part of the connection; a wrong one fails the
+// round trip that doctor runs.
+func TestAuth(t *testing.T) {
+	r := testkit.StartRedis(t, "s3cret-pw")
+	good, err := New(Options{URL: r.URL(), Password: "s3cret-pw", Node: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	if err := good.Ping(context.Background()); err != nil {
+		t.Fatalf("with the right password: %v", err)
+	}
+	bad, err := New(Options{URL: r.URL(), Password: "wrong", Node: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	err = bad.Ping(context.Background())
+	if err == nil || strings.Contains(err.Error(), "wrong") {
+		t.Fatalf("with a wrong password: %v", err)
+	}
+}
