@@ -208,6 +208,10 @@ address = "127.0.0.1:$RELAY_PORT"
 hostname = "relay.bench"
 max_message_size = "36MB"
 max_connections = 2000
+# Every benchmark client is 127.0.0.1: the per-address limits (default 200)
+# would refuse the idle phase's 1,000 connections after the 200th.
+max_connections_per_ip = 2000
+max_connections_per_trusted_ip = 2000
 [spool]
 dir = "$spool"
 [upstream]
@@ -386,6 +390,7 @@ IDLE_PID=$!
 PIDS+=("$IDLE_PID")
 exec 4>"$W/idle.in"
 for _ in $(seq 1 300); do grep -q '^open=' "$W/idle.out" && break; sleep 0.1; done
+grep -q '^open=1000$' "$W/idle.out" || { echo "bench: the idle phase did not open 1,000 connections (see above)" >&2; exit 1; }
 sleep 1
 IDLE_KB=$($LG proc -pid "$RELAY_PID")
 exec 4>&-
