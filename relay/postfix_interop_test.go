@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -30,30 +29,9 @@ func TestPostfixClient(t *testing.T) {
 	}
 	r := startRelay(t, "", nil)
 
-	// Postfix's daemons run as user postfix and must reach their queue:
-	// t.TempDir() is private to root, so use a world-searchable directory.
-	w, err := os.MkdirTemp("/var/tmp", "oauthrelay-postfix-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(w, 0o755)
-	etc := filepath.Join(w, "etc")
-	for _, d := range []string{etc, filepath.Join(w, "queue"), filepath.Join(w, "data")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, f := range []string{"master.cf", "postfix-files"} {
-		b, err := os.ReadFile(filepath.Join("/etc/postfix", f))
-		if err != nil {
-			t.Skipf("no Postfix files to copy: %v", err)
-		}
-		os.WriteFile(filepath.Join(etc, f), b, 0o644)
-	}
-	exec.Command("cp", "-r", "/etc/postfix/postfix-files.d", etc).Run()
-	logFile := filepath.Join(w, "postfix.log")
 	host, port, _ := net.SplitHostPort(r.addr)
-	mainCf := fmt.Sprintf(`compatibility_level = 3.6
+	etc, logFile := testkit.StartPostfix(t, postfix, "oauthrelay-postfix-", func(work, logFile string) string {
+		return fmt.Sprintf(`compatibility_level = 3.6
 queue_directory = %s/queue
 data_directory = %s/data
 myhostname = pfclient.test
@@ -66,27 +44,7 @@ smtp_sasl_auth_enable = yes
 smtp_sasl_password_maps = static:app:%s
 smtp_sasl_security_options = noanonymous
 maillog_file = %s
-`, w, w, host, port, appPassword, logFile)
-	if err := os.WriteFile(filepath.Join(etc, "main.cf"), []byte(mainCf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run := func(name string, args ...string) {
-		t.Helper()
-		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-		}
-	}
-	run("postconf", "-c", etc, "-MX", "smtp/inet")
-	run("postconf", "-c", etc, "-F", "*/*/chroot = n")
-	exec.Command(postfix, "-c", etc, "set-permissions").Run()
-	run(postfix, "-c", etc, "start")
-	t.Cleanup(func() {
-		exec.Command(postfix, "-c", etc, "stop").Run()
-		if t.Failed() {
-			b, _ := os.ReadFile(logFile)
-			t.Logf("postfix log:\n%s", b)
-		}
-		os.RemoveAll(w)
+`, work, work, host, port, appPassword, logFile)
 	})
 
 	token := fmt.Sprintf("postfix-%d", time.Now().UnixNano())

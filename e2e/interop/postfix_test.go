@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
 // TestPostfix relays a composed message through a private Postfix
@@ -29,29 +29,8 @@ func TestPostfix(t *testing.T) {
 	debVersion(t, "Postfix", "postfix")
 	r := startRelay(t)
 
-	// Postfix's daemons run as user postfix and must reach their queue:
-	// t.TempDir() is private to root, so use a world-searchable directory.
-	w, err := os.MkdirTemp("/var/tmp", "oauthrelay-interop-postfix-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(w, 0o755)
-	etc := filepath.Join(w, "etc")
-	for _, d := range []string{etc, filepath.Join(w, "queue"), filepath.Join(w, "data")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, f := range []string{"master.cf", "postfix-files"} {
-		b, err := os.ReadFile(filepath.Join("/etc/postfix", f))
-		if err != nil {
-			t.Skipf("no Postfix files to copy: %v", err)
-		}
-		os.WriteFile(filepath.Join(etc, f), b, 0o644)
-	}
-	exec.Command("cp", "-r", "/etc/postfix/postfix-files.d", etc).Run()
-	logFile := filepath.Join(w, "postfix.log")
-	mainCf := fmt.Sprintf(`compatibility_level = 3.6
+	etc, _ := testkit.StartPostfix(t, postfix, "oauthrelay-interop-postfix-", func(work, logFile string) string {
+		return fmt.Sprintf(`compatibility_level = 3.6
 queue_directory = %s/queue
 data_directory = %s/data
 myhostname = pfclient.test
@@ -67,29 +46,7 @@ smtp_sasl_auth_enable = yes
 smtp_sasl_password_maps = static:%s:%s
 smtp_sasl_security_options = noanonymous
 maillog_file = %s
-`, w, w, r.port(startTLS), r.caFile, user, password, logFile)
-	if err := os.WriteFile(filepath.Join(etc, "main.cf"), []byte(mainCf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run := func(name string, args ...string) {
-		t.Helper()
-		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-		}
-	}
-	run("postconf", "-c", etc, "-MX", "smtp/inet")
-	run("postconf", "-c", etc, "-F", "*/*/chroot = n")
-	// set-permissions is slow (it walks every Postfix file), but without
-	// it sendmail cannot drop the message into the private queue.
-	exec.Command(postfix, "-c", etc, "set-permissions").Run()
-	run(postfix, "-c", etc, "start")
-	t.Cleanup(func() {
-		exec.Command(postfix, "-c", etc, "stop").Run()
-		if t.Failed() {
-			b, _ := os.ReadFile(logFile)
-			t.Logf("postfix log:\n%s", b)
-		}
-		os.RemoveAll(w)
+`, work, work, r.port(startTLS), r.caFile, user, password, logFile)
 	})
 
 	r.run(startTLS, composed(t), sendmail, "-C", etc, "-t", "-f", from)
