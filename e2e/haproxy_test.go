@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
@@ -21,18 +19,6 @@ const (
 	untrustedHost = "127.0.0.3"
 	lbMbx         = "helpdesk@contoso.com"
 )
-
-// dialFrom connects to addr from the loopback address local.
-func dialFrom(t *testing.T, local, addr string) net.Conn {
-	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: 5 * time.Second}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(testTimeout))
-	return c
-}
 
 func startBalancedRelay(t *testing.T, emu *msemu.Emulator, proxyFrom string) *testRelay {
 	t.Helper()
@@ -60,7 +46,7 @@ func TestHAProxySendProxyV2(t *testing.T) {
 	// The trusted copier sends twice without AUTH: round robin gives
 	// each relay one.
 	for i := 0; i < 2; i++ {
-		c := testkit.NewSMTPClient(t, dialFrom(t, trustedHost, lb.Addrs[0]))
+		c := testkit.NewSMTPClient(t, testkit.DialFrom(t, trustedHost, lb.Addrs[0]))
 		c.Expect("EHLO copier.e2e.test", "250")
 		msg := "From: " + lbMbx + "\r\nTo: someone@example.org\r\nSubject: through haproxy\r\n\r\nscan\r\n"
 		if got := c.Send(lbMbx, []string{"someone@example.org"}, msg); !strings.HasPrefix(got, "250") {
@@ -69,7 +55,7 @@ func TestHAProxySendProxyV2(t *testing.T) {
 		c.Expect("QUIT", "221")
 	}
 	// The untrusted host must log in.
-	c := testkit.NewSMTPClient(t, dialFrom(t, untrustedHost, lb.Addrs[0]))
+	c := testkit.NewSMTPClient(t, testkit.DialFrom(t, untrustedHost, lb.Addrs[0]))
 	c.Expect("EHLO stranger.e2e.test", "250")
 	c.Expect("MAIL FROM:<"+lbMbx+">", "530 5.7.0 Authentication required: "+untrustedHost+" is not a trusted network")
 	c.Expect("QUIT", "221")
@@ -103,7 +89,7 @@ func TestHAProxySendProxyV2(t *testing.T) {
 
 	// Through the second frontend HAProxy's header reaches a relay that
 	// does not list it: 554 after the greeting, and the connection ends.
-	s := testkit.NewSMTPClient(t, dialFrom(t, trustedHost, lb.Addrs[1]))
+	s := testkit.NewSMTPClient(t, testkit.DialFrom(t, trustedHost, lb.Addrs[1]))
 	if got := s.Read(); !strings.HasPrefix(got, "554 5.7.0 relay.e2e.test PROXY protocol header refused: 127.0.0.1 is not a load balancer") {
 		t.Errorf("after the greeting %q, got %q; want the 554 refusing the header", s.Greeting, got)
 	}

@@ -5,7 +5,6 @@ import (
 	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pires/go-proxyproto"
 
@@ -88,19 +87,6 @@ func TestTLS10WhenAskedFor(t *testing.T) {
 	}
 }
 
-// dialFrom connects to addr from the loopback address local, as a load
-// balancer (or a client) on that address would.
-func dialFrom(t *testing.T, local, addr string) net.Conn {
-	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: 5 * time.Second}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // proxyHeader writes a PROXY header (version 1 or 2) naming client.
 func proxyHeader(t *testing.T, c net.Conn, version byte, client string) {
 	t.Helper()
@@ -116,7 +102,7 @@ func TestProxyProtocol(t *testing.T) {
 	r := startRelay(t, `proxy_protocol_from = ["127.0.0.2/32"]`+"\nmax_connections_per_ip = 1", nil)
 
 	// v2: the scanner is trusted by its own address and sends without AUTH.
-	c := dialFrom(t, "127.0.0.2", r.addr)
+	c := testkit.DialFrom(t, "127.0.0.2", r.addr)
 	proxyHeader(t, c, 2, "192.0.2.50")
 	s := newClient(t, testkit.NewSMTPClient(t, c))
 	s.ehlo()
@@ -131,13 +117,13 @@ func TestProxyProtocol(t *testing.T) {
 
 	// max_connections_per_ip counts the client, not the balancer: a
 	// second client through the same balancer gets in; v1 this time.
-	c2 := dialFrom(t, "127.0.0.2", r.addr)
+	c2 := testkit.DialFrom(t, "127.0.0.2", r.addr)
 	proxyHeader(t, c2, 1, "203.0.113.9")
 	u := newClient(t, testkit.NewSMTPClient(t, c2))
 	u.ehlo()
 	u.cmd("530 5.7.0 Authentication required: 203.0.113.9 is not a trusted network", "MAIL FROM:<noreply@contoso.com>")
 	// ...and a second connection of the scanner is over its limit.
-	c3 := dialFrom(t, "127.0.0.2", r.addr)
+	c3 := testkit.DialFrom(t, "127.0.0.2", r.addr)
 	proxyHeader(t, c3, 2, "192.0.2.50")
 	testkit.NewSMTPClient(t, c3)
 	s.cmd("221", "QUIT")
@@ -160,7 +146,7 @@ func TestProxyProtocolRefusals(t *testing.T) {
 	// A header from an address not in proxy_protocol_from: the stranger
 	// would choose the trusted scanner's address.
 	for _, v := range []byte{1, 2} {
-		c := dialFrom(t, "127.0.0.1", r.addr)
+		c := testkit.DialFrom(t, "127.0.0.1", r.addr)
 		s := testkit.NewSMTPClient(t, c) // the greeting: it is not a balancer
 		proxyHeader(t, c, v, "192.0.2.50")
 		s.ReadExpect("554 5.7.0 relay.test PROXY protocol header refused: 127.0.0.1 is not a load balancer")
@@ -170,7 +156,7 @@ func TestProxyProtocolRefusals(t *testing.T) {
 	}
 	r.assertEmpty()
 	// A listed balancer without a header.
-	c := dialFrom(t, "127.0.0.2", r.addr)
+	c := testkit.DialFrom(t, "127.0.0.2", r.addr)
 	if _, err := c.Write([]byte("EHLO direct.test\r\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -180,12 +166,12 @@ func TestProxyProtocolRefusals(t *testing.T) {
 	}
 	// The implicit-TLS port just closes (a plain reply would break the
 	// handshake), and logs the same.
-	tc := dialFrom(t, "127.0.0.2", r.tlsAddr)
+	tc := testkit.DialFrom(t, "127.0.0.2", r.tlsAddr)
 	if err := tls.Client(tc, r.tlsConfig()).Handshake(); err == nil {
 		t.Error("a TLS handshake without a PROXY header from the balancer succeeded")
 	}
 	// With a header, implicit TLS works.
-	tc = dialFrom(t, "127.0.0.2", r.tlsAddr)
+	tc = testkit.DialFrom(t, "127.0.0.2", r.tlsAddr)
 	proxyHeader(t, tc, 2, "192.0.2.60")
 	m := newClient(t, testkit.NewSMTPClient(t, tls.Client(tc, r.tlsConfig())))
 	m.ehlo()
@@ -214,7 +200,7 @@ func TestProxyProtocolRefusals(t *testing.T) {
 func TestProxyProtocolLockoutIsPerClient(t *testing.T) {
 	r := startRelay(t, `proxy_protocol_from = ["127.0.0.2/32"]`+"\nauth_max_failures = 2\nallow_insecure_auth = true", nil)
 	through := func(client string) *client {
-		c := dialFrom(t, "127.0.0.2", r.addr)
+		c := testkit.DialFrom(t, "127.0.0.2", r.addr)
 		proxyHeader(t, c, 2, client)
 		s := newClient(t, testkit.NewSMTPClient(t, c))
 		s.ehlo()

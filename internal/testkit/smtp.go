@@ -38,6 +38,20 @@ func DialSMTP(t testing.TB, addr string) *SMTPClient {
 	return NewSMTPClient(t, c)
 }
 
+// DialFrom connects to addr from the loopback address local, as a load
+// balancer (or a client) on that address would. The connection is closed
+// when the test ends.
+func DialFrom(t testing.TB, local, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // NewSMTPClient runs SMTP over c, an implicit-TLS connection for
 // instance, and reads the greeting. c is closed when the test ends.
 func NewSMTPClient(t testing.TB, c net.Conn) *SMTPClient {
