@@ -167,6 +167,7 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 
 	var cred confidential.Credential
 	var cert *CertInfo
+	var signer Signer
 	var certLabel string
 	var msalOpts []confidential.Option
 	switch {
@@ -183,7 +184,8 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 			return nil, bad("%v", err)
 		}
 	default:
-		signer, label, err := certSigner(s)
+		var label string
+		signer, label, err = certSigner(s)
 		if err != nil {
 			return nil, bad("%v", err)
 		}
@@ -248,7 +250,7 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 		return res.AccessToken, time.Until(res.ExpiresOn).Round(time.Second), nil
 	}
 	if s.Username != "" {
-		g, err := newPasswordGrant(s, authority, scope, hc, src.now)
+		g, err := newPasswordGrant(s, signer, authority, scope, hc, src.now)
 		if err != nil {
 			return nil, bad("%v", err)
 		}
