@@ -40,9 +40,9 @@ func credentialFile(s AppSettings) string {
 	return s.FederatedTokenFile
 }
 
-// fileDigest is the SHA-256 of a file's content, zero when there is no
+// FileDigest is the SHA-256 of a file's content, zero when there is no
 // file or it cannot be read.
-func fileDigest(file string) [32]byte {
+func FileDigest(file string) [32]byte {
 	if file == "" {
 		return [32]byte{}
 	}
@@ -103,7 +103,7 @@ func (s *Source) rereadCredential() bool {
 		}
 	}
 	if f := credentialFile(st); f != "" {
-		if d := fileDigest(f); d != ([32]byte{}) && d != digest {
+		if d := FileDigest(f); d != ([32]byte{}) && d != digest {
 			changed = append(changed, f)
 		}
 	}

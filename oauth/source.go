@@ -240,7 +240,7 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 	// The scope tells apart the sources of one app (Exchange, Graph).
 	src.log = src.log.With("app", name, "scope", scope)
 	src.cert, src.certFile = cert, certLabel
-	src.settings, src.opts, src.credDigest = s, o, fileDigest(credentialFile(s))
+	src.settings, src.opts, src.credDigest = s, o, FileDigest(credentialFile(s))
 	src.acquire = func(ctx context.Context) (string, time.Duration, error) {
 		res, err := client.AcquireTokenByCredential(ctx, []string{scope})
 		if err != nil {
