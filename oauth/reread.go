@@ -1,10 +1,8 @@
 package oauth
 
 import (
-	"crypto"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -12,24 +10,17 @@ import (
 )
 
 // newPasswordGrant prepares the password grant of s, with the app's
-// secret or certificate as the client credential.
-func newPasswordGrant(s AppSettings, authority, scope string, hc *http.Client, now func() time.Time) (*passwordGrant, error) {
+// secret or certificate (signer, as NewSource loaded it) as the client
+// credential.
+func newPasswordGrant(s AppSettings, signer Signer, authority, scope string, hc *http.Client, now func() time.Time) (*passwordGrant, error) {
 	g := &passwordGrant{hc: hc, tokenURL: authority + s.TenantID + "/oauth2/v2.0/token", clientID: s.ClientID,
 		scope: scope, username: s.Username, password: s.Password, secret: s.ClientSecret, now: now, withChain: s.SendCertificateChain}
 	switch {
 	case s.Password == "":
 		return nil, errors.New("username is set but the password is empty: set password_file")
 	case s.ClientSecret != "":
-	case s.CertificateFile != "":
-		certs, key, err := LoadCertificate(s.CertificateFile, s.CertificatePassword)
-		if err != nil {
-			return nil, err
-		}
-		signer, ok := key.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("certificate %s: the key cannot sign", s.CertificateFile)
-		}
-		g.certs, g.key = certs, signer
+	case signer != nil:
+		g.signer = signer
 	default:
 		return nil, errors.New("the password grant needs the app's client_secret (or client_secret_file) or certificate_file as well")
 	}
@@ -49,9 +40,9 @@ func credentialFile(s AppSettings) string {
 	return s.FederatedTokenFile
 }
 
-// fileDigest is the SHA-256 of a file's content, zero when there is no
+// FileDigest is the SHA-256 of a file's content, zero when there is no
 // file or it cannot be read.
-func fileDigest(file string) [32]byte {
+func FileDigest(file string) [32]byte {
 	if file == "" {
 		return [32]byte{}
 	}
@@ -112,7 +103,7 @@ func (s *Source) rereadCredential() bool {
 		}
 	}
 	if f := credentialFile(st); f != "" {
-		if d := fileDigest(f); d != ([32]byte{}) && d != digest {
+		if d := FileDigest(f); d != ([32]byte{}) && d != digest {
 			changed = append(changed, f)
 		}
 	}

@@ -3,10 +3,6 @@ package oauth
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,7 +13,6 @@ import (
 	"time"
 
 	msalerrors "github.com/AzureAD/microsoft-authentication-library-for-go/apps/errors"
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 )
 
@@ -37,8 +32,7 @@ type passwordGrant struct {
 	username  string
 	password  string
 	secret    string
-	certs     []*x509.Certificate // with key, when the app's credential is a certificate
-	key       crypto.Signer
+	signer    Signer // when the app's credential is a certificate
 	now       func() time.Time
 	withChain bool
 }
@@ -98,28 +92,8 @@ func (g *passwordGrant) acquire(ctx context.Context) (string, time.Duration, err
 	return tr.AccessToken, time.Duration(secs) * time.Second, nil
 }
 
-// assertion signs a client assertion the way MSAL does for Entra: PS256
-// with the certificate's SHA-256 thumbprint (x5t#S256), aud = the token
-// endpoint, iss = sub = the client id, valid for 10 minutes.
+// assertion signs the client assertion as for the client credentials
+// grant (BuildAssertion), so both grants send Entra the same one.
 func (g *passwordGrant) assertion() (string, error) {
-	now := g.now()
-	claims := jwt.MapClaims{
-		"aud": g.tokenURL, "iss": g.clientID, "sub": g.clientID,
-		"jti": uuid.NewString(), "nbf": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
-	}
-	t := jwt.NewWithClaims(jwt.SigningMethodPS256, claims)
-	sum := sha256.Sum256(g.certs[0].Raw)
-	t.Header["x5t#S256"] = base64.RawURLEncoding.EncodeToString(sum[:])
-	if g.withChain {
-		var x5c []string
-		for _, c := range g.certs {
-			x5c = append(x5c, base64.StdEncoding.EncodeToString(c.Raw))
-		}
-		t.Header["x5c"] = x5c
-	}
-	s, err := t.SignedString(g.key)
-	if err != nil {
-		return "", &credentialError{cause: "cannot sign the client assertion with the certificate's key", fix: "check certificate_file", permanent: true, err: err}
-	}
-	return s, nil
+	return BuildAssertion(g.signer, g.clientID, g.tokenURL, g.withChain, g.now())
 }

@@ -167,6 +167,7 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 
 	var cred confidential.Credential
 	var cert *CertInfo
+	var signer Signer
 	var certLabel string
 	var msalOpts []confidential.Option
 	switch {
@@ -183,7 +184,8 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 			return nil, bad("%v", err)
 		}
 	default:
-		signer, label, err := certSigner(s)
+		var label string
+		signer, label, err = certSigner(s)
 		if err != nil {
 			return nil, bad("%v", err)
 		}
@@ -238,7 +240,7 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 	// The scope tells apart the sources of one app (Exchange, Graph).
 	src.log = src.log.With("app", name, "scope", scope)
 	src.cert, src.certFile = cert, certLabel
-	src.settings, src.opts, src.credDigest = s, o, fileDigest(credentialFile(s))
+	src.settings, src.opts, src.credDigest = s, o, FileDigest(credentialFile(s))
 	src.acquire = func(ctx context.Context) (string, time.Duration, error) {
 		res, err := client.AcquireTokenByCredential(ctx, []string{scope})
 		if err != nil {
@@ -248,7 +250,7 @@ func NewSource(s AppSettings, o Options) (*Source, error) {
 		return res.AccessToken, time.Until(res.ExpiresOn).Round(time.Second), nil
 	}
 	if s.Username != "" {
-		g, err := newPasswordGrant(s, authority, scope, hc, src.now)
+		g, err := newPasswordGrant(s, signer, authority, scope, hc, src.now)
 		if err != nil {
 			return nil, bad("%v", err)
 		}

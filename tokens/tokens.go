@@ -173,7 +173,7 @@ func (t *Set) Update(cfg *config.Config) error {
 		for _, r := range Resources(cfg, a.Name) {
 			k := key{a.Name, r}
 			st := Settings(a, r, t.roots)
-			sum := fileSum(st.CertificateFile)
+			sum := oauth.FileDigest(st.CertificateFile)
 			if old := cur[k]; old != nil && sameSettings(old.settings, st) && old.certSum == sum {
 				old.fromEnv = a.SecretFromEnvironment()
 				next[k] = old
@@ -208,19 +208,6 @@ func (t *Set) Update(cfg *config.Config) error {
 		}
 	}
 	return nil
-}
-
-// fileSum is the digest of a credential file; zero for none. An unreadable
-// file gets the zero digest too: NewSource then reports why.
-func fileSum(path string) [sha256.Size]byte {
-	if path == "" {
-		return [sha256.Size]byte{}
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return [sha256.Size]byte{}
-	}
-	return sha256.Sum256(b)
 }
 
 func sameSettings(a, b oauth.AppSettings) bool {

@@ -103,6 +103,13 @@ func (e *Emulator) delegatedAuthLocked(s *smtpSession, app *App, c accessClaims,
 	if mb.SMTPAuthDisabled {
 		return ReplyAuthDisabledMbx
 	}
+	return e.countConnLocked(s, mb, app)
+}
+
+// countConnLocked counts an authenticated connection against the mailbox's
+// limit of concurrent connections (Exchange's, app or user token alike)
+// and binds the session to it; e.mu is held.
+func (e *Emulator) countConnLocked(s *smtpSession, mb *Mailbox, app *App) string {
 	key := strings.ToLower(mb.Address)
 	if max := e.opts.MaxConnsPerMailbox; max >= 0 && e.active[key] >= max {
 		return ReplyTooManyConns

@@ -136,16 +136,7 @@ func (e *Emulator) checkAuth(s *smtpSession, user, token string) string {
 		if !app.ServicePrincipal || !contains(claims.Roles, RoleSendAsApp) || !contains(mb.FullAccess, app.ClientID) {
 			return ReplyAuthFailed
 		}
-		key := strings.ToLower(mb.Address)
-		if max := e.opts.MaxConnsPerMailbox; max >= 0 && e.active[key] >= max {
-			return ReplyTooManyConns
-		}
-		e.active[key]++
-		if e.active[key] > e.stats.MaxConcurrentByMailbox[key] {
-			e.stats.MaxConcurrentByMailbox[key] = e.active[key]
-		}
-		s.mailbox, s.appID, s.counted = mb.Address, app.ClientID, true
-		return ReplyAuthOK
+		return e.countConnLocked(s, mb, app)
 	}()
 	rec.OK = reply == ReplyAuthOK
 	rec.Reply = reply
