@@ -1,9 +1,7 @@
 package delivery
 
 import (
-	"container/heap"
 	"strings"
-	"time"
 
 	"github.com/oauthrelay/oauthrelay/transport"
 )
@@ -21,20 +19,8 @@ func (s *Scheduler) CredentialRecovered(app string) {
 		if mc == nil || mc.App != app || !mb.configFault || !strings.HasPrefix(mb.pauseReason, "token:") {
 			continue
 		}
-		mb.pausedUntil, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix, mb.faults = time.Time{}, false, transport.Delivered, "", "", 0
-		var keep itemHeap
-		for mb.later.Len() > 0 {
-			e := heap.Pop(&mb.later).(*heapEntry)
-			switch {
-			case e.seq != e.it.seq:
-			case e.it.lastKind == transport.ConfigFault:
-				s.makeReady(mb, e.it, now)
-			default:
-				keep = append(keep, e)
-			}
-		}
-		mb.later = keep
-		heap.Init(&mb.later)
+		s.liftConfigPause(mb)
+		s.releaseHeld(mb, now, transport.ConfigFault)
 		s.broadcast(mb)
 		lifted++
 	}

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"container/heap"
+	"slices"
 	"strings"
 	"time"
 
@@ -133,28 +134,42 @@ func (s *Scheduler) SetConfig(cfg *config.Config) {
 		// quota go away.
 		if mb.configFault || len(mb.senderFaults) > 0 {
 			if mb.configFault {
-				mb.pausedUntil, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix, mb.faults = time.Time{}, false, transport.Delivered, "", "", 0
-				s.liftSharedPause(mb)
+				s.liftConfigPause(mb)
 			}
 			mb.senderFaults = nil
 			// Mail held back by the fault is due now; mail deferred for
 			// other reasons (a 451, the daily quota) keeps its time.
-			var keep itemHeap
-			for mb.later.Len() > 0 {
-				e := heap.Pop(&mb.later).(*heapEntry)
-				switch {
-				case e.seq != e.it.seq:
-				case e.it.lastKind == transport.ConfigFault || e.it.lastKind == transport.SenderFault:
-					s.makeReady(mb, e.it, now)
-				default:
-					keep = append(keep, e)
-				}
-			}
-			mb.later = keep
-			heap.Init(&mb.later)
+			s.releaseHeld(mb, now, transport.ConfigFault, transport.SenderFault)
 		}
 		s.broadcast(mb)
 	}
 	s.mu.Unlock()
 	s.poke()
+}
+
+// liftConfigPause ends the mailbox's configuration-fault pause here and
+// in the other relays' shared view (or this relay's own worker would find
+// its shared pause again and wait it out after all). Callers hold s.mu.
+func (s *Scheduler) liftConfigPause(mb *mbox) {
+	mb.pausedUntil, mb.configFault, mb.pauseKind, mb.pauseReason, mb.pauseFix, mb.faults = time.Time{}, false, transport.Delivered, "", "", 0
+	s.liftSharedPause(mb)
+}
+
+// releaseHeld makes the mailbox's deferred mail whose last attempt failed
+// with one of kinds due now; mail deferred for other reasons keeps its
+// time, and stale heap entries are dropped. Callers hold s.mu.
+func (s *Scheduler) releaseHeld(mb *mbox, now time.Time, kinds ...transport.Kind) {
+	var keep itemHeap
+	for mb.later.Len() > 0 {
+		e := heap.Pop(&mb.later).(*heapEntry)
+		switch {
+		case e.seq != e.it.seq:
+		case slices.Contains(kinds, e.it.lastKind):
+			s.makeReady(mb, e.it, now)
+		default:
+			keep = append(keep, e)
+		}
+	}
+	mb.later = keep
+	heap.Init(&mb.later)
 }

@@ -292,13 +292,9 @@ func (s *Scheduler) add(id string, st queue.State) {
 
 // addEnv indexes a message just committed, from the envelope the spool
 // handed over: nothing is read back from disk.
+// (track itself skips a message already tracked.)
 func (s *Scheduler) addEnv(env *queue.Envelope) {
-	s.mu.Lock()
-	known := s.tracked[env.ID] != nil
-	s.mu.Unlock()
-	if !known {
-		s.track(env, queue.Incoming)
-	}
+	s.track(env, queue.Incoming)
 }
 
 // track starts scheduling a message read in state st.

@@ -25,7 +25,7 @@ var (
 	spoolSizeDesc = prometheus.NewDesc("oauthrelay_spool_filesystem_size_bytes",
 		"Size of the spool's filesystem in bytes.", nil, nil)
 	spoolFilesFreeDesc = prometheus.NewDesc("oauthrelay_spool_filesystem_files_free",
-		"Inodes still free on the spool's filesystem (every message takes two files); absent where the system does not count inodes.", nil, nil)
+		"Inodes still free on the spool's filesystem (every queued message takes one file); absent where the system does not count inodes.", nil, nil)
 	spoolFilesDesc = prometheus.NewDesc("oauthrelay_spool_filesystem_files",
 		"Inodes of the spool's filesystem; absent where the system does not count inodes.", nil, nil)
 	certExpiryDesc = prometheus.NewDesc("oauthrelay_app_certificate_expiry_timestamp_seconds",

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/pires/go-proxyproto"
 )
 
@@ -96,14 +97,7 @@ func (l *proxyListener) handshake(c net.Conn) {
 		if err != nil && !errors.Is(err, proxyproto.ErrNoProxyProtocol) {
 			attrs = append(attrs, "error", err.Error())
 		}
-		se := l.s.refuse(newRefusal(proxyHeaderMissing, l.s.listen.Hostname, peer), attrs...)
-		// On the implicit-TLS port a plain-text reply would only read as
-		// a broken handshake: just close.
-		if !l.implicit {
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			io.WriteString(c, wireText(se)+"\r\n")
-		}
-		c.Close()
+		replyAndClose(c, l.s.refuse(newRefusal(proxyHeaderMissing, l.s.listen.Hostname, peer), attrs...), l.implicit)
 		return
 	}
 	pc := &proxiedConn{Conn: c, r: br, remote: c.RemoteAddr()}
@@ -145,12 +139,7 @@ func (c *proxiedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 func (c *proxiedConn) RemoteAddr() net.Addr { return c.remote }
 
 // CloseWrite half-closes the connection (countedConn.hangUp).
-func (c *proxiedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
+func (c *proxiedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 // noProxyConn is a connection from a peer that may not send a PROXY
 // header. Such a peer sends nothing before the greeting, so the check
@@ -194,21 +183,30 @@ func (c *noProxyConn) check() error {
 	}
 	// A header, or the signature of one with a broken rest.
 	c.refused = true
-	se := c.s.refuse(newRefusal(proxyHeaderRefused, c.s.listen.Hostname, c.peer), "remote", c.peer.String())
-	if !c.implicit {
-		c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		io.WriteString(c.Conn, wireText(se)+"\r\n")
-	}
-	c.Conn.Close()
+	replyAndClose(c.Conn, c.s.refuse(newRefusal(proxyHeaderRefused, c.s.listen.Hostname, c.peer), "remote", c.peer.String()), c.implicit)
 	return nil
 }
 
 // CloseWrite half-closes the connection (countedConn.hangUp).
-func (c *noProxyConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+func (c *noProxyConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// closeWrite half-closes c if it can (a TCP connection).
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return nil
+}
+
+// replyAndClose writes a refusal in place of the greeting and closes c.
+// On the implicit-TLS port a plain-text reply would only read as a
+// broken handshake, so there it just closes.
+func replyAndClose(c net.Conn, se *smtp.SMTPError, implicit bool) {
+	if !implicit {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, wireText(se)+"\r\n")
+	}
+	c.Close()
 }
 
 // isIOError tells a failed read (timeout, reset, end of stream) from

@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -218,16 +219,21 @@ func (c *Cluster) toFallback(err error) {
 	}
 	c.fallback, c.switchedAt = true, c.o.Now()
 	c.o.Logger.Warn("cluster: Redis is unreachable or slow; budgets fallback to this relay's share until it answers again",
-		"node", c.o.Node, "mode", ModeFallback, "nodes", c.nodes, "error", redactErr(err))
+		"node", c.o.Node, "mode", ModeFallback, "nodes", c.nodes, "error", c.redactErr(err),
+		"fix", "check that Redis runs and this relay reaches it (`oauthrelay doctor` tests [cluster] redis); meanwhile mail flows within this relay's share")
 }
 
 // redactErr keeps an error's text but never a password: go-redis does not
 // put one in its errors, and this is where we make sure.
-func redactErr(err error) string {
+func (c *Cluster) redactErr(err error) string {
 	if err == nil {
 		return ""
 	}
-	return err.Error()
+	msg := err.Error()
+	if c.rdb != nil && c.rdb.Options().Password != "" {
+		msg = strings.ReplaceAll(msg, c.rdb.Options().Password, "***")
+	}
+	return msg
 }
 
 func (c *Cluster) beat() {
