@@ -53,7 +53,7 @@ func (s *Spool) Locate(id string) (State, error) {
 			return st, nil
 		}
 	}
-	if _, err := os.Lstat(s.v1EnvPath(Corrupt, id)); err == nil {
+	if s.isV1Corrupt(id) {
 		return Corrupt, nil
 	}
 	return "", ErrNotFound

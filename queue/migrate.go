@@ -20,6 +20,13 @@ func (s *Spool) v1EnvPath(st State, id string) string {
 	return filepath.Join(s.dir, string(st), id+".json")
 }
 
+// isV1Corrupt says whether id is a corrupt message of the previous
+// format (an envelope in corrupt/ and its body in messages/).
+func (s *Spool) isV1Corrupt(id string) bool {
+	_, err := os.Lstat(s.v1EnvPath(Corrupt, id))
+	return err == nil
+}
+
 func (s *Spool) v1BodyPath(id string) string {
 	return filepath.Join(s.dir, msgDir, id+".eml")
 }

@@ -34,7 +34,7 @@ const msgExt = ".eml"
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// appendFooter appends the envelope and the footer to buf.
+// appendTrailer appends the envelope and the footer to buf.
 func appendTrailer(buf []byte, envJSON []byte, size int64, crc uint32) []byte {
 	crc = crc32.Update(crc, castagnoli, envJSON)
 	buf = append(buf, envJSON...)

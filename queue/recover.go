@@ -88,7 +88,7 @@ func (s *Spool) recover(rep *RecoveryReport) error {
 		for _, b := range bodies {
 			id, ok := strings.CutSuffix(b.Name(), ".eml")
 			if ok {
-				if _, err := os.Lstat(s.v1EnvPath(Corrupt, id)); err == nil {
+				if s.isV1Corrupt(id) {
 					continue
 				}
 			}

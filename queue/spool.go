@@ -206,7 +206,7 @@ func (s *Spool) MessagePath(id string) (string, error) {
 		return "", err
 	}
 	if st == Corrupt {
-		if _, err := os.Lstat(s.v1EnvPath(Corrupt, id)); err == nil {
+		if s.isV1Corrupt(id) {
 			return s.v1EnvPath(Corrupt, id), nil
 		}
 	}

@@ -265,7 +265,7 @@ func (s *Spool) Body(id string) (io.ReadCloser, int64, error) {
 		return nil, 0, err
 	}
 	if st == Corrupt {
-		if _, err := os.Lstat(s.v1EnvPath(Corrupt, id)); err == nil {
+		if s.isV1Corrupt(id) {
 			f, err := os.Open(s.v1BodyPath(id))
 			if err != nil {
 				return nil, 0, err
