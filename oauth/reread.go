@@ -22,7 +22,7 @@ func newPasswordGrant(s AppSettings, signer Signer, authority, scope string, hc 
 	case signer != nil:
 		g.signer = signer
 	default:
-		return nil, errors.New("the password grant needs the app's client_secret (or client_secret_file) or certificate_file as well")
+		return nil, errors.New("the password grant needs the app's client_secret (or client_secret_file), certificate_file or certificate_store as well")
 	}
 	return g, nil
 }

@@ -48,14 +48,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			r = newRefusal(connLimitIP, l.s.listen.Hostname, ip)
 		}
 		if r != nil {
-			se := l.s.refuse(r)
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			// On the implicit-TLS port a plain-text reply would only read
-			// as a broken handshake: just close.
-			if !l.implicit {
-				io.WriteString(c, wireText(se)+"\r\n")
-			}
-			c.Close()
+			// as a broken handshake: replyAndClose just closes.
+			replyAndClose(c, l.s.refuse(r), l.implicit)
 			continue
 		}
 		l.s.conns.Add(1)
