@@ -83,18 +83,7 @@ senders = ["*"]
 		if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		logf, err := os.OpenFile(filepath.Join(dir, node+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			logf.Close()
-			if t.Failed() {
-				b, _ := os.ReadFile(logf.Name())
-				t.Logf("%s log:\n%s", node, b)
-			}
-		})
-		return cfg, addr, logf
+		return cfg, addr, relayLog(t, filepath.Join(dir, node+".log"), node)
 	}
 	submit := func(addr string, n int, tag string) {
 		t.Helper()

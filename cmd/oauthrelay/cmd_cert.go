@@ -153,14 +153,19 @@ func runCertShow(args []string, stdout, stderr io.Writer) int {
 	if len(certs) > 1 {
 		fmt.Fprintf(stdout, "Chain:       %d more certificate(s) in the file\n", len(certs)-1)
 	}
-	now := time.Now()
-	if w := info.ExpiryWarning(now); w != "" {
-		fmt.Fprintln(stdout, "\nWARNING: "+w)
+	printCertWarnings(stdout, info, time.Now())
+	return 0
+}
+
+// printCertWarnings tells the admin when the certificate expires soon or
+// is not valid yet at now (a wrong clock on this host).
+func printCertWarnings(w io.Writer, info oauth.CertInfo, now time.Time) {
+	if msg := info.ExpiryWarning(now); msg != "" {
+		fmt.Fprintln(w, "\nWARNING: "+msg)
 	}
 	if now.Before(info.NotBefore) {
-		fmt.Fprintf(stdout, "\nWARNING: this certificate is not valid before %s; check this host's clock.\n", info.NotBefore.Format(time.RFC3339))
+		fmt.Fprintf(w, "\nWARNING: this certificate is not valid before %s; check this host's clock.\n", info.NotBefore.Format(time.RFC3339))
 	}
-	return 0
 }
 
 func printCertInfo(w io.Writer, info oauth.CertInfo) {

@@ -71,13 +71,7 @@ func certShowInStore(store, thumbprint, subject string, stdout, stderr io.Writer
 	fmt.Fprintf(stdout, "Store:       %s (private key present, matches the certificate; assertions signed %s)\n", ref.Store, alg)
 	info := oauth.Describe(signer.Certificates()[0])
 	printCertInfo(stdout, info)
-	now := time.Now()
-	if w := info.ExpiryWarning(now); w != "" {
-		fmt.Fprintln(stdout, "\nWARNING: "+w)
-	}
-	if now.Before(info.NotBefore) {
-		fmt.Fprintf(stdout, "\nWARNING: this certificate is not valid before %s; check this host's clock.\n", info.NotBefore.Format(time.RFC3339))
-	}
+	printCertWarnings(stdout, info, time.Now())
 	return 0
 }
 

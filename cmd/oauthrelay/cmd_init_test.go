@@ -20,15 +20,12 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
-	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
 	"github.com/oauthrelay/oauthrelay/internal/msemu/emutest"
-	"github.com/oauthrelay/oauthrelay/internal/service"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
@@ -121,21 +118,7 @@ func (e *initEnv) checkFiles() {
 // and waits for it at the emulator.
 func (e *initEnv) deliver(user, password, from string) msemu.Message {
 	e.t.Helper()
-	cfg, err := config.Load(e.path)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	logs := &testkit.SyncBuffer{}
-	r, err := service.Start(cfg, service.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() {
-		r.Shutdown(10 * time.Second)
-		if e.t.Failed() {
-			e.t.Logf("relay log:\n%s", logs.String())
-		}
-	})
+	r, _ := startInProcess(e.t, e.path, slog.LevelInfo)
 	c, err := smtp.Dial(r.SMTPAddr().String())
 	if err != nil {
 		e.t.Fatal(err)

@@ -39,6 +39,26 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// relayLog creates the log file a relay started by startServe writes to;
+// it is closed when the test ends and shown, under label, if it failed.
+// Register it before startServe so the process is killed before the log
+// is read.
+func relayLog(t *testing.T, path, label string) *os.File {
+	t.Helper()
+	logf, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(path)
+			t.Logf("%s log:\n%s", label, b)
+		}
+	})
+	return logf
+}
+
 // startServe runs `oauthrelay serve` and waits until it accepts. The
 // returned channel is closed when the process has exited.
 // env, if given, is added to the process's environment.

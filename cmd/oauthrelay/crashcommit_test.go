@@ -82,17 +82,7 @@ senders = ["noreply@contoso.com"]
 `, addr, spool, emu.SMTPAddr(), caFile, crashTenant, crashClient, crashSecret, emu.Authority(), crashMailbox)), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			logf, err := os.Create(filepath.Join(dir, "relay.log"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer logf.Close()
-			defer func() {
-				if t.Failed() {
-					b, _ := os.ReadFile(logf.Name())
-					t.Logf("relay log:\n%s", b)
-				}
-			}()
+			logf := relayLog(t, filepath.Join(dir, "relay.log"), "relay")
 
 			_, gone := startServe(t, bin, cfg, addr, logf, "OAUTHRELAY_FAILPOINT="+fp)
 			token := "commit-token-" + fp

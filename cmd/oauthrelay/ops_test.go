@@ -120,19 +120,27 @@ app = "contoso"
 // start runs the relay as serve does and stops it when the test ends.
 func (e *opsEnv) start() (*service.Relay, *lockedBuffer) {
 	e.t.Helper()
-	cfg, err := config.Load(e.path)
+	return startInProcess(e.t, e.path, slog.LevelDebug)
+}
+
+// startInProcess loads the configuration at path and runs the relay as
+// serve does, logging at level into the returned buffer; it stops the
+// relay when the test ends and shows the log if the test failed.
+func startInProcess(t *testing.T, path string, level slog.Level) (*service.Relay, *testkit.SyncBuffer) {
+	t.Helper()
+	cfg, err := config.Load(path)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
-	r, err := service.Start(cfg, service.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	logs := &testkit.SyncBuffer{}
+	r, err := service.Start(cfg, service.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))})
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	e.t.Cleanup(func() {
+	t.Cleanup(func() {
 		r.Shutdown(10 * time.Second)
-		if e.t.Failed() {
-			e.t.Logf("relay log:\n%s", logs.String())
+		if t.Failed() {
+			t.Logf("relay log:\n%s", logs.String())
 		}
 	})
 	return r, logs

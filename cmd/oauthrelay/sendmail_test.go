@@ -17,10 +17,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
 	"github.com/oauthrelay/oauthrelay/internal/msemu/emutest"
-	"github.com/oauthrelay/oauthrelay/internal/service"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
@@ -87,21 +85,7 @@ send_as = [%q]
 // start runs the relay as serve does until the test ends.
 func (e *smEnv) start() *testkit.SyncBuffer {
 	e.t.Helper()
-	cfg, err := config.Load(e.path)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	logs := &testkit.SyncBuffer{}
-	r, err := service.Start(cfg, service.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() {
-		r.Shutdown(opsWait)
-		if e.t.Failed() {
-			e.t.Logf("relay log:\n%s", logs.String())
-		}
-	})
+	_, logs := startInProcess(e.t, e.path, slog.LevelInfo)
 	return logs
 }
 
