@@ -100,7 +100,11 @@ func (r *testRelay) waitAllDelivered(ctx context.Context, tag string, n int, all
 func TestFaultMatrix(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		// inject starts the fault; clear ends it.
+		// inject starts the fault; clear ends it. preStart, if set,
+		// starts it on the emulator before the relay starts, for faults
+		// the relay's start-up would otherwise dodge (it fetches a token
+		// at start, and a cached token outlives a token outage).
+		preStart      func(emu *msemu.Emulator)
 		inject, clear func(r *testRelay)
 		// logLine must appear while the fault lasts.
 		logLine string
@@ -113,10 +117,11 @@ func TestFaultMatrix(t *testing.T) {
 		allowDup bool
 	}{
 		{
-			name:    "token endpoint down",
-			inject:  func(r *testRelay) { r.emu.SetTokenOutage(true) },
-			clear:   func(r *testRelay) { r.emu.SetTokenOutage(false) },
-			logLine: "AADSTS90024",
+			name:     "token endpoint down",
+			preStart: func(emu *msemu.Emulator) { emu.SetTokenOutage(true) },
+			inject:   func(r *testRelay) {},
+			clear:    func(r *testRelay) { r.emu.SetTokenOutage(false) },
+			logLine:  "AADSTS90024",
 			// An outage is Microsoft's problem, not a configuration fault:
 			// the mail waits for its retry, the mailbox is not paused for
 			// the admin.
@@ -180,6 +185,9 @@ func TestFaultMatrix(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := ctxFor(t)
 			emu := startEmulator(t, msemu.Options{})
+			if tc.preStart != nil {
+				tc.preStart(emu)
+			}
 			r := faultRelay(t, emu, relayOptions{})
 			tc.inject(r)
 			r.sendTagged(ctx, "fault", 3)
