@@ -27,6 +27,20 @@
 #                 emulator's Graph listener as graph_url); for each, rate,
 #                 CPU and peak RSS of the relay, upstream connections (TLS
 #                 handshakes), token requests, delivered count, CPU profile;
+#        drain2   the SMTP AUTH drain with [cluster] redis set: a fresh
+#                 Debian redis-server on a free loopback port (no
+#                 persistence, its files in the work directory), first
+#                 one relay (node a) with all 10,000 messages, to price
+#                 Redis alone, then two relays (nodes a and b, each its own
+#                 spool, SMTP port and /metrics on free loopback ports)
+#                 with 5,000 each, spread over the same 20 mailboxes, so
+#                 that they share every mailbox's 3 connections through
+#                 leases; the clock runs from the first relay's start until
+#                 both spools are empty; rate, CPU of the relays and of
+#                 redis-server, Redis round trips per message
+#                 (oauthrelay_cluster_redis_round_trips_total summed over
+#                 the relays, heartbeats included), waits for a budget the
+#                 other node held, and whether a relay fell back;
 #        memory   one 35 MB message end to end; 1,000 idle connections;
 #   5. prints one table, and stops everything it started.
 #
@@ -42,8 +56,26 @@
 # directory), BENCH_RELAY_PORT (the relay's port, default 2525; other
 # programs on the machine must not use it meanwhile), BENCH_BASELINE_BIN (another oauthrelay binary, e.g. built from
 # an older commit, run in the accept rounds too for a before/after).
+# BENCH_PHASES (default all) runs only the phases named, comma-separated:
+# accept, latency, drain (SMTP AUTH), graph-drain, drain2, memory; e.g.
+# BENCH_PHASES=drain,drain2 (Postfix is only installed and set up for
+# accept and latency) or BENCH_PHASES=latency,drain. The table shows
+# the phases run.
 set -euo pipefail
 export LC_ALL=C
+
+# Phases, as BENCH_PHASES names them; checked before anything starts.
+ALL_PHASES="accept latency drain graph-drain drain2 memory"
+PHASES=$(tr ' ' ',' <<<"${BENCH_PHASES:-all}")
+for p in ${PHASES//,/ }; do
+	if [ "$p" != all ] && [[ " $ALL_PHASES " != *" $p "* ]]; then
+		echo "bench: BENCH_PHASES names \"$p\", which is no phase; use all or some of: ${ALL_PHASES// /,}" >&2
+		exit 2
+	fi
+done
+on() { [[ ",$PHASES," == *,all,* || ",$PHASES," == *",$1,"* ]]; } # phase
+# Postfix and the first emulator serve only the phases that compare with Postfix.
+postfix_phases() { on accept || on latency; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${BENCH_N:-5000}
@@ -80,11 +112,16 @@ trap 'exit 130' INT TERM
 
 # --- 1. tools ---------------------------------------------------------------
 export PATH=$PATH:/usr/sbin:/sbin:/usr/local/go/bin
-if ! command -v smtp-source >/dev/null; then
+if postfix_phases && ! command -v smtp-source >/dev/null; then
 	log "installing postfix (brings smtp-source and smtp-sink)"
 	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix >/dev/null
+fi
+if on drain2 && ! command -v redis-server >/dev/null; then
+	log "installing redis-server (the relays of drain2 share their budgets through it)"
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends redis-server >/dev/null
 fi
 command -v go >/dev/null || { echo "bench: Go is needed to build oauthrelay" >&2; exit 1; }
 log "building oauthrelay and loadgen into $W"
@@ -105,6 +142,7 @@ kv() { # key "k=v k=v..." → v
 }
 
 # --- 2. Postfix ---------------------------------------------------------------
+if postfix_phases; then # (not indented, to keep the diff small)
 log "configuring a private Postfix instance on 127.0.0.1:$PF_PORT"
 mkdir -p "$PF_CONF" "$W/pf-queue" "$W/pf-data"
 cp /etc/postfix/master.cf "$PF_CONF/master.cf"
@@ -143,6 +181,7 @@ if ! postfix -c "$PF_CONF" start >"$W/postfix-start.log" 2>&1; then
 fi
 wait_port 127.0.0.1 $PF_PORT
 PF_MASTER=$(tr -d ' ' <"$W/pf-queue/pid/master.pid")
+fi
 pf_drained() {
 	for _ in $(seq 1 600); do
 		[ -z "$(find "$W/pf-queue/incoming" "$W/pf-queue/active" "$W/pf-queue/maildrop" -type f 2>/dev/null | head -1)" ] && return 0
@@ -242,6 +281,8 @@ EOF
 			printf '[[mailbox]]\naddress = "mbx%d@bench.example"\napp = "%s"\ntransport = "%s"\nmax_per_minute = %d\nmax_connections = %d\n' \
 				"$i" "$app" "$RELAY_TRANSPORT" "$perMin" "$conns"
 		done
+		# RELAY_EXTRA: more tables for this relay ([metrics], [cluster]).
+		printf '%s\n' "${RELAY_EXTRA:-}"
 	} >"$cfg"
 	if (exec 3<>"/dev/tcp/127.0.0.1/$RELAY_PORT") 2>/dev/null; then
 		echo "bench: something else listens on 127.0.0.1:$RELAY_PORT; set BENCH_RELAY_PORT" >&2
@@ -263,8 +304,10 @@ relay_stop() {
 	forget "$RELAY_PID"
 }
 
+if postfix_phases; then
 emu_start emu
 log "emulator: authority $EMU_AUTH smtp $EMU_SMTP"
+fi
 
 # --- 4. the loads -------------------------------------------------------------
 FROM=mbx0@bench.example
@@ -313,6 +356,9 @@ latency() { # sys port
 }
 SYSTEMS="or"
 [ -n "${BENCH_BASELINE_BIN:-}" ] && SYSTEMS="or base"
+# Each phase is a function, run below when BENCH_PHASES names it (their
+# bodies are not indented, to keep the diff small).
+phase_accept() {
 for rep in $(seq 1 "$REPS"); do
 	log "accept, round $rep of $REPS: smtp-source -s 8 -l 4096 -m $N, one message per connection, then -d"
 	for ph in conn keep; do
@@ -324,13 +370,21 @@ for rep in $(seq 1 "$REPS"); do
 		done
 	done
 done
+}
+phase_latency() {
 log "latency at $RATE msg/s offered, 16 connections, 10 s"
 latency pf $PF_PORT
 pf_drained
 relay_start relay-lat 30 "$W/spool-lat" "$R"
 latency or $RELAY_PORT
 relay_stop
+}
+if on accept; then phase_accept; fi
+if on latency; then phase_latency; fi
+if postfix_phases; then
 postfix -c "$PF_CONF" stop >/dev/null 2>&1 || true
+emu_stop
+fi
 
 # drain name transport: spool DRAIN_N messages for the 20 mailboxes, start
 # a fresh emulator and a relay whose mailboxes use transport, and time the
@@ -369,10 +423,139 @@ drain() {
 	go tool pprof -top -nodecount=25 "$R" "$W/$name.pprof" >"$W/$name-top.txt" 2>/dev/null || true
 	log "drain ($tr): $out $pr tokens=$tok conns=$conn delivered=$deliv graph_requests=$greq graph_statuses=$(emu_graph_statuses "emu-$name")"
 }
-emu_stop
-drain drain smtp
-drain graph-drain graph
+if on drain; then drain drain smtp; fi
+if on graph-drain; then drain graph-drain graph; fi
 
+# --- drain2: the drain with Redis, one relay, then two ------------------------
+# free_ports n: n distinct loopback ports nothing listens on, picked at
+# random below Linux's ephemeral range (where outgoing connections take
+# theirs) and never the relay's or Postfix's fixed port.
+free_ports() {
+	local got=" " p tries=0
+	while [ "$(wc -w <<<"$got")" -lt "$1" ]; do
+		tries=$((tries + 1))
+		if [ $tries -gt 1000 ]; then echo "bench: found no free loopback port" >&2; return 1; fi
+		p=$((20000 + RANDOM % 12000))
+		if [[ "$got" == *" $p "* || $p = "$RELAY_PORT" || $p = "$PF_PORT" ]]; then continue; fi
+		if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
+		got="$got$p "
+	done
+	echo $got
+}
+# metric addr name: the sum of a metric's samples (every label set; 0 when
+# it has none yet, as a counter vector without labels) on the relay's
+# /metrics at addr, or "-" when the relay did not answer. Plain bash, no curl.
+metric() {
+	local body
+	body=$( (exec 3<>"/dev/tcp/${1%:*}/${1##*:}" && printf 'GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" >&3 && cat <&3) 2>/dev/null) || true
+	if ! grep -q '^HTTP/1.. 200' <<<"$body"; then echo -; return; fi
+	awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%.0f", s }' <<<"$body"
+}
+plus() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "-" || b == "-") print "-"; else print a + b }'; }
+REDIS_PID=
+REDIS_URL=
+redis_start() { # name: a fresh redis-server, no persistence, files in $W/name
+	local port
+	port=$(free_ports 1)
+	mkdir -p "$W/$1"
+	redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$W/$1" >"$W/$1.log" 2>&1 &
+	REDIS_PID=$!
+	PIDS+=("$REDIS_PID")
+	if ! wait_port 127.0.0.1 "$port"; then
+		log "redis-server did not start; see $W/$1.log:"; cat "$W/$1.log" >&2; exit 1
+	fi
+	REDIS_URL="redis://127.0.0.1:$port/0"
+}
+redis_stop() {
+	kill -TERM "$REDIS_PID" 2>/dev/null || true
+	wait "$REDIS_PID" 2>/dev/null || true
+	forget "$REDIS_PID"
+}
+
+# drain_cluster name nodes: the SMTP AUTH drain of DRAIN_N messages by
+# `nodes` relays (1 or 2: nodes a, b) that share one fresh redis-server
+# through [cluster] redis. The messages are split between the relays' own
+# spools, each share spread over all 20 mailboxes (max_connections 3, as in
+# the one-node drain), so two relays take turns with every mailbox's
+# connections through leases. The clock starts when the first relay is up
+# (as the one-node drain's does: it delivers from then) and stops when
+# every spool is empty. Records drain2.<nodes>.* for the table; node a's
+# CPU profile is $W/<name>.pprof.
+drain_cluster() {
+	local name=$1 nodes=$2 i n node maddr t0= t1 pr st=ok tok conn deliv greq gconn
+	local cpu=0 mem=0 trips=0 waits=0 seen=- fb=0 warn=0 left=0 failed=0
+	local -a ports=() pids=() maddrs=() spools=() logs=()
+	log "drain with Redis, $nodes relay(s): spooling $DRAIN_N messages for 20 mailboxes"
+	emu_start "emu-$name"
+	redis_start "redis-$name"
+	for i in $(seq 1 "$nodes"); do
+		n=$((DRAIN_N / nodes))
+		if [ "$i" -le $((DRAIN_N % nodes)) ]; then n=$((n + 1)); fi
+		spools+=("$W/spool-$name-$i")
+		$LG fill -spool "$W/spool-$name-$i" -n "$n" -mailboxes 20 -domain bench.example >/dev/null
+	done
+	read -r -a ports <<<"$(free_ports $((2 * nodes)))"
+	for i in $(seq 1 "$nodes"); do
+		node=$(cut -d' ' -f"$i" <<<"a b")
+		maddr=127.0.0.1:${ports[2 * i - 1]}
+		maddrs+=("$maddr")
+		logs+=("$W/relay-$name-$node.log")
+		RELAY_PORT=${ports[2 * i - 2]} RELAY_EXTRA=$(printf '[metrics]\naddress = "%s"\n[cluster]\nredis = "%s"\nnode = "%s"' "$maddr" "$REDIS_URL" "$node") \
+			relay_start "relay-$name-$node" 1000000 "${spools[i - 1]}" "$R" OAUTHRELAY_CPUPROFILE="$W/$name-$node.pprof"
+		pids+=("$RELAY_PID")
+		if [ -z "$t0" ]; then t0=$(date +%s.%N); fi
+	done
+	for i in "${!spools[@]}"; do
+		if ! $LG spoolwait -spool "${spools[i]}" -timeout 4m >/dev/null; then st=timeout; fi
+	done
+	t1=$(date +%s.%N)
+	[ $st = ok ] || log "warning: the drain with Redis ($nodes relays) did not finish in 4 minutes"
+	seen=$(metric "${maddrs[0]}" oauthrelay_cluster_nodes)
+	for i in "${!pids[@]}"; do
+		pr=$($LG proc -pid "${pids[i]}")
+		cpu=$(plus "$cpu" "$(kv cpu "$pr")")
+		mem=$(awk -v a="$mem" -v b="$(kv mem_kb "$pr")" 'BEGIN{ print (b > a ? b : a) }')
+		trips=$(plus "$trips" "$(metric "${maddrs[i]}" oauthrelay_cluster_redis_round_trips_total)")
+		waits=$(plus "$waits" "$(metric "${maddrs[i]}" oauthrelay_cluster_waits_total)")
+		kill -USR1 "${pids[i]}"
+	done
+	sleep 0.5 # the profiles are written
+	for i in "${!pids[@]}"; do
+		RELAY_PID=${pids[i]} relay_stop
+		fb=$((fb + $(grep -c 'budgets fallback' "${logs[i]}" || true)))
+		warn=$((warn + $(grep -c 'level=WARN\|level=ERROR' "${logs[i]}" || true)))
+		left=$((left + $(find "${spools[i]}"/{incoming,active,deferred,hold} -type f 2>/dev/null | wc -l)))
+		failed=$((failed + $(find "${spools[i]}/failed" -type f 2>/dev/null | wc -l)))
+	done
+	rec "drain2.$nodes.rediscpu" "$(kv cpu "$($LG proc -pid "$REDIS_PID")")"
+	redis_stop
+	rec "drain2.$nodes.emucpu" "$(kv cpu "$($LG proc -pid "$EMU_PID")")"
+	emu_stop
+	read -r tok conn deliv greq gconn <<<"$(emu_stats "emu-$name")"
+	rec "drain2.$nodes.rate" "$(awk -v n="$DRAIN_N" -v a="$t0" -v b="$t1" -v st=$st 'BEGIN{ if (st == "ok") printf "%.0f", n/(b-a); else print "-" }')"
+	rec "drain2.$nodes.cpu" "$cpu"
+	rec "drain2.$nodes.mem" "$(awk -v k="$mem" 'BEGIN{printf "%.1f", k/1024}')"
+	rec "drain2.$nodes.tok" "$tok"
+	rec "drain2.$nodes.conn" "$conn"
+	rec "drain2.$nodes.deliv" "$deliv"
+	rec "drain2.$nodes.left" "$left"
+	rec "drain2.$nodes.failed" "$failed"
+	rec "drain2.$nodes.trips" "$trips"
+	rec "drain2.$nodes.tpm" "$(awk -v t="$trips" -v d="$deliv" 'BEGIN{ if (t != "-" && d > 0) printf "%.1f", t/d; else print "-" }')"
+	rec "drain2.$nodes.waits" "$waits"
+	rec "drain2.$nodes.seen" "$seen"
+	rec "drain2.$nodes.fb" "$fb"
+	rec "drain2.$nodes.warn" "$warn"
+	go tool pprof -top -nodecount=25 "$R" "$W/$name-a.pprof" >"$W/$name-top.txt" 2>/dev/null || true
+	log "drain with Redis, $nodes relay(s): $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "elapsed=%.3f", b-a}') cpu=$cpu delivered=$deliv conns=$conn tokens=$tok redis_round_trips=$trips waits=$waits nodes_seen=$seen fallback_lines=$fb"
+}
+phase_drain2() {
+	drain_cluster drain-redis1 1
+	drain_cluster drain-redis2 2
+}
+if on drain2; then phase_drain2; fi
+
+phase_memory() {
 log "memory: one 35 MB message end to end"
 emu_start emu-mem
 relay_start relay-big 1000000 "$W/spool-big" "$R"
@@ -398,6 +581,8 @@ wait "$IDLE_PID" || true
 relay_stop
 emu_stop emu-mem
 log "idle: $(cat "$W/idle.out") $IDLE_KB"
+}
+if on memory; then phase_memory; fi
 
 # --- 5. the table -------------------------------------------------------------
 mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
@@ -406,7 +591,9 @@ row() { printf '%-36s %12s %12s %9s\n' "$@"; }
 echo
 echo "oauthrelay vs Postfix $(postconf -d -h mail_version 2>/dev/null): $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r), spool and queue on $(df -T "$W" | awk 'NR==2{print $2}'); median of $REPS rounds"
 echo
-row "" "Postfix" "oauthrelay" "ratio"
+# Each section shows when its phase ran (not indented, to keep the diff small).
+if postfix_phases; then row "" "Postfix" "oauthrelay" "ratio"; fi
+if on accept; then
 for ph in conn keep; do
 	if [ $ph = conn ]; then echo "accept, 1 message per connection"; else echo "accept, many per connection (-d)"; fi
 	row "  messages/s" "$(med pf.$ph.rate)" "$(med or.$ph.rate)" "$(ratio "$(med or.$ph.rate)" "$(med pf.$ph.rate)")"
@@ -417,10 +604,14 @@ for ph in conn keep; do
 		row "  baseline build: CPU seconds" "" "$(med base.$ph.cpu)" ""
 	fi
 done
+fi
+if on latency; then
 echo "latency, DATA's dot to 250, $RATE msg/s offered"
 row "  p50 ms" "$(med pf.p50)" "$(med or.p50)" "$(ratio "$(med or.p50)" "$(med pf.p50)")"
 row "  p99 ms" "$(med pf.p99)" "$(med or.p99)" "$(ratio "$(med or.p99)" "$(med pf.p99)")"
 row "  achieved messages/s" "$(med pf.achieved)" "$(med or.achieved)" ""
+fi
+if on drain || on graph-drain; then
 echo "drain, $DRAIN_N messages, 20 mailboxes, 2 apps, into the emulator"
 row "" "SMTP AUTH" "Graph" ""
 d() { row "  $1" "$(med "drain.smtp.$2")" "$(med "drain.graph.$2")" ""; }
@@ -438,17 +629,55 @@ d "relay CPU seconds" cpu
 d "emulator CPU seconds (same 2 cores)" emucpu
 d "relay peak RSS (VmHWM), MB" mem
 d "relay log lines at WARN/ERROR" warn
+fi
+if on graph-drain; then
 echo "  Graph answers by HTTP status: $(emu_graph_statuses emu-graph-drain)"
 echo "  Graph connections: $(sed -n 's/^graph connections: //p' "$W/emu-graph-drain.out")"
+fi
+if on drain2; then
+echo "drain with Redis ([cluster] redis), SMTP AUTH, $DRAIN_N messages, 20 mailboxes of 3 connections"
+echo "  (two nodes: $((DRAIN_N / 2)) messages in each relay's spool; the relays share each mailbox's connections)"
+row3() { printf '%-44s %10s %13s %14s\n' "$@"; }
+row3 "" "1 node" "1 node+Redis" "2 nodes+Redis"
+d3() { row3 "  $1" "$(med "drain.smtp.$2")" "$(med "drain2.1.$2")" "$(med "drain2.2.$2")"; }
+per_msg() { # key scale: med(drain*.key) * scale / delivered, for each column
+	local k
+	for k in drain.smtp drain2.1 drain2.2; do
+		awk -v v="$(med "$k.$1")" -v d="$(med "$k.deliv")" -v s="$2" 'BEGIN{ if (v != "-" && d > 0) printf "%.2f\n", v*s/d; else print "-" }'
+	done
+}
+d3 "messages/s" rate
+d3 "delivered (emulator's count)" deliv
+d3 "left in the spools (not delivered)" left
+d3 "failed (bounced)" failed
+d3 "token requests" tok
+d3 "connections (TLS handshakes)" conn
+d3 "relay CPU seconds (both relays)" cpu
+row3 "  relay CPU ms per message" $(per_msg cpu 1000)
+d3 "redis-server CPU seconds" rediscpu
+d3 "emulator CPU seconds (same 2 cores)" emucpu
+d3 "relay peak RSS (VmHWM, largest relay), MB" mem
+d3 "Redis round trips per message" tpm
+d3 "Redis round trips (heartbeats included)" trips
+d3 "waits for a budget another node held" waits
+d3 "relays seen alive (node a's view)" seen
+d3 "log lines 'budgets fallback' (want 0)" fb
+d3 "relay log lines at WARN/ERROR" warn
+fi
+if on memory; then
 echo "memory, oauthrelay peak RSS"
 row "  one 35 MB message end to end, MB" "" "$(mb "$(kv mem_kb "$BIG_KB")")" "(<64)"
 row "  1,000 idle connections, MB" "" "$(mb "$(kv mem_kb "$IDLE_KB")")" "(<150)"
+fi
 echo
+if postfix_phases; then
 echo "(*) oauthrelay: VmHWM of its one process. Postfix: the sum of Pss (shared pages"
 echo "    divided among sharers) over master and all its daemons, sampled every 100 ms."
 echo "    CPU: utime+stime; for Postfix, of master, its live daemons and the ones it reaped."
 echo
-for p in drain:SMTP graph-drain:Graph; do
+fi
+for p in drain:SMTP graph-drain:Graph "drain-redis2:two-node (node a's)"; do
+	[ -f "$W/${p%%:*}-top.txt" ] || continue # its phase did not run
 	echo "Relay CPU profile during the ${p#*:} drain (go tool pprof -top), top functions:"
 	grep -m1 '^Duration' "$W/${p%%:*}-top.txt" || true
 	sed -n '/flat%/,$p' "$W/${p%%:*}-top.txt" | head -21
