@@ -451,6 +451,14 @@ metric() {
 	if ! grep -q '^HTTP/1.. 200' <<<"$body"; then echo -; return; fi
 	awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%.0f", s }' <<<"$body"
 }
+# delivered_span log: "first last", the times (seconds since the epoch) of
+# the first and the last delivery in a relay's log; empty when none.
+delivered_span() {
+	local t
+	for t in $(awk '/msg=delivered/ { t = $1; sub(/^time=/, "", t); if (!f) f = t; l = t } END { if (f) print f, l }' "$1"); do
+		date -d "$t" +%s.%N
+	done | tr '\n' ' '
+}
 plus() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "-" || b == "-") print "-"; else print a + b }'; }
 REDIS_PID=
 REDIS_URL=
@@ -477,14 +485,15 @@ redis_stop() {
 # through [cluster] redis. The messages are split between the relays' own
 # spools, each share spread over all 20 mailboxes (max_connections 3, as in
 # the one-node drain), so two relays take turns with every mailbox's
-# connections through leases. The clock starts when the first relay is up
+# connections through leases (the table shows how long both delivered at
+# once, and each node's count). The clock starts when the first relay is up
 # (as the one-node drain's does: it delivers from then) and stops when
 # every spool is empty. Records drain2.<nodes>.* for the table; node a's
 # CPU profile is $W/<name>.pprof.
 drain_cluster() {
 	local name=$1 nodes=$2 i n node maddr t0= t1 pr st=ok tok conn deliv greq gconn
-	local cpu=0 mem=0 trips=0 waits=0 seen=- fb=0 warn=0 left=0 failed=0
-	local -a ports=() pids=() maddrs=() spools=() logs=()
+	local cpu=0 mem=0 trips=0 waits=0 seen=- fb=0 warn=0 left=0 failed=0 split= lo=0 hi=9999999999
+	local -a ports=() pids=() maddrs=() spools=() logs=() span=()
 	log "drain with Redis, $nodes relay(s): spooling $DRAIN_N messages for 20 mailboxes"
 	emu_start "emu-$name"
 	redis_start "redis-$name"
@@ -526,7 +535,18 @@ drain_cluster() {
 		warn=$((warn + $(grep -c 'level=WARN\|level=ERROR' "${logs[i]}" || true)))
 		left=$((left + $(find "${spools[i]}"/{incoming,active,deferred,hold} -type f 2>/dev/null | wc -l)))
 		failed=$((failed + $(find "${spools[i]}/failed" -type f 2>/dev/null | wc -l)))
+		split=$split${split:+/}$(grep -c 'msg=delivered' "${logs[i]}" || true)
+		# lo..hi: the time every relay was delivering (its first to its last delivery).
+		read -r -a span <<<"$(delivered_span "${logs[i]}")"
+		if [ ${#span[@]} = 2 ]; then
+			lo=$(awk -v a="$lo" -v b="${span[0]}" 'BEGIN{ print (b > a ? b : a) }')
+			hi=$(awk -v a="$hi" -v b="${span[1]}" 'BEGIN{ print (b < a ? b : a) }')
+		fi
 	done
+	rec "drain2.$nodes.split" "$split"
+	if [ "$nodes" -gt 1 ]; then
+		rec "drain2.$nodes.overlap" "$(awk -v a="$lo" -v b="$hi" 'BEGIN{ printf "%.1f", (b > a ? b - a : 0) }')"
+	fi
 	rec "drain2.$nodes.rediscpu" "$(kv cpu "$($LG proc -pid "$REDIS_PID")")"
 	redis_stop
 	rec "drain2.$nodes.emucpu" "$(kv cpu "$($LG proc -pid "$EMU_PID")")"
@@ -660,6 +680,8 @@ d3 "relay peak RSS (VmHWM, largest relay), MB" mem
 d3 "Redis round trips per message" tpm
 d3 "Redis round trips (heartbeats included)" trips
 d3 "waits for a budget another node held" waits
+d3 "delivered by node a/b (relay logs)" split
+d3 "seconds all nodes delivered at once" overlap
 d3 "relays seen alive (node a's view)" seen
 d3 "log lines 'budgets fallback' (want 0)" fb
 d3 "relay log lines at WARN/ERROR" warn
