@@ -491,8 +491,8 @@ redis_stop() {
 # every spool is empty. Records drain2.<nodes>.* for the table; node a's
 # CPU profile is $W/<name>.pprof.
 drain_cluster() {
-	local name=$1 nodes=$2 i n node maddr t0= t1 pr st=ok tok conn deliv greq gconn
-	local cpu=0 mem=0 trips=0 waits=0 seen=- fb=0 warn=0 left=0 failed=0 split= lo=0 hi=9999999999
+	local name=$1 nodes=$2 i n node maddr t0='' t1 pr st=ok tok conn deliv greq gconn
+	local cpu=0 mem=0 trips=0 waits=0 seen=- fb=0 warn=0 left=0 failed=0 split='' lo=0 hi=9999999999
 	local -a ports=() pids=() maddrs=() spools=() logs=() span=()
 	log "drain with Redis, $nodes relay(s): spooling $DRAIN_N messages for 20 mailboxes"
 	emu_start "emu-$name"
@@ -673,6 +673,7 @@ d3 "failed (bounced)" failed
 d3 "token requests" tok
 d3 "connections (TLS handshakes)" conn
 d3 "relay CPU seconds (both relays)" cpu
+# shellcheck disable=SC2046 # one word per column
 row3 "  relay CPU ms per message" $(per_msg cpu 1000)
 d3 "redis-server CPU seconds" rediscpu
 d3 "emulator CPU seconds (same 2 cores)" emucpu
