@@ -28,14 +28,14 @@
 #                 CPU and peak RSS of the relay, upstream connections (TLS
 #                 handshakes), token requests, delivered count, CPU profile;
 #        drain2   the SMTP AUTH drain with [cluster] redis set: a fresh
-#                 Debian redis-server on a free loopback port (no
+#                 Debian redis-server (installed if missing) on a free loopback port (no
 #                 persistence, its files in the work directory), first
 #                 one relay (node a) with all 10,000 messages, to price
 #                 Redis alone, then two relays (nodes a and b, each its own
 #                 spool, SMTP port and /metrics on free loopback ports)
 #                 with 5,000 each, spread over the same 20 mailboxes, so
 #                 that they share every mailbox's 3 connections through
-#                 leases; the clock runs from the first relay's start until
+#                 leases; the clock runs from when the first relay is up until
 #                 both spools are empty; rate, CPU of the relays and of
 #                 redis-server, Redis round trips per message
 #                 (oauthrelay_cluster_redis_round_trips_total summed over
