@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -72,6 +73,10 @@ type Spool struct {
 	// alwaysShare sends even a lone commit to syncfs, as before the
 	// per-file fast path: benchmarks set it to compare the two.
 	alwaysShare bool
+	// recovered are envelopes recovery read, until the scheduler takes
+	// them (TakeRecovered).
+	recoveredMu sync.Mutex
+	recovered   []*Envelope
 }
 
 // Open opens (creating if needed) the spool at dir.
