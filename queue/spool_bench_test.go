@@ -124,14 +124,20 @@ func benchEnqueueSerial(b *testing.B, s *Spool) {
 // BenchmarkSpoolEnqueueParallel is 8 (or -cpu × 4) concurrent writers, as
 // when several applications send at once: concurrent commits share their
 // syncs (group commit).
+// "syncfs" is the default spool (a commit that finds no other syncing
+// fsyncs its own file, the rest share a syncfs), "syncfs-always" sends
+// every commit to the shared syncfs, as before the per-file path.
 func BenchmarkSpoolEnqueueParallel(b *testing.B) {
-	for _, mode := range []string{"syncfs", "filesync"} {
-		b.Run(mode, func(b *testing.B) { benchEnqueueParallel(b, mode == "filesync") })
+	for _, mode := range []string{"syncfs", "syncfs-always", "filesync"} {
+		b.Run(mode, func(b *testing.B) {
+			s := benchSpool(b, mode == "filesync")
+			s.alwaysShare = mode == "syncfs-always"
+			benchEnqueueParallel(b, s)
+		})
 	}
 }
 
-func benchEnqueueParallel(b *testing.B, fileSync bool) {
-	s := benchSpool(b, fileSync)
+func benchEnqueueParallel(b *testing.B, s *Spool) {
 	b.SetBytes(int64(len(benchBody)))
 	b.ReportAllocs()
 	b.SetParallelism(4)
