@@ -61,6 +61,11 @@
 # BENCH_PHASES=drain,drain2 (Postfix is only installed and set up for
 # accept and latency) or BENCH_PHASES=latency,drain. The table shows
 # the phases run.
+# The baseline also runs the latency phase and the SMTP drain, for a
+# before/after in one run; its drain needs that build's loadgen (the spool
+# is filled directly, in the baseline's format): BENCH_BASELINE_LOADGEN, or
+# BENCH_BASELINE_REV (a git revision of this repository, e.g. 7dfc8da) to
+# build both from it (then BENCH_BASELINE_BIN need not be set).
 set -euo pipefail
 export LC_ALL=C
 
@@ -128,6 +133,22 @@ log "building oauthrelay and loadgen into $W"
 (cd "$ROOT" && go build -o "$W/oauthrelay" ./cmd/oauthrelay && go build -o "$W/loadgen" ./bench/loadgen)
 R=$W/oauthrelay
 LG=$W/loadgen
+
+# build_baseline rev: the baseline's oauthrelay and loadgen from a git
+# revision, exported with git archive (no worktree left behind).
+build_baseline() {
+	local src=$W/base-src
+	mkdir -p "$src"
+	git -C "$ROOT" archive "$1" | tar -x -C "$src"
+	(cd "$src" && go build -o "$W/oauthrelay-base" ./cmd/oauthrelay && go build -o "$W/loadgen-base" ./bench/loadgen)
+	rm -rf "$src"
+	BENCH_BASELINE_BIN=$W/oauthrelay-base
+	BENCH_BASELINE_LOADGEN=$W/loadgen-base
+}
+if [ -n "${BENCH_BASELINE_REV:-}" ]; then
+	log "building the baseline ($BENCH_BASELINE_REV) into $W"
+	build_baseline "$BENCH_BASELINE_REV"
+fi
 
 wait_port() { # host port
 	for _ in $(seq 1 200); do
@@ -354,6 +375,13 @@ latency() { # sys port
 	rec "$1.achieved" "$(kv achieved "$out")"
 	log "  $(printf %-11s "$1") latency: $out"
 }
+# latency_baseline: the latency phase against the baseline build, if any.
+latency_baseline() {
+	[ -n "${BENCH_BASELINE_BIN:-}" ] || return 0
+	relay_start relay-lat-base 30 "$W/spool-lat-base" "$BENCH_BASELINE_BIN"
+	latency base $RELAY_PORT
+	relay_stop
+}
 SYSTEMS="or"
 [ -n "${BENCH_BASELINE_BIN:-}" ] && SYSTEMS="or base"
 # Each phase is a function, run below when BENCH_PHASES names it (their
@@ -378,6 +406,7 @@ pf_drained
 relay_start relay-lat 30 "$W/spool-lat" "$R"
 latency or $RELAY_PORT
 relay_stop
+latency_baseline
 }
 if on accept; then phase_accept; fi
 if on latency; then phase_latency; fi
@@ -386,18 +415,21 @@ postfix -c "$PF_CONF" stop >/dev/null 2>&1 || true
 emu_stop
 fi
 
-# drain name transport: spool DRAIN_N messages for the 20 mailboxes, start
-# a fresh emulator and a relay whose mailboxes use transport, and time the
-# spool's emptying. Records drain.<transport>.* for the table; the
+# drain name transport [binary loadgen]: spool DRAIN_N messages for the 20
+# mailboxes, start a fresh emulator and a relay whose mailboxes use
+# transport, and time the spool's emptying. Records drain.<transport>.* for
+# the table (drain.base.<transport>.* when another binary, and the loadgen
+# that writes its spool format, are given); the
 # emulator's output is $W/emu-<name>.out, the relay's log $W/relay-<name>.log,
 # its CPU profile $W/<name>.pprof.
 drain() {
-	local name=$1 tr=$2 out pr
+	local name=$1 tr=$2 out pr bin=${3:-$R} lg=${4:-$LG} key=$2
+	[ -n "${3:-}" ] && key=base.$2
 	log "drain ($tr): spooling $DRAIN_N messages for 20 mailboxes"
 	emu_start "emu-$name"
-	$LG fill -spool "$W/spool-$name" -n "$DRAIN_N" -mailboxes 20 -domain bench.example >/dev/null
-	RELAY_TRANSPORT=$tr relay_start "relay-$name" 1000000 "$W/spool-$name" "$R" OAUTHRELAY_CPUPROFILE="$W/$name.pprof"
-	if ! out=$($LG spoolwait -spool "$W/spool-$name" -timeout 4m); then
+	$lg fill -spool "$W/spool-$name" -n "$DRAIN_N" -mailboxes 20 -domain bench.example >/dev/null
+	RELAY_TRANSPORT=$tr relay_start "relay-$name" 1000000 "$W/spool-$name" "$bin" OAUTHRELAY_CPUPROFILE="$W/$name.pprof"
+	if ! out=$($lg spoolwait -spool "$W/spool-$name" -timeout 4m); then
 		log "warning: the $tr drain did not finish in 4 minutes"
 		out="elapsed=-"
 	fi
@@ -405,25 +437,35 @@ drain() {
 	kill -USR1 "$RELAY_PID"
 	sleep 0.5
 	relay_stop
-	rec "drain.$tr.emucpu" "$(kv cpu "$($LG proc -pid "$EMU_PID")")"
+	rec "drain.$key.emucpu" "$(kv cpu "$($LG proc -pid "$EMU_PID")")"
 	emu_stop
 	local tok conn deliv greq gconn
 	read -r tok conn deliv greq gconn <<<"$(emu_stats "emu-$name")"
 	if [ "$tr" = graph ]; then conn=$gconn; fi
-	rec "drain.$tr.rate" "$(awk -v n="$DRAIN_N" -v e="$(kv elapsed "$out")" 'BEGIN{ if (e+0>0) printf "%.0f", n/e; else print "-" }')"
-	rec "drain.$tr.cpu" "$(kv cpu "$pr")"
-	rec "drain.$tr.mem" "$(awk -v k="$(kv mem_kb "$pr")" 'BEGIN{printf "%.1f", k/1024}')"
-	rec "drain.$tr.tok" "$tok"
-	rec "drain.$tr.conn" "$conn"
-	rec "drain.$tr.deliv" "$deliv"
-	rec "drain.$tr.req" "$greq"
-	rec "drain.$tr.left" "$(find "$W/spool-$name"/{incoming,active,deferred,hold} -type f 2>/dev/null | wc -l)"
-	rec "drain.$tr.failed" "$(find "$W/spool-$name/failed" -type f 2>/dev/null | wc -l)"
-	rec "drain.$tr.warn" "$(grep -c 'level=WARN\|level=ERROR' "$W/relay-$name.log" || true)"
-	go tool pprof -top -nodecount=25 "$R" "$W/$name.pprof" >"$W/$name-top.txt" 2>/dev/null || true
+	rec "drain.$key.rate" "$(awk -v n="$DRAIN_N" -v e="$(kv elapsed "$out")" 'BEGIN{ if (e+0>0) printf "%.0f", n/e; else print "-" }')"
+	rec "drain.$key.cpu" "$(kv cpu "$pr")"
+	rec "drain.$key.mem" "$(awk -v k="$(kv mem_kb "$pr")" 'BEGIN{printf "%.1f", k/1024}')"
+	rec "drain.$key.tok" "$tok"
+	rec "drain.$key.conn" "$conn"
+	rec "drain.$key.deliv" "$deliv"
+	rec "drain.$key.req" "$greq"
+	rec "drain.$key.left" "$(find "$W/spool-$name"/{incoming,active,deferred,hold} -type f 2>/dev/null | wc -l)"
+	rec "drain.$key.failed" "$(find "$W/spool-$name/failed" -type f 2>/dev/null | wc -l)"
+	rec "drain.$key.warn" "$(grep -c 'level=WARN\|level=ERROR' "$W/relay-$name.log" || true)"
+	go tool pprof -top -nodecount=25 "$bin" "$W/$name.pprof" >"$W/$name-top.txt" 2>/dev/null || true
 	log "drain ($tr): $out $pr tokens=$tok conns=$conn delivered=$deliv graph_requests=$greq graph_statuses=$(emu_graph_statuses "emu-$name")"
 }
-if on drain; then drain drain smtp; fi
+# drain_baseline: the SMTP drain with the baseline build, when there is a
+# loadgen that writes its spool.
+drain_baseline() {
+	[ -n "${BENCH_BASELINE_BIN:-}" ] || return 0
+	if [ -z "${BENCH_BASELINE_LOADGEN:-}" ]; then
+		log "no baseline drain: set BENCH_BASELINE_LOADGEN (a loadgen built with the baseline) or BENCH_BASELINE_REV"
+		return 0
+	fi
+	drain base-drain smtp "$BENCH_BASELINE_BIN" "$BENCH_BASELINE_LOADGEN"
+}
+if on drain; then drain drain smtp; drain_baseline; fi
 if on graph-drain; then drain graph-drain graph; fi
 
 # --- drain2: the drain with Redis, one relay, then two ------------------------
@@ -605,6 +647,26 @@ log "idle: $(cat "$W/idle.out") $IDLE_KB"
 if on memory; then phase_memory; fi
 
 # --- 5. the table -------------------------------------------------------------
+# The baseline's rows; ratios are this build's over the baseline's.
+table_latency_baseline() {
+	[ -n "${BENCH_BASELINE_BIN:-}" ] || return 0
+	row "  baseline build: p50 ms" "" "$(med base.p50)" "$(ratio "$(med or.p50)" "$(med base.p50)")"
+	row "  baseline build: p99 ms" "" "$(med base.p99)" "$(ratio "$(med or.p99)" "$(med base.p99)")"
+}
+table_drain_baseline() {
+	[ -n "$(med drain.base.smtp.rate | tr -d -)" ] || return 0
+	local cpm base_cpm
+	cpm=$(awk -v c="$(med drain.smtp.cpu)" -v n="$DRAIN_N" 'BEGIN{ if (c!="-") printf "%.3f", c*1000/n; else print "-" }')
+	base_cpm=$(awk -v c="$(med drain.base.smtp.cpu)" -v n="$DRAIN_N" 'BEGIN{ if (c!="-") printf "%.3f", c*1000/n; else print "-" }')
+	echo "drain over SMTP AUTH, this build against the baseline build (ratio: this / baseline)"
+	row "" "baseline" "this build" "ratio"
+	row "  messages/s" "$(med drain.base.smtp.rate)" "$(med drain.smtp.rate)" "$(ratio "$(med drain.smtp.rate)" "$(med drain.base.smtp.rate)")"
+	row "  relay CPU seconds" "$(med drain.base.smtp.cpu)" "$(med drain.smtp.cpu)" "$(ratio "$(med drain.smtp.cpu)" "$(med drain.base.smtp.cpu)")"
+	row "  relay CPU ms per message" "$base_cpm" "$cpm" "$(ratio "$cpm" "$base_cpm")"
+	row "  relay peak RSS (VmHWM), MB" "$(med drain.base.smtp.mem)" "$(med drain.smtp.mem)" ""
+	row "  delivered (emulator's count)" "$(med drain.base.smtp.deliv)" "$(med drain.smtp.deliv)" ""
+	row "  left in the spool (not delivered)" "$(med drain.base.smtp.left)" "$(med drain.smtp.left)" ""
+}
 mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a!="-" && b>0) printf "%.2fx", a/b; else print "-" }'; }
 row() { printf '%-36s %12s %12s %9s\n' "$@"; }
@@ -630,6 +692,7 @@ echo "latency, DATA's dot to 250, $RATE msg/s offered"
 row "  p50 ms" "$(med pf.p50)" "$(med or.p50)" "$(ratio "$(med or.p50)" "$(med pf.p50)")"
 row "  p99 ms" "$(med pf.p99)" "$(med or.p99)" "$(ratio "$(med or.p99)" "$(med pf.p99)")"
 row "  achieved messages/s" "$(med pf.achieved)" "$(med or.achieved)" ""
+table_latency_baseline
 fi
 if on drain || on graph-drain; then
 echo "drain, $DRAIN_N messages, 20 mailboxes, 2 apps, into the emulator"
@@ -649,6 +712,7 @@ d "relay CPU seconds" cpu
 d "emulator CPU seconds (same 2 cores)" emucpu
 d "relay peak RSS (VmHWM), MB" mem
 d "relay log lines at WARN/ERROR" warn
+table_drain_baseline
 fi
 if on graph-drain; then
 echo "  Graph answers by HTTP status: $(emu_graph_statuses emu-graph-drain)"
@@ -706,5 +770,11 @@ for p in drain:SMTP graph-drain:Graph "drain-redis2:two-node (node a's)"; do
 	sed -n '/flat%/,$p' "$W/${p%%:*}-top.txt" | head -21
 	echo
 done
+if [ -f "$W/base-drain-top.txt" ]; then
+	echo "Baseline build's CPU profile during the SMTP drain (go tool pprof -top), top functions:"
+	grep -m1 '^Duration' "$W/base-drain-top.txt" || true
+	sed -n '/flat%/,$p' "$W/base-drain-top.txt" | head -21
+	echo
+fi
 echo
 echo "work directory: $W"

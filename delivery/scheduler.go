@@ -177,6 +177,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	defer s.saveRecipients()
 	saveTick := time.NewTicker(30 * time.Second)
 	defer saveTick.Stop()
+	// What recovery read is tracked without a second read; the scans
+	// below then only read what is not tracked yet.
+	for _, env := range s.spool.TakeRecovered() {
+		s.track(env, env.State)
+	}
 	if err := s.scan(queue.Deferred); err != nil {
 		return err
 	}

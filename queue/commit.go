@@ -108,10 +108,10 @@ func (w *Writer) Abort() {
 // crash or power loss, and the relay may answer 250.
 //
 // The file is written once, in tmp/, and one sync covers its data and its
-// directory entry: with syncfs that sync is shared by every commit that
-// reached it meanwhile (group commit), so under load a batch of messages
-// costs one journal commit. The rename into incoming/ comes after the
-// sync and is not waited for: a crash that loses it leaves a whole file in
+// directory entry (see commitSync): under load that sync is a syncfs
+// shared by every commit that reached it meanwhile (group commit), so a
+// batch of messages costs one journal commit. The rename into incoming/
+// comes after the sync and is not waited for: a crash that loses it leaves a whole file in
 // tmp/, which recovery moves into incoming/ (see recover).
 func (w *Writer) Commit(env *Envelope) (err error) {
 	if w.done {
@@ -153,25 +153,12 @@ func (w *Writer) Commit(env *Envelope) (err error) {
 		return &WriteError{ID: w.id, Op: "write message file", Err: err}
 	}
 	w.release()
-	grouped := s.grouped()
-	if !grouped {
-		if err := w.f.Sync(); err != nil {
-			return &WriteError{ID: w.id, Op: "fsync message file", Err: err}
-		}
+	failpoint("commit-before-sync")
+	if err := s.commitSync(w.f, s.tmpMsgDir(w.id)); err != nil {
+		return &WriteError{ID: w.id, Op: "sync spool", Err: err}
 	}
 	if err := w.f.Close(); err != nil {
 		return &WriteError{ID: w.id, Op: "close message file", Err: err}
-	}
-	failpoint("commit-before-sync")
-	if grouped {
-		err = s.syncFS()
-	} else {
-		// The file's entry in tmp/ must be durable too: recovery finds
-		// the message there if the rename below is lost.
-		err = s.sync.dirs(s.tmpMsgDir(w.id))
-	}
-	if err != nil {
-		return &WriteError{ID: w.id, Op: "sync spool", Err: err}
 	}
 	failpoint("commit-after-sync")
 	if err := rename(w.f.Name(), s.msgPath(Incoming, w.id)); err != nil {
@@ -188,6 +175,31 @@ func (w *Writer) Commit(env *Envelope) (err error) {
 	default:
 	}
 	return nil
+}
+
+// commitSync makes the written message file f and its entry in dir
+// durable. A commit alone (no other between its write and its sync) fsyncs
+// its own file, plus dir unless the filesystem covers a new entry with
+// the file's fsync: at low load that is one small sync, where syncfs would
+// also wait for every other writer's dirty data on the filesystem. When
+// others are syncing, it joins the shared syncfs (group commit). Both keep
+// the same guarantee; so does the per-file mode (FileSync, or after a
+// syncfs error).
+func (s *Spool) commitSync(f *os.File, dir string) error {
+	alone := s.syncing.Add(1) == 1
+	defer s.syncing.Add(-1)
+	if s.grouped() && (!alone || s.alwaysShare) {
+		return s.syncFS()
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if s.entryWithFile {
+		return nil
+	}
+	// The file's entry in tmp/ must be durable too: recovery finds the
+	// message there if the rename into incoming/ is lost.
+	return s.sync.dirs(dir)
 }
 
 // writeFile writes b to a new file at path, fsyncing it when sync is set.

@@ -26,6 +26,7 @@ package queue
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 )
@@ -127,6 +128,12 @@ type Envelope struct {
 	// hist is set when the envelope has been written to history/ (it
 	// changed after the message was accepted), so Remove removes it too.
 	hist bool
+	// file is the message file a delivery worker claimed, kept open from
+	// Claim, where its envelope was read, to the Return, Move or Remove
+	// that ends the claim, so the body is read without opening the file
+	// again; bodyLen is the length of the body in it.
+	file    *os.File
+	bodyLen int64
 }
 
 // Pending returns the recipients still to be delivered.

@@ -66,6 +66,7 @@ func (s *Spool) recover(rep *RecoveryReport) error {
 				where[id] = Incoming
 				rep.Requeued = append(rep.Requeued, id)
 			}
+			s.keepRecovered(e)
 		}
 	}
 	// Changed envelopes whose message is gone (removed, and the crash came
@@ -141,6 +142,31 @@ func (s *Spool) recoverTmp(rep *RecoveryReport, where map[string]State) error {
 		}
 	}
 	return nil
+}
+
+// maxRecoveredKept bounds the envelopes recovery keeps for the scheduler
+// (about half a kilobyte each): past it, the scheduler reads the rest
+// again, as it would without them.
+const maxRecoveredKept = 100_000
+
+// keepRecovered keeps an envelope recovery read in incoming/ or deferred/
+// for TakeRecovered.
+func (s *Spool) keepRecovered(e *Envelope) {
+	if (e.State == Incoming || e.State == Deferred) && len(s.recovered) < maxRecoveredKept {
+		s.recovered = append(s.recovered, e)
+	}
+}
+
+// TakeRecovered returns, once, the envelopes of the messages awaiting
+// delivery that recovery read when the spool was opened, so the scheduler
+// starts from them instead of reading every message a second time. Later
+// calls return nil.
+func (s *Spool) TakeRecovered() []*Envelope {
+	s.recoveredMu.Lock()
+	defer s.recoveredMu.Unlock()
+	out := s.recovered
+	s.recovered = nil
+	return out
 }
 
 func (s *Spool) stateDirs() []string {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -34,7 +35,8 @@ type Options struct {
 	// Existing opens a spool that another process (serve) set up: Open
 	// creates no directory and fails if the layout is missing.
 	Existing bool
-	// FileSync makes Commit fsync the message file and its tmp/ shard
+	// FileSync makes Commit fsync the message file (and its tmp/ shard,
+	// unless the filesystem makes the new entry durable with the file)
 	// one by one instead of sharing one filesystem sync among concurrent
 	// commits. Both keep the same guarantee; FileSync is
 	// slower under load, and is what platforms without syncfs(2) (or
@@ -61,6 +63,20 @@ type Spool struct {
 	// on commits fsync each file, which reports errors per file.
 	fs       *syncGroup
 	fsFailed atomic.Bool
+	// syncing counts commits between their last write and the end of
+	// their sync: a commit that finds no other fsyncs its own file
+	// instead of the whole filesystem (see Commit).
+	syncing atomic.Int32
+	// entryWithFile is set when the spool's filesystem makes a new file's
+	// directory entry durable with the file's fsync (fsyncCoversNewEntry).
+	entryWithFile bool
+	// alwaysShare sends even a lone commit to syncfs, as before the
+	// per-file fast path: benchmarks set it to compare the two.
+	alwaysShare bool
+	// recovered are envelopes recovery read, until the scheduler takes
+	// them (TakeRecovered).
+	recoveredMu sync.Mutex
+	recovered   []*Envelope
 }
 
 // Open opens (creating if needed) the spool at dir.
@@ -99,6 +115,7 @@ func Open(dir string, o Options) (*Spool, *RecoveryReport, error) {
 	if len(s.tmpDirs) == 0 {
 		s.tmpDirs = []string{filepath.Join(dir, tmpDir)}
 	}
+	s.entryWithFile = fsyncCoversNewEntry(s.tmpDirs[0])
 	if !o.FileSync && os.Getenv("OAUTHRELAY_SPOOL_SYNC") != "file" {
 		// The descriptor stays open for the life of the process: syncfs
 		// reports the write errors that happened since it was opened.

@@ -57,13 +57,14 @@ func (s *Spool) loadOpen(f *os.File, id string) (*Envelope, error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, err
 	}
-	e, _, err := readTrailerEnvelope(f)
+	e, ft, err := readTrailerEnvelope(f)
 	if err != nil {
 		return nil, err
 	}
 	if e.ID != id {
 		return nil, fmt.Errorf("its envelope is for message %s", e.ID)
 	}
+	e.bodyLen = ft.body
 	return e, nil
 }
 
@@ -81,7 +82,8 @@ func (s *Spool) Find(id string) (*Envelope, error) {
 
 // Claim takes a message for delivery: one rename from st into active/,
 // which an operator's queue command (or another worker) cannot also win,
-// and a read of its envelope. The rename is not synced: should a crash
+// and a read of its envelope. The file stays open for BodyOf until the
+// Return, Move or Remove that ends the claim. The rename is not synced: should a crash
 // lose it, the message is still in st, and a message in active/ after a
 // crash goes back to incoming/ anyway. ErrNotFound means the message is
 // no longer in st; a *WriteError, that the rename failed (the message is
@@ -97,12 +99,41 @@ func (s *Spool) Claim(st State, id string) (*Envelope, error) {
 		}
 		return nil, &WriteError{ID: id, Op: "rename into active/", Err: err}
 	}
-	return s.Load(Active, id)
+	p := s.msgPath(Active, id)
+	f, err := openRead(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, ErrNotFound
+		}
+		return nil, err
+	}
+	e, err := s.loadOpen(f, id)
+	if err == nil && e.hist {
+		// The body's length is in the footer, which a changed envelope
+		// did not need read.
+		e.bodyLen, err = bodySize(f)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("message %s/%s%s: %w", Active, id, msgExt, err)
+	}
+	e.State = Active
+	e.file = f
+	return e, nil
+}
+
+// unclaim closes the message file Claim left open: the claim ends.
+func (env *Envelope) unclaim() {
+	if env.file != nil {
+		env.file.Close()
+		env.file = nil
+	}
 }
 
 // Return puts a claimed message back into to unchanged (a rename, not
 // synced, for the same reason as Claim's).
 func (s *Spool) Return(env *Envelope, to State) error {
+	env.unclaim()
 	if err := rename(s.msgPath(env.State, env.ID), s.msgPath(to, env.ID)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return ErrNotFound
@@ -118,6 +149,7 @@ func (s *Spool) Return(env *Envelope, to State) error {
 // env.State says, someone else (an operator's queue command) moved it:
 // Move returns ErrNotFound and changes nothing.
 func (s *Spool) Move(env *Envelope, to State) error {
+	env.unclaim()
 	from := env.State
 	if from == to || from == Active || from == Hold {
 		// A message in active/ (a delivery worker's) or hold/ (a queue
@@ -204,6 +236,7 @@ func (s *Spool) replace(id, what, tmp, dst string, b []byte, dirs ...string) err
 // one (a crash in between leaves an orphan in history/, which recovery
 // removes). Concurrent removals share one sync (group commit).
 func (s *Spool) Remove(env *Envelope) error {
+	env.unclaim()
 	if err := os.Remove(s.msgPath(env.State, env.ID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
@@ -282,8 +315,14 @@ func (s *Spool) Body(id string) (io.ReadCloser, int64, error) {
 }
 
 // BodyOf is Body for a message whose state the caller knows (a delivery
-// worker's claimed message): no search.
+// worker's claimed message): no search, and for a claimed message no open
+// either, since Claim kept its file open. The reader may be asked for
+// more than once (a retried connection); each reads the body from its
+// start.
 func (s *Spool) BodyOf(env *Envelope) (io.ReadCloser, int64, error) {
+	if f := env.file; f != nil {
+		return io.NopCloser(io.NewSectionReader(f, 0, env.bodyLen)), env.bodyLen, nil
+	}
 	r, n, err := openBody(s.msgPath(env.State, env.ID))
 	if errors.Is(err, fs.ErrNotExist) {
 		return s.Body(env.ID)

@@ -115,8 +115,10 @@ func queueShow(spool *queue.Spool, id string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	now := time.Now()
+	// One look-up of the file: Find already knows the state.
+	file := messageFile(spool, e.ID)
 	fmt.Fprintf(stdout, "id:           %s\n", e.ID)
-	fmt.Fprintf(stdout, "state:        %s (%s)\n", e.State, messageFile(spool, e.ID))
+	fmt.Fprintf(stdout, "state:        %s (%s)\n", e.State, file)
 	fmt.Fprintf(stdout, "received:     %s (%s ago)\n", e.Received.Local().Format(time.RFC3339), shortDur(e.Age(now)))
 	fmt.Fprintf(stdout, "client:       %s", e.Client)
 	if e.RemoteAddr != "" {
@@ -168,8 +170,8 @@ func queueShow(spool *queue.Spool, id string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "     for %s\n", strings.Join(a.Recipients, ", "))
 		}
 	}
-	fmt.Fprintf(stdout, "\nheaders (%s):\n", messageFile(spool, e.ID))
-	body, err := spool.OpenBody(e.ID)
+	fmt.Fprintf(stdout, "\nheaders (%s):\n", file)
+	body, _, err := spool.BodyOf(e)
 	if err != nil {
 		fmt.Fprintf(stdout, "  (cannot read the message body: %v)\n", err)
 		return 0

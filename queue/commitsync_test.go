@@ -1,0 +1,93 @@
+package queue
+
+import (
+	"errors"
+	"os"
+	"testing"
+)
+
+// commitOne commits a small message and returns its id.
+func commitOne(t *testing.T, s *Spool) (string, error) {
+	t.Helper()
+	w, err := s.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("Subject: x\r\n\r\nbody\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	env := &Envelope{Client: "erp", Mailbox: "helpdesk@contoso.com", MailFrom: "noreply@contoso.com",
+		Recipients: []*Recipient{{Address: "a@example.com"}}}
+	return w.ID(), w.Commit(env)
+}
+
+// TestCommitSyncPaths: a commit alone fsyncs its own file (and its tmp/
+// shard where the filesystem does not cover the new entry); a commit while
+// another is syncing shares the filesystem sync; a failed shared sync
+// refuses the commit and switches the spool to per-file syncs for good.
+func TestCommitSyncPaths(t *testing.T) {
+	dir := t.TempDir()
+	s, _, err := Open(dir, Options{Logger: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range s.Notify() {
+		}
+	}()
+	syncs := 0
+	var fail error
+	s.fs = newSyncGroup(func() error { syncs++; return fail })
+
+	for _, covered := range []bool{true, false} {
+		s.entryWithFile = covered
+		id, err := commitOne(t, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if syncs != 0 {
+			t.Errorf("entryWithFile=%v: a lone commit synced the filesystem", covered)
+		}
+		g := s.sync.m[s.tmpMsgDir(id)]
+		if dirSynced := g != nil && g.done > 0; dirSynced == covered {
+			t.Errorf("entryWithFile=%v: tmp/ shard fsynced = %v", covered, dirSynced)
+		}
+		delete(s.sync.m, s.tmpMsgDir(id))
+		if _, err := os.Stat(s.msgPath(Incoming, id)); err != nil {
+			t.Errorf("entryWithFile=%v: the message is not in incoming/: %v", covered, err)
+		}
+	}
+
+	// Another commit is between its write and its sync: share.
+	s.syncing.Add(1)
+	if _, err := commitOne(t, s); err != nil {
+		t.Fatal(err)
+	}
+	if syncs != 1 {
+		t.Errorf("a commit beside another ran %d filesystem syncs, want 1", syncs)
+	}
+
+	fail = errors.New("I/O error")
+	id, err := commitOne(t, s)
+	var we *WriteError
+	if !errors.As(err, &we) || we.ID != id {
+		t.Fatalf("commit with a failing filesystem sync: %v, want a WriteError for %s", err, id)
+	}
+	if _, err := os.Stat(s.msgPath(Incoming, id)); err == nil {
+		t.Error("a refused message is in incoming/")
+	}
+	if left, _ := s.PartialFiles(); len(left) != 0 {
+		t.Errorf("a refused commit left %v", left)
+	}
+	if !s.fsFailed.Load() {
+		t.Fatal("a failed filesystem sync did not switch the spool to per-file syncs")
+	}
+	// Still beside another commit, but per file now: no shared sync.
+	if _, err := commitOne(t, s); err != nil {
+		t.Fatalf("per-file commit after the failure: %v", err)
+	}
+	if syncs != 2 {
+		t.Errorf("after the failure a commit ran the filesystem sync again (%d syncs)", syncs)
+	}
+	s.syncing.Add(-1)
+}
