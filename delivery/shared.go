@@ -55,12 +55,13 @@ func (w *worker) lease(ctx context.Context, mc *config.Mailbox) bool {
 		// connection closes and the worker waits for a lease again.
 		w.closeConn() // and then releases the lease
 	}
-	for {
+	for waited := false; ; waited = true {
 		if l, ok := s.o.Shared.Lease("mailbox:"+w.mb.addr, mc.MaxConnections); ok {
 			w.leaseHeld = l
 			return true
 		}
-		if s.o.Hooks.SharedWait != nil {
+		// One wait, however many times it asks again.
+		if !waited && s.o.Hooks.SharedWait != nil {
 			s.o.Hooks.SharedWait(w.mb.addr, "connection")
 		}
 		t := time.NewTimer(leaseRetry)
@@ -103,6 +104,7 @@ func (s *Scheduler) reserveShared(ctx context.Context, mb *mbox, mc *config.Mail
 	if sh == nil {
 		return nil, sharedRefusal{}, true
 	}
+	waited := ""
 	for {
 		now := s.o.Now()
 		r := sh.Take([]cluster.Budget{
@@ -123,9 +125,16 @@ func (s *Scheduler) reserveShared(ctx context.Context, mb *mbox, mc *config.Mail
 			s.log.Warn("mailbox reached its daily recipient limit across the relays; mail waits for the 24-hour window to roll", "mailbox", mb.addr, "until", retry.Format(time.RFC3339))
 			return nil, sharedRefusal{retry, transport.Quota, ""}, false
 		}
-		if s.o.Hooks.SharedWait != nil {
-			s.o.Hooks.SharedWait(mb.addr, "minute")
+		// One wait per reason, however many times it asks again: the
+		// window, or the relays' return to Redis (rejoin).
+		why := "minute"
+		if r.Rejoin {
+			why = "rejoin"
 		}
+		if why != waited && s.o.Hooks.SharedWait != nil {
+			s.o.Hooks.SharedWait(mb.addr, why)
+		}
+		waited = why
 		check()
 		// A send in flight elsewhere counts until it settles: ask again
 		// soon rather than at its horizon.

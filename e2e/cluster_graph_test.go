@@ -16,9 +16,15 @@ import (
 // connectionWaits is the relay's oauthrelay_cluster_waits_total for a
 // connection lease of the shared mailbox.
 func (r *haRelay) connectionWaits(t *testing.T) float64 {
+	return r.metric(t, `oauthrelay_cluster_waits_total{budget="connection",mailbox="`+haMailbox+`"}`)
+}
+
+// metric is the value of the relay's series (name and labels, as
+// /metrics writes them), 0 when absent.
+func (r *haRelay) metric(t *testing.T, series string) float64 {
 	rec := httptest.NewRecorder()
 	r.svc.Metrics().Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	want := `oauthrelay_cluster_waits_total{budget="connection",mailbox="` + haMailbox + `"} `
+	want := series + " "
 	sc := bufio.NewScanner(rec.Body)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), want); ok {

@@ -162,6 +162,22 @@ func TestTwoRelaysShareBudgets(t *testing.T) {
 	if a.svc.Cluster().Mode() != cluster.ModeShared || a.svc.Cluster().Stats().Nodes != 2 {
 		t.Errorf("relay-a: mode %s with %d nodes, want shared with 2", a.svc.Cluster().Mode(), a.svc.Cluster().Stats().Nodes)
 	}
+	// The metrics show each relay's node and mode, and the waits for the
+	// window the two filled together.
+	waits := 0.0
+	for _, r := range []*haRelay{a, b} {
+		node := r.svc.Cluster().Node()
+		if v := r.metric(t, `oauthrelay_cluster_info{mode="shared",node="`+node+`"}`); v != 1 {
+			t.Errorf("%s: oauthrelay_cluster_info for shared mode is %v, want 1", node, v)
+		}
+		if v := r.metric(t, "oauthrelay_cluster_nodes"); v != 2 {
+			t.Errorf("%s: oauthrelay_cluster_nodes is %v, want 2", node, v)
+		}
+		waits += r.metric(t, `oauthrelay_cluster_waits_total{budget="minute",mailbox="`+haMailbox+`"}`)
+	}
+	if waits == 0 {
+		t.Error("200 messages through a 30-per-window mailbox, and no wait for the shared window counted")
+	}
 }
 
 // Redis stopped mid-run: each relay keeps to its share (no limit is
