@@ -89,12 +89,15 @@ func (c *Cluster) join() error {
 			p.ZAdd(ctx, prefix+"lease:"+l.key, redis.Z{Score: float64(now.Add(c.o.LeaseTTL).UnixMilli()), Member: l.member})
 			p.PExpire(ctx, prefix+"lease:"+l.key, 2*c.o.LeaseTTL)
 		}
+		// One command per key: a day of recipients is many members.
 		for k, es := range entries {
+			var zs []redis.Z
 			for _, e := range es {
 				for j := 1; j <= e.n; j++ {
-					p.ZAdd(ctx, prefix+k, redis.Z{Score: float64(ceilMilli(e.at)), Member: fmt.Sprintf("%s:%d", e.id, j)})
+					zs = append(zs, redis.Z{Score: float64(ceilMilli(e.at)), Member: fmt.Sprintf("%s:%d", e.id, j)})
 				}
 			}
+			p.ZAdd(ctx, prefix+k, zs...)
 			p.PExpire(ctx, prefix+k, 25*time.Hour)
 		}
 		// What settlements made while away gave back, Redis may still
@@ -208,4 +211,12 @@ func (c *Cluster) rejoining() rejoin {
 // dead for it.
 func (r rejoin) within(now time.Time, d time.Duration) bool {
 	return r.waiting && now.Before(r.joined.Add(d))
+}
+
+// Rejoining reports whether Redis answers again but some relay seen before
+// may not have put back what it counted alone: this relay then keeps to
+// its share, as in fallback.
+func (c *Cluster) Rejoining() bool {
+	r := c.rejoining()
+	return r.within(c.o.Now(), max(c.alive(), time.Minute+c.o.MaxSend))
 }
