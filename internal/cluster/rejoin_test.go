@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,5 +210,36 @@ func TestSettleAfterReturn(t *testing.T) {
 	a.Settle(tk, clock.Now(), 0)
 	if n := a.rdb.ZCard(ctx, prefix+key[0]).Val(); n != 0 {
 		t.Fatalf("after the send was cancelled Redis still holds %d entries", n)
+	}
+}
+
+// What a relay reserves alone while it joins is in Redis afterwards: the
+// join puts back all of the local log or waits, never a snapshot that
+// misses a reservation made before the switch back.
+func TestJoinMissesNothing(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
+	a, _, _ := twoNodes(t, r, clock.Now)
+	key, lim := []string{"client:x:minute"}, []Limit{{Span: time.Minute, Max: 1_000_000}}
+	r.Stop()
+	_, hold, _ := a.Reserve(key, lim, 1, clock.Now())
+	clock.Set(hold)
+	r.Start()
+	var took atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for a.Mode() != ModeShared || took.Load() < 50 {
+				if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); ok {
+					took.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := a.rdb.ZCard(context.Background(), prefix+key[0]).Val(); n != took.Load() {
+		t.Fatalf("a reserved %d around its join, Redis holds %d", took.Load(), n)
 	}
 }
