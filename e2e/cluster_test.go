@@ -235,7 +235,7 @@ func TestRelaysWithoutRedis(t *testing.T) {
 // one to take its places in the window and the daily count (reading the
 // shared pause with them) and one to settle both, besides the upkeep
 // (heartbeats, lease renewals) and the leases themselves.
-func TestSharedRoundTrips(t *testing.T) {
+func TestRelaysRoundTrips(t *testing.T) {
 	rd := testkit.StartRedis(t, "")
 	emu := haEmulator(t)
 	roomy := func(kc *testkit.Config) { kc.Mailboxes[0].MaxPerMinute = 100 * haMessages }

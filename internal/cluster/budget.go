@@ -47,6 +47,25 @@ type Ticket struct {
 	// shared: reserved in Redis; away: reserved alone in fallback (and
 	// put back into Redis when it answers again).
 	shared, away bool
+	// joins is Cluster.joins when the ticket was reserved: a ticket
+	// reserved alone is in Redis only after a join since.
+	joins uint64
+}
+
+// inRedis reports whether Redis may hold the ticket's entries as they
+// were reserved. Callers hold c.mu.
+func (c *Cluster) inRedis(t *Ticket) bool {
+	return t.shared || t.away && c.joins != t.joins
+}
+
+// givesBack reports whether keeps leave out some of the ticket's entries.
+func (t *Ticket) givesBack(keeps []int) bool {
+	for i, k := range keeps {
+		if k < t.ns[i] {
+			return true
+		}
+	}
+	return false
 }
 
 // Take reserves every budget's entries, or none: when one has no room it
@@ -162,9 +181,10 @@ func (c *Cluster) settle(t *Ticket, at time.Time, keeps []int) {
 	}
 	c.mu.Lock()
 	away := c.fallback
-	if away {
+	if away && c.inRedis(t) && t.givesBack(keeps) {
 		// Redis may still hold the reservation as taken: the join gives
-		// back what this settlement does not keep.
+		// back what this settlement does not keep (what it keeps goes
+		// back with the local log).
 		c.awaySettles = append(c.awaySettles, settled{t.keys, t.id, keeps, t.ns})
 	}
 	c.mu.Unlock()
@@ -182,9 +202,11 @@ func (c *Cluster) settle(t *Ticket, at time.Time, keeps []int) {
 	defer cancel()
 	if err := settleScript.Run(ctx, c.rdb, keys, args...).Err(); err != nil {
 		c.toFallback(err)
-		c.mu.Lock()
-		c.awaySettles = append(c.awaySettles, settled{t.keys, t.id, keeps, t.ns})
-		c.mu.Unlock()
+		if t.givesBack(keeps) {
+			c.mu.Lock()
+			c.awaySettles = append(c.awaySettles, settled{t.keys, t.id, keeps, t.ns})
+			c.mu.Unlock()
+		}
 	}
 }
 

@@ -101,8 +101,10 @@ type Cluster struct {
 	epoch string
 	// held are the live leases, to put back into a Redis that lost them.
 	held map[*Lease]bool
-	// awaySettles are settlements Redis has not seen, to replay on join.
+	// awaySettles are settlements Redis has not seen, to replay on join;
+	// joins counts the joins.
 	awaySettles []settled
+	joins       uint64
 
 	roundTrips atomic.Uint64
 	upkeep     atomic.Uint64

@@ -129,6 +129,7 @@ func (c *Cluster) join() error {
 		c.switchedAt = now
 	}
 	c.epoch, c.fallback, c.awaySettles = epoch, false, c.awaySettles[len(replays):]
+	c.joins++
 	c.joinedAt = now
 	c.waitFor = map[string]bool{}
 	for p := range c.peers {

@@ -164,7 +164,7 @@ func (c *Cluster) takeAlone(t *Ticket, ls []Limit, es []logEntry) (retries []tim
 			c.mu.Unlock()
 			return nil, false, true
 		}
-		switched, nodes := c.switchedAt, c.nodes
+		switched, nodes, joins := c.switchedAt, c.nodes, c.joins
 		held := false
 		retries = make([]time.Time, len(ls))
 		for i, l := range ls {
@@ -183,7 +183,7 @@ func (c *Cluster) takeAlone(t *Ticket, ls []Limit, es []logEntry) (retries []tim
 		if held {
 			return retries, false, false
 		}
-		t.away = true
+		t.away, t.joins = true, joins
 	}
 	retries, ok = c.local.reserve(t.keys, ls, es, now, since)
 	return retries, ok, false
