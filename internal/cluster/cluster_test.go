@@ -227,3 +227,48 @@ func TestAuth(t *testing.T) {
 		t.Fatalf("with a wrong password: %v", err)
 	}
 }
+
+// One round trip takes a delivery's window and daily places and reads the
+// mailbox's shared pause; one settles both.
+func TestTakeTogether(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
+	// No heartbeat of their own during the test: every round trip counted
+	// is the test's.
+	a, b := slowNodes(t, r, clock.Now)
+	now := clock.Now()
+	bs := func(rcpts int) []Budget {
+		return []Budget{
+			{Key: "mailbox:x:minute", Limit: Limit{Span: time.Minute, Max: 30}, N: 1, At: now.Add(10 * time.Minute)},
+			{Key: "mailbox:x:rcpts", Limit: Limit{Span: 24 * time.Hour, Max: 8}, N: rcpts, At: now},
+		}
+	}
+	count := func(k string) int64 { return a.rdb.ZCard(context.Background(), prefix+k).Val() }
+	until := now.Add(time.Minute)
+	a.Pause("mailbox:x", until, "432 4.3.2 Concurrent connections limit exceeded")
+	res := b.Take(bs(5), "mailbox:x")
+	if res.OK || !res.PausedUntil.Equal(until) || !strings.Contains(res.PauseReason, "432") {
+		t.Fatalf("paused elsewhere: %+v", res)
+	}
+	if count("mailbox:x:minute")+count("mailbox:x:rcpts") != 0 {
+		t.Fatal("a paused mailbox reserved")
+	}
+	a.Unpause("mailbox:x")
+	before := b.Stats().RoundTrips
+	res = b.Take(bs(5), "mailbox:x")
+	if !res.OK || count("mailbox:x:minute") != 1 || count("mailbox:x:rcpts") != 5 {
+		t.Fatalf("take: %+v; minute %d, rcpts %d", res, count("mailbox:x:minute"), count("mailbox:x:rcpts"))
+	}
+	b.SettleEach(res.Ticket, now, []int{1, 3})
+	if n := b.Stats().RoundTrips - before; n != 2 {
+		t.Fatalf("take and settle cost %d round trips, want 2", n)
+	}
+	if count("mailbox:x:rcpts") != 3 {
+		t.Fatalf("settling 3 of 5 recipients left %d", count("mailbox:x:rcpts"))
+	}
+	// The day has 5 left: 6 do not fit, and the window is not taken either.
+	res = b.Take(bs(6), "mailbox:x")
+	if res.OK || !res.Retry[0].IsZero() || res.Retry[1].IsZero() || count("mailbox:x:minute") != 1 {
+		t.Fatalf("6 recipients of 5 left: %+v, minute %d", res, count("mailbox:x:minute"))
+	}
+}
