@@ -94,6 +94,9 @@ type Cluster struct {
 	peers     map[string]bool
 	nodes     int
 	lastCount map[string]int
+	// longSpans are the budgets longer than holdCap this relay has used,
+	// with their spans: the heartbeat keeps their lastCount fresh.
+	longSpans map[string]time.Duration
 	leases    map[string]int
 	leaving   map[string]int
 	// epoch names the Redis data this relay knows: a new one means
@@ -133,7 +136,7 @@ func New(o Options) (*Cluster, error) {
 		o.Heartbeat = time.Second
 	}
 	o.MaxSend = max(o.MaxSend, o.LeaseTTL)
-	c := &Cluster{o: o, local: newLocalLog(), nodes: 1, lastCount: map[string]int{}, leases: map[string]int{}, leaving: map[string]int{}, held: map[*Lease]bool{}, stop: make(chan struct{})}
+	c := &Cluster{o: o, local: newLocalLog(), nodes: 1, lastCount: map[string]int{}, longSpans: map[string]time.Duration{}, leases: map[string]int{}, leaving: map[string]int{}, held: map[*Lease]bool{}, stop: make(chan struct{})}
 	if o.URL == "" {
 		return c, nil
 	}

@@ -50,18 +50,35 @@ func (c *Cluster) alive() time.Duration { return 3*c.o.LeaseTTL + 3*c.o.Heartbea
 func (c *Cluster) heartbeat() error {
 	c.mu.Lock()
 	epoch := c.epoch
+	keys := []string{prefix + "nodes", prefix + "epoch"}
+	var long []string
+	args := []any{0, c.o.Node, c.alive().Milliseconds(), epoch}
+	for k, span := range c.longSpans {
+		long, keys, args = append(long, k), append(keys, prefix+k), append(args, span.Milliseconds())
+	}
 	c.mu.Unlock()
 	ctx, cancel := c.ctx()
 	defer cancel()
 	now := c.o.Now()
-	res, err := heartbeatScript.Run(ctx, c.rdb, []string{prefix + "nodes", prefix + "epoch"}, now.UnixMilli(), c.o.Node, c.alive().Milliseconds(), epoch).Slice()
+	args[0] = now.UnixMilli()
+	res, err := heartbeatScript.Run(ctx, c.rdb, keys, args...).Slice()
 	if err != nil {
 		return err
 	}
 	if toInt(res[0]) != 1 {
 		return c.join()
 	}
-	c.learn(res[2:], now)
+	// Each long budget's count as of now, for the fallback to divide
+	// what is left: not as of this relay's last reservation, which may
+	// be hours old. Not while rejoining: Redis lacks the others' yet.
+	if !c.rejoining().waiting {
+		c.mu.Lock()
+		for i, k := range long {
+			c.lastCount[k] = int(toInt(res[2+i]))
+		}
+		c.mu.Unlock()
+	}
+	c.learn(res[2+len(long):], now)
 	return nil
 }
 

@@ -243,3 +243,37 @@ func TestJoinMissesNothing(t *testing.T) {
 		t.Fatalf("a reserved %d around its join, Redis holds %d", took.Load(), n)
 	}
 }
+
+// In fallback a relay's share of a day's count is of what was left when
+// Redis went away, as its heartbeat last read it, not as of its own last
+// reservation. (Before, a relay that had reserved 10 of 100 hours ago took
+// 45 alone although the other had taken 80 since: 135 of 100.)
+func TestFallbackDayCount(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
+	a, b := slowNodes(t, r, clock.Now)
+	key, lim := []string{"mailbox:x:rcpts"}, []Limit{{Span: 24 * time.Hour, Max: 100}}
+	if _, _, ok := a.Reserve(key, lim, 10, clock.Now()); !ok {
+		t.Fatal("10 of 100 refused")
+	}
+	clock.Advance(time.Hour)
+	if _, _, ok := b.Reserve(key, lim, 80, clock.Now()); !ok {
+		t.Fatal("80 more of 100 refused")
+	}
+	if err := a.heartbeat(); err != nil {
+		t.Fatal(err)
+	}
+	r.Stop()
+	took := 0
+	for i := 0; i < 50; i++ {
+		if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); ok {
+			took++
+		}
+	}
+	if a.Mode() != ModeFallback {
+		t.Fatal("not in fallback")
+	}
+	if took != 5 {
+		t.Fatalf("alone, a took %d of the 10 left to two relays, want its share 5", took)
+	}
+}

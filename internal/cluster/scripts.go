@@ -103,15 +103,21 @@ return 1
 // heartbeatScript records node ARGV[2] alive at ARGV[1], but only when
 // KEYS[2], the epoch, is ARGV[4]: a relay whose counts are not in this
 // Redis data must join (put them back) first, and its heartbeat is then
-// the proof that they are. It returns {1, epoch, node, last beat, …} for
-// the nodes seen in the last ARGV[3] ms, or {0, epoch} without beating.
+// the proof that they are. It returns {1, epoch, count…, node, last beat,
+// …}: the count of each long budget KEYS[3]… within its span ARGV[5]…
+// (what the fallback divides), then the nodes seen in the last ARGV[3]
+// ms; or {0, epoch} without beating.
 var heartbeatScript = redis.NewScript(`
 local epoch = redis.call('GET', KEYS[2])
 if epoch ~= ARGV[4] then return {0, epoch or ''} end
+local now = tonumber(ARGV[1])
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - 86400000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 86400000)
 local out = {1, epoch}
-local alive = redis.call('ZRANGEBYSCORE', KEYS[1], tonumber(ARGV[1]) - tonumber(ARGV[3]), '+inf', 'WITHSCORES')
+for i = 3, #KEYS do
+  out[#out+1] = redis.call('ZCOUNT', KEYS[i], '(' .. (now - tonumber(ARGV[2+i])), '+inf')
+end
+local alive = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[3]), '+inf', 'WITHSCORES')
 for i = 1, #alive do out[#out+1] = alive[i] end
 return out
 `)

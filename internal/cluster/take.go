@@ -91,6 +91,9 @@ func (c *Cluster) takeShared(t *Ticket, ls []Limit, es []logEntry, pauseKey stri
 		if r := toInt(res[3+i]); r > 0 {
 			retries[i] = time.UnixMilli(r)
 		}
+		if ls[i].Span > holdCap {
+			c.longSpans[key] = ls[i].Span
+		}
 		// While rejoining, Redis does not hold every relay's count yet:
 		// the fallback keeps to the count it saw before.
 		if !rejoin {
