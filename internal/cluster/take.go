@@ -189,8 +189,19 @@ func (c *Cluster) takeAlone(t *Ticket, ls []Limit, es []logEntry) (retries []tim
 		t.away, t.joins = true, joins
 	}
 	retries, ok = c.local.reserve(t.keys, ls, es, now, since)
+	for i := range retries {
+		// A share of a day used up says little of the day itself: ask
+		// again within a minute, as Redis may be back with more.
+		if !since[i].IsZero() && retries[i].After(now.Add(longRecheck)) {
+			retries[i] = now.Add(longRecheck)
+		}
+	}
 	return retries, ok, false
 }
+
+// longRecheck is the longest a relay in fallback waits before asking again
+// for a long budget whose share it has used up.
+const longRecheck = time.Minute
 
 // toInt reads an integer from a script's answer.
 func toInt(v any) int64 {
