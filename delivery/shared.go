@@ -32,9 +32,12 @@ const sharedIdle = time.Second
 // other relays hold, and the longest wait between asks for a window slot.
 const leaseRetry = 250 * time.Millisecond
 
-// sharedTickets are one attempt's places in the shared budgets.
-type sharedTickets struct {
-	minute, rcpts *cluster.Ticket
+// sharedRefusal is why an attempt got no place in the shared budgets, and
+// until when it waits.
+type sharedRefusal struct {
+	until  time.Time
+	kind   transport.Kind
+	reason string
 }
 
 // lease waits for one of the mailbox's connection leases. It returns
@@ -52,12 +55,13 @@ func (w *worker) lease(ctx context.Context, mc *config.Mailbox) bool {
 		// connection closes and the worker waits for a lease again.
 		w.closeConn() // and then releases the lease
 	}
-	for {
+	for waited := false; ; waited = true {
 		if l, ok := s.o.Shared.Lease("mailbox:"+w.mb.addr, mc.MaxConnections); ok {
 			w.leaseHeld = l
 			return true
 		}
-		if s.o.Hooks.SharedWait != nil {
+		// One wait, however many times it asks again.
+		if !waited && s.o.Hooks.SharedWait != nil {
 			s.o.Hooks.SharedWait(w.mb.addr, "connection")
 		}
 		t := time.NewTimer(leaseRetry)
@@ -87,67 +91,79 @@ func (w *worker) releaseLease() {
 }
 
 // reserveShared takes the attempt's places in the shared per-minute window
-// and 24-hour recipient count, waiting for the window. It returns false
-// with when to try again when the daily count is used up or delivery is
-// shutting down.
+// and 24-hour recipient count, waiting for the window. One round trip
+// takes both and reads the pause the relays share: another relay's pause
+// applies here too. It returns false with the refusal when the mailbox is
+// paused elsewhere, its daily count is used up, or delivery is shutting
+// down.
 //
 // check runs while it waits: a connection over this relay's share (Redis
 // went away meanwhile) closes at once rather than stay open idle.
-func (s *Scheduler) reserveShared(ctx context.Context, mb *mbox, mc *config.Mailbox, rcpts int, check func()) (*sharedTickets, time.Time, bool) {
+func (s *Scheduler) reserveShared(ctx context.Context, mb *mbox, mc *config.Mailbox, rcpts int, check func()) (*cluster.Ticket, sharedRefusal, bool) {
 	sh := s.o.Shared
 	if sh == nil {
-		return nil, time.Time{}, true
+		return nil, sharedRefusal{}, true
 	}
-	tk := &sharedTickets{}
+	waited := ""
 	for {
 		now := s.o.Now()
-		if tk.minute == nil {
-			t, retry, ok := sh.Reserve([]string{"mailbox:" + mb.addr + ":minute"}, []cluster.Limit{{Span: s.o.RateWindow, Max: mc.MaxPerMinute}}, 1, now.Add(inflightHorizon))
-			if ok {
-				tk.minute = t
-			} else {
-				if s.o.Hooks.SharedWait != nil {
-					s.o.Hooks.SharedWait(mb.addr, "minute")
-				}
-				check()
-				// A send in flight elsewhere counts until it settles:
-				// ask again soon rather than at its horizon.
-				d := min(max(retry.Sub(now), time.Millisecond), leaseRetry)
-				t := time.NewTimer(d)
-				select {
-				case <-t.C:
-					continue
-				case <-ctx.Done():
-					t.Stop()
-					return nil, s.o.Now(), false
-				}
-			}
+		r := sh.Take([]cluster.Budget{
+			{Key: "mailbox:" + mb.addr + ":minute", Limit: cluster.Limit{Span: s.o.RateWindow, Max: mc.MaxPerMinute}, N: 1, At: now.Add(inflightHorizon)},
+			{Key: "mailbox:" + mb.addr + ":rcpts", Limit: cluster.Limit{Span: 24 * time.Hour, Max: mc.MaxRecipientsPerDay}, N: rcpts, At: now},
+		}, "mailbox:"+mb.addr)
+		if r.OK {
+			return r.Ticket, sharedRefusal{}, true
 		}
-		t, retry, ok := sh.Reserve([]string{"mailbox:" + mb.addr + ":rcpts"}, []cluster.Limit{{Span: 24 * time.Hour, Max: mc.MaxRecipientsPerDay}}, rcpts, now)
-		if ok {
-			tk.rcpts = t
-			return tk, time.Time{}, true
+		if !r.PausedUntil.IsZero() {
+			s.pausedElsewhere(mb, r.PausedUntil, r.PauseReason)
+			return nil, sharedRefusal{r.PausedUntil, transport.Throttled, r.PauseReason}, false
 		}
-		sh.Settle(tk.minute, now, 0)
-		d := retry.Sub(now)
-		s.pause(mb, transport.Verdict{Kind: transport.Quota, Reply: "the relays' shared count of this mailbox's recipients in the last 24 hours reached max_recipients_per_day",
-			Fix: "mail waits for the 24-hour window to roll; spread the load over more mailboxes if this repeats"}, d, d)
-		s.log.Warn("mailbox reached its daily recipient limit across the relays; mail waits for the 24-hour window to roll", "mailbox", mb.addr, "until", retry.Format(time.RFC3339))
-		return nil, retry, false
+		if retry := r.Retry[1]; !r.Rejoin && !retry.IsZero() {
+			d := retry.Sub(now)
+			s.pause(mb, transport.Verdict{Kind: transport.Quota, Reply: "the relays' shared count of this mailbox's recipients in the last 24 hours reached max_recipients_per_day",
+				Fix: "mail waits for the 24-hour window to roll; spread the load over more mailboxes if this repeats"}, d, d)
+			s.log.Warn("mailbox reached its daily recipient limit across the relays; mail waits for the 24-hour window to roll", "mailbox", mb.addr, "until", retry.Format(time.RFC3339))
+			return nil, sharedRefusal{retry, transport.Quota, ""}, false
+		}
+		// One wait per reason, however many times it asks again: the
+		// window, or the relays' return to Redis (rejoin).
+		why := "minute"
+		if r.Rejoin {
+			why = "rejoin"
+		}
+		if why != waited && s.o.Hooks.SharedWait != nil {
+			s.o.Hooks.SharedWait(mb.addr, why)
+		}
+		waited = why
+		check()
+		// A send in flight elsewhere counts until it settles: ask again
+		// soon rather than at its horizon.
+		retry := r.Retry[0]
+		if r.Retry[1].After(retry) {
+			retry = r.Retry[1]
+		}
+		d := min(max(retry.Sub(now), time.Millisecond), leaseRetry)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, sharedRefusal{s.o.Now(), transport.Quota, ""}, false
+		}
 	}
 }
 
-// settleShared records what the attempt used: the send counts in the
-// window from when it finished, and only the recipients Microsoft took
-// count toward the day (res nil: the attempt did not happen).
-func (s *Scheduler) settleShared(tk *sharedTickets, res *transport.Result) {
+// settleShared records what the attempt used, in one round trip: the send
+// counts in the window from when it finished, and only the recipients
+// Microsoft took count toward the day (res nil: the attempt did not
+// happen).
+func (s *Scheduler) settleShared(tk *cluster.Ticket, res *transport.Result) {
 	if tk == nil {
 		return
 	}
 	now := s.o.Now()
 	if res == nil {
-		s.o.Shared.Settle(tk.minute, now, 0)
-		s.o.Shared.Settle(tk.rcpts, now, 0)
+		s.o.Shared.Settle(tk, now, 0)
 		return
 	}
 	taken := 0
@@ -156,8 +172,7 @@ func (s *Scheduler) settleShared(tk *sharedTickets, res *transport.Result) {
 			taken++
 		}
 	}
-	s.o.Shared.Settle(tk.minute, now, 1)
-	s.o.Shared.Settle(tk.rcpts, now, taken)
+	s.o.Shared.SettleEach(tk, now, []int{1, taken})
 }
 
 // sharePause tells the other relays about a pause this one earned.
@@ -167,16 +182,10 @@ func (s *Scheduler) sharePause(mb *mbox, until time.Time, reply string) {
 	}
 }
 
-// pausedElsewhere applies another relay's pause of the mailbox here, and
-// returns until when, or zero.
-func (s *Scheduler) pausedElsewhere(mb *mbox) (time.Time, string) {
-	if s.o.Shared == nil {
-		return time.Time{}, ""
-	}
-	until, reason := s.o.Shared.PausedUntil("mailbox:" + mb.addr)
-	now := s.o.Now()
-	if !until.After(now) {
-		return time.Time{}, ""
+// pausedElsewhere applies another relay's pause of the mailbox here.
+func (s *Scheduler) pausedElsewhere(mb *mbox, until time.Time, reason string) {
+	if !until.After(s.o.Now()) {
+		return
 	}
 	s.mu.Lock()
 	fresh := until.After(mb.pausedUntil)
@@ -188,7 +197,6 @@ func (s *Scheduler) pausedElsewhere(mb *mbox) (time.Time, string) {
 	if fresh {
 		s.log.Warn("another relay paused the mailbox; this one waits too", "mailbox", mb.addr, "reply", reason, "until", until.Format(time.RFC3339))
 	}
-	return until, reason
 }
 
 // liftSharedPause lifts the mailbox's shared pause, off the caller's lock

@@ -126,17 +126,13 @@ func (w *worker) process(ctx context.Context, it *item) {
 	env.NextAttempt, _ = pol.Next(env.Received, start, len(env.Attempts)+1, s.o.Jitter())
 	pending := env.PendingAddresses()
 
-	if until, reason := s.pausedElsewhere(w.mb); !until.IsZero() {
-		s.finishDeferred(it, env, until, transport.Throttled, reason, "")
-		return
-	}
 	if !w.lease(ctx, mc) {
 		s.finishDeferred(it, env, s.o.Now(), transport.Transient, "", "")
 		return
 	}
-	tk, wait, ok := s.reserveShared(ctx, w.mb, mc, len(pending), w.checkLease)
+	tk, refused, ok := s.reserveShared(ctx, w.mb, mc, len(pending), w.checkLease)
 	if !ok {
-		s.finishDeferred(it, env, wait, transport.Quota, "", "")
+		s.finishDeferred(it, env, refused.until, refused.kind, refused.reason, "")
 		return
 	}
 	// The wait may have cost the connection its lease (see checkLease).

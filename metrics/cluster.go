@@ -25,7 +25,7 @@ func (m *Metrics) SetCluster(c *cluster.Cluster) {
 // newSharedWaits counts waits for shared budgets.
 func newSharedWaits() *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "oauthrelay_cluster_waits_total", Help: "Times a mailbox waited for a budget the relays share (budget: connection or minute), by mailbox.",
+		Name: "oauthrelay_cluster_waits_total", Help: "Times a delivery waited for a budget the relays share, by mailbox and budget: connection (a lease of max_connections), minute (the window of max_per_minute) or rejoin (Redis is back and the relays put their counts back).",
 	}, []string{"mailbox", "budget"})
 }
 

@@ -37,9 +37,9 @@ const prefix = "oauthrelay:"
 // holdCap: spans up to this long are held for one span (and MaxSend, for
 // sends in flight at the switch) after a switch to fallback, since
 // other relays may have used the whole span already; longer ones (the
-// 24-hour count) get the share of what was left instead. For as long
-// after Redis comes back, each relay also keeps to its share there, until
-// every relay has put back what it counted alone.
+// 24-hour count) get the share of what was left instead. After Redis
+// comes back, each relay keeps to the same rules until every relay seen
+// before has put back what it counted alone (see rejoining).
 const holdCap = 10 * time.Minute
 
 // Options configure a Cluster.
@@ -74,24 +74,43 @@ type Cluster struct {
 	rdb   *redis.Client
 	local *localLog
 
+	// gate is held for writing while this relay joins (puts back what it
+	// counts), and for reading by whatever changes the local log or the
+	// leases in fallback: a join puts back all of it or none.
+	gate sync.RWMutex
+	// rejoinMu makes the long spans' check while rejoining and the
+	// reservation it allows one step.
+	rejoinMu sync.Mutex
+
 	mu         sync.Mutex
 	fallback   bool
 	switchedAt time.Time
-	// recoveredAt is when Redis last came back: for a while after, the
-	// other relays may not have put back what they counted alone, so
-	// each keeps to its share a little longer (see rejoining).
-	recoveredAt time.Time
-	nodes       int
-	lastCount   map[string]int
-	leases      map[string]int
-	leaving     map[string]int
+	// joinedAt is when this relay last joined; until every relay of
+	// waitFor has beaten since, they may still count alone (see
+	// rejoining).
+	joinedAt time.Time
+	waitFor  map[string]bool
+	// peers are the other relays last seen alive.
+	peers     map[string]bool
+	nodes     int
+	lastCount map[string]int
+	// longSpans are the budgets longer than holdCap this relay has used,
+	// with their spans: the heartbeat keeps their lastCount fresh.
+	longSpans map[string]time.Duration
+	leases    map[string]int
+	leaving   map[string]int
 	// epoch names the Redis data this relay knows: a new one means
 	// Redis lost what the relays had counted.
 	epoch string
 	// held are the live leases, to put back into a Redis that lost them.
 	held map[*Lease]bool
+	// awaySettles are settlements Redis has not seen, to replay on join;
+	// joins counts the joins.
+	awaySettles []settled
+	joins       uint64
 
 	roundTrips atomic.Uint64
+	upkeep     atomic.Uint64
 	stop       chan struct{}
 	stopOnce   sync.Once
 	stopped    sync.WaitGroup
@@ -117,7 +136,7 @@ func New(o Options) (*Cluster, error) {
 		o.Heartbeat = time.Second
 	}
 	o.MaxSend = max(o.MaxSend, o.LeaseTTL)
-	c := &Cluster{o: o, local: newLocalLog(), nodes: 1, lastCount: map[string]int{}, leases: map[string]int{}, leaving: map[string]int{}, held: map[*Lease]bool{}, stop: make(chan struct{})}
+	c := &Cluster{o: o, local: newLocalLog(), nodes: 1, lastCount: map[string]int{}, longSpans: map[string]time.Duration{}, leases: map[string]int{}, leaving: map[string]int{}, held: map[*Lease]bool{}, stop: make(chan struct{})}
 	if o.URL == "" {
 		return c, nil
 	}
@@ -135,7 +154,7 @@ func New(o Options) (*Cluster, error) {
 	quietOnce.Do(func() { redis.SetLogger(quiet{}) })
 	opt.ContextTimeoutEnabled = true
 	c.rdb = redis.NewClient(opt)
-	if err := c.heartbeat(); err != nil {
+	if err := c.join(); err != nil {
 		c.toFallback(err)
 	}
 	c.stopped.Add(1)
@@ -182,6 +201,9 @@ type Stats struct {
 	Leases int
 	// RoundTrips counts calls to Redis.
 	RoundTrips uint64
+	// Upkeep counts the calls of RoundTrips that keep the relay's place
+	// whatever the traffic: heartbeats, joins and lease renewals.
+	Upkeep uint64
 }
 
 // Stats reports the cluster's state.
@@ -193,7 +215,7 @@ func (c *Cluster) Stats() Stats {
 	for _, v := range c.leases {
 		n += v
 	}
-	return Stats{Node: c.o.Node, Mode: mode, Nodes: c.nodes, Leases: n, RoundTrips: c.roundTrips.Load()}
+	return Stats{Node: c.o.Node, Mode: mode, Nodes: c.nodes, Leases: n, RoundTrips: c.roundTrips.Load(), Upkeep: c.upkeep.Load()}
 }
 
 func (c *Cluster) ctx() (context.Context, context.CancelFunc) {
@@ -236,122 +258,21 @@ func (c *Cluster) redactErr(err error) string {
 	return msg
 }
 
-func (c *Cluster) beat() {
-	defer c.stopped.Done()
-	t := time.NewTicker(c.o.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case <-t.C:
-		}
-		if err := c.heartbeat(); err != nil {
-			c.toFallback(err)
-			continue
-		}
-		c.mu.Lock()
-		back := c.fallback
-		c.mu.Unlock()
-		if back {
-			c.recover()
-		}
+// Ping runs a round-trip script (doctor's check): it proves the
+// connection, the password and that scripts run.
+func (c *Cluster) Ping(ctx context.Context) error {
+	if c.rdb == nil {
+		return nil
 	}
-}
-
-// heartbeat says this relay is alive and learns how many are.
-func (c *Cluster) heartbeat() error {
-	ctx, cancel := c.ctx()
-	defer cancel()
-	alive := 3*c.o.LeaseTTL + 3*c.o.Heartbeat
-	res, err := heartbeatScript.Run(ctx, c.rdb, []string{prefix + "nodes", prefix + "epoch"}, c.o.Now().UnixMilli(), c.o.Node, alive.Milliseconds(), newID()).Slice()
+	c.roundTrips.Add(1)
+	got, err := pingScript.Run(ctx, c.rdb, nil, "oauthrelay").Text()
 	if err != nil {
 		return err
 	}
-	n64, _ := res[0].(int64)
-	epoch, _ := res[1].(string)
-	n := int(n64)
-	c.mu.Lock()
-	lost := c.epoch != "" && epoch != c.epoch && !c.fallback
-	// A Redis that restarted empty, or one this relay is coming back to,
-	// knows only the relays that have beaten since: until the others
-	// have, keep counting the ones seen before (the share must not grow
-	// while they still count on theirs).
-	keep := c.fallback || (c.epoch != "" && epoch != c.epoch)
-	c.epoch = epoch
-	c.mu.Unlock()
-	if lost {
-		// Redis came back empty before this relay noticed it was away:
-		// what it counts must go back in, as after a fallback.
-		c.o.Logger.Warn("cluster: Redis lost the shared counts (restarted?); putting back this relay's", "node", c.o.Node)
-		c.recover()
+	if got != "oauthrelay" {
+		return fmt.Errorf("the round-trip script answered %q", got)
 	}
-	c.mu.Lock()
-	if keep || c.o.Now().Before(c.recoveredAt.Add(alive)) {
-		n = max(n, c.nodes)
-	}
-	c.nodes = max(n, 1)
-	c.mu.Unlock()
 	return nil
-}
-
-// rejoining reports whether Redis came back less than d ago, with the
-// relays last seen alive.
-func (c *Cluster) rejoining(d time.Duration) (bool, int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return !c.recoveredAt.IsZero() && c.o.Now().Before(c.recoveredAt.Add(d)), c.nodes
-}
-
-// recover returns to the shared budgets: what this relay counts (its own
-// mirror of what it reserved while shared, and what it counted alone while
-// Redis was away) goes into Redis first, so that the others see it. The
-// entries keep their names, so what Redis still has is not doubled.
-func (c *Cluster) recover() {
-	c.local.mu.Lock()
-	type add struct {
-		key string
-		e   logEntry
-	}
-	var adds []add
-	for k, es := range c.local.keys {
-		for _, e := range es {
-			adds = append(adds, add{k, e})
-		}
-	}
-	c.local.mu.Unlock()
-	c.mu.Lock()
-	var held []*Lease
-	for l := range c.held {
-		held = append(held, l)
-	}
-	c.mu.Unlock()
-	ctx, cancel := c.ctx()
-	defer cancel()
-	now := c.o.Now()
-	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		// The connections this relay holds are real: they go in first,
-		// so that no other relay takes their slots before they renew.
-		for _, l := range held {
-			p.ZAdd(ctx, prefix+"lease:"+l.key, redis.Z{Score: float64(now.Add(c.o.LeaseTTL).UnixMilli()), Member: l.member})
-			p.PExpire(ctx, prefix+"lease:"+l.key, 2*c.o.LeaseTTL)
-		}
-		for _, a := range adds {
-			for j := 1; j <= a.e.n; j++ {
-				p.ZAdd(ctx, prefix+a.key, redis.Z{Score: float64(ceilMilli(a.e.at)), Member: fmt.Sprintf("%s:%d", a.e.id, j)})
-			}
-			p.PExpire(ctx, prefix+a.key, 25*time.Hour)
-		}
-		return nil
-	})
-	if err != nil {
-		return
-	}
-	c.mu.Lock()
-	c.fallback = false
-	c.recoveredAt = c.o.Now()
-	c.o.Logger.Info("cluster: Redis answers again; budgets are shared again", "node", c.o.Node, "mode", ModeShared, "nodes", c.nodes)
-	c.mu.Unlock()
 }
 
 // share is this relay's part of limit in fallback: the limit divided by

@@ -21,50 +21,140 @@ type Lease struct {
 }
 
 // Lease takes one of key's max slots, or returns false when all are
-// held (by this relay or, with Redis, by any). In fallback a relay holds
-// at most its share, and takes none until the others' leases have lapsed.
+// held (by this relay or, with Redis, by any). In fallback, and while
+// rejoining, a relay holds at most its share; in fallback it takes none
+// until the others can have noticed that Redis is away and closed what
+// they held beyond their own share (see fallbackHold).
 func (c *Cluster) Lease(key string, limit int) (*Lease, bool) {
 	l := &Lease{c: c, key: key, member: c.o.Node + ":" + newID(), limit: limit, done: make(chan struct{})}
-	if c.shared() {
-		ok, err := l.take(l.limit)
-		if err == nil {
+	for range 2 {
+		if c.shared() {
+			ok, err := l.takeShared()
+			if err == nil {
+				if ok {
+					go l.renew()
+				}
+				return l, ok
+			}
+			c.toFallback(err)
+		}
+		if ok, joined := l.takeAlone(); !joined {
 			if !ok {
 				return nil, false
 			}
-			c.mu.Lock()
-			c.leases[key]++
-			c.held[l] = true
-			c.mu.Unlock()
-			go l.renew()
 			return l, true
 		}
-		c.toFallback(err)
+	}
+	return nil, false
+}
+
+// takeShared takes the lease in Redis; while rejoining, only within this
+// relay's share, counted here before asking so that two callers cannot
+// both pass.
+func (l *Lease) takeShared() (bool, error) {
+	c := l.c
+	r := c.rejoining()
+	now := c.o.Now()
+	c.mu.Lock()
+	if r.within(now, c.alive()) && (now.Before(r.since.Add(c.fallbackHold())) || c.leases[l.key] >= share(l.limit, r.nodes)) {
+		// Relays still away may hold their share, or (within the hold)
+		// more, without Redis knowing.
+		c.mu.Unlock()
+		return false, nil
+	}
+	c.leases[l.key]++
+	c.mu.Unlock()
+	ok, err := l.take()
+	c.mu.Lock()
+	if err != nil || !ok {
+		c.drop(l)
+	} else {
+		// Held from here: a join puts it back. Not before, as a join
+		// puts back held leases whatever the count.
+		c.held[l] = true
+	}
+	c.mu.Unlock()
+	return ok, err
+}
+
+// takeAlone takes the lease on this relay's own count: the whole limit
+// without Redis, its share in fallback. joined: Redis answered again
+// meanwhile, and the caller should ask it instead.
+func (l *Lease) takeAlone() (ok, joined bool) {
+	c := l.c
+	limit := l.limit
+	if c.rdb != nil {
+		c.gate.RLock()
+		defer c.gate.RUnlock()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.rdb != nil {
-		if c.o.Now().Before(c.switchedAt.Add(c.o.LeaseTTL + c.o.Timeout)) {
-			return nil, false
+		if !c.fallback {
+			return false, true
+		}
+		if c.o.Now().Before(c.switchedAt.Add(c.fallbackHold())) {
+			return false, false
 		}
 		limit = share(limit, c.nodes)
 	}
-	if c.leases[key] >= limit {
-		return nil, false
+	if c.leases[l.key] >= limit {
+		return false, false
 	}
-	c.leases[key]++
+	c.leases[l.key]++
 	if c.rdb != nil {
 		c.held[l] = true
 		go l.renew()
 	}
-	return l, true
+	return true, false
 }
 
-func (l *Lease) take(limit int) (bool, error) {
+// fallbackHold is how long after its switch to fallback a relay takes no
+// new lease: another relay may notice that Redis is away up to a
+// heartbeat (and a timeout) later, and a connection it holds beyond its
+// share closes only once its send in flight ends.
+func (c *Cluster) fallbackHold() time.Duration {
+	return c.o.Heartbeat + c.o.Timeout + c.o.MaxSend
+}
+
+// drop forgets l. Callers hold c.mu.
+func (c *Cluster) drop(l *Lease) {
+	c.leases[l.key]--
+	if l.leaving {
+		c.leaving[l.key]--
+	}
+	delete(c.held, l)
+	if c.leases[l.key] <= 0 {
+		delete(c.leases, l.key)
+	}
+}
+
+// take takes or renews the lease in Redis. A Redis that lost its data
+// (a new epoch) is joined first, which puts this relay's held leases
+// back; the lease is then asked for again at the next call.
+func (l *Lease) take() (bool, error) {
 	c := l.c
+	c.mu.Lock()
+	epoch := c.epoch
+	c.mu.Unlock()
 	ctx, cancel := c.ctx()
 	defer cancel()
-	n, err := leaseScript.Run(ctx, c.rdb, []string{prefix + "lease:" + l.key}, c.o.Now().UnixMilli(), c.o.LeaseTTL.Milliseconds(), limit, l.member).Int()
-	return n == 1, err
+	n, err := leaseScript.Run(ctx, c.rdb, []string{prefix + "lease:" + l.key, prefix + "epoch"}, c.o.Now().UnixMilli(), c.o.LeaseTTL.Milliseconds(), l.limit, l.member, epoch).Int()
+	if err != nil {
+		return false, err
+	}
+	if n == -1 {
+		// The join puts back the leases this relay holds (this one, if
+		// it is a renewal).
+		if err := c.heartbeat(); err != nil {
+			return false, err
+		}
+		c.mu.Lock()
+		held := c.held[l]
+		c.mu.Unlock()
+		return held, nil
+	}
+	return n == 1, nil
 }
 
 // renew keeps the lease alive in Redis until it is released. A lease
@@ -84,7 +174,8 @@ func (l *Lease) renew() {
 		if !l.c.shared() {
 			continue
 		}
-		ok, err := l.take(l.limit)
+		l.c.upkeep.Add(1)
+		ok, err := l.take()
 		if err != nil {
 			l.c.toFallback(err)
 			continue
@@ -98,7 +189,8 @@ func (l *Lease) renew() {
 }
 
 // Keep reports whether the connection may carry on: false when the lease
-// was lost or, in fallback, when this relay holds more than its share. The
+// was lost or, in fallback or while rejoining, when this relay holds more
+// than its share. The
 // caller then closes the connection and releases the lease, in that order,
 // so that the slot is never free while the connection still counts.
 func (l *Lease) Keep() bool {
@@ -109,9 +201,11 @@ func (l *Lease) Keep() bool {
 		return false
 	}
 	c := l.c
+	r := c.rejoining()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.rdb != nil && c.fallback && c.leases[l.key]-c.leaving[l.key] > share(l.limit, c.nodes) {
+	away := c.fallback || r.within(c.o.Now(), c.alive())
+	if c.rdb != nil && away && c.leases[l.key]-c.leaving[l.key] > share(l.limit, c.nodes) {
 		// Counted as leaving at once, so that only the excess closes.
 		c.leaving[l.key]++
 		l.leaving = true
@@ -126,14 +220,7 @@ func (l *Lease) Release() {
 		close(l.done)
 		c := l.c
 		c.mu.Lock()
-		c.leases[l.key]--
-		if l.leaving {
-			c.leaving[l.key]--
-		}
-		delete(c.held, l)
-		if c.leases[l.key] <= 0 {
-			delete(c.leases, l.key)
-		}
+		c.drop(l)
 		c.mu.Unlock()
 		select {
 		case <-c.stop:

@@ -7,50 +7,66 @@ import "github.com/redis/go-redis/v9"
 // take the last slot. Times are milliseconds on the callers' clocks
 // (relays sharing budgets keep their clocks in sync, as for logs).
 
-// reserveScript adds ARGV[3] entries named ARGV[2]:1… with score ARGV[4]
-// to every budget key (KEYS[2]…, sorted sets: one member per message or
-// recipient, scored by when it counts) if each has room below its limit,
-// after dropping entries older than its span. It returns {0, counts…}
-// when it reserved, or {retry time, counts…} when it did not, with each
-// key's count before; {-1} when KEYS[1], the epoch, is not ARGV[5]: Redis
-// lost its data since this relay last looked.
-// ARGV: now, id, n, score, epoch, then span and max per budget key.
+// reserveScript takes one reservation's entries in every budget key
+// (KEYS[3]…, sorted sets: one member per message or recipient, named
+// ARGV[2]:1…, scored by when it counts) if each has room below its limit
+// after dropping entries older than its span; otherwise it takes none.
+// In the same round trip it reads the mailbox's shared pause (KEYS[2],
+// when ARGV[4] is "1"): a paused mailbox reserves nothing.
+//
+// It returns {status, pause until, pause reason, retry…, count…}: status
+// 0 reserved, 1 some key is full (its retry is when it has room, 0 for the
+// keys that had), 2 paused; the counts are each key's before. {-1} when
+// KEYS[1], the epoch, is not ARGV[3]: Redis lost its data since this
+// relay last looked, and must get this relay's counts back first.
+// ARGV: now, id, epoch, paused?, then span, max, n, score per budget key.
 var reserveScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[5] then return {-1} end
-local now, n, score = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local retry, counts = 0, {}
-for i = 2, #KEYS do
-  local k = KEYS[i]
-  local span, max = tonumber(ARGV[2+2*i]), tonumber(ARGV[3+2*i])
+if redis.call('GET', KEYS[1]) ~= ARGV[3] then return {-1} end
+local now = tonumber(ARGV[1])
+if ARGV[4] == '1' then
+  local p = redis.call('HMGET', KEYS[2], 'until', 'reason')
+  local untilms = tonumber(p[1] or '0') or 0
+  if untilms > now then return {2, untilms, p[2] or ''} end
+end
+local full, retries, counts = false, {}, {}
+for i = 3, #KEYS do
+  local k, a = KEYS[i], 4 * (i - 3) + 5
+  local span, max, n = tonumber(ARGV[a]), tonumber(ARGV[a+1]), tonumber(ARGV[a+2])
   redis.call('ZREMRANGEBYSCORE', k, '-inf', now - span)
   local c = redis.call('ZCARD', k)
-  counts[i-1] = c
+  counts[i-2], retries[i-2] = c, 0
   if c + n > max and c > 0 then
     local idx = c + n - max - 1
     if idx >= c then idx = c - 1 end
     local e = redis.call('ZRANGE', k, idx, idx, 'WITHSCORES')
-    local at = tonumber(e[2]) + span
-    if at > retry then retry = at end
+    retries[i-2] = tonumber(e[2]) + span
+    full = true
   end
 end
-if retry > 0 then return {retry, unpack(counts)} end
-for i = 2, #KEYS do
-  local k = KEYS[i]
-  local span = tonumber(ARGV[2+2*i])
-  for j = 1, n do redis.call('ZADD', k, score, ARGV[2] .. ':' .. j) end
-  redis.call('PEXPIRE', k, span + 3600000)
+local out = {0, 0, ''}
+if full then out[1] = 1 else
+  for i = 3, #KEYS do
+    local k, a = KEYS[i], 4 * (i - 3) + 5
+    local span, n, score = tonumber(ARGV[a]), tonumber(ARGV[a+2]), ARGV[a+3]
+    for j = 1, n do redis.call('ZADD', k, score, ARGV[2] .. ':' .. j) end
+    redis.call('PEXPIRE', k, span + 3600000)
+  end
 end
-return {0, unpack(counts)}
+for i = 1, #retries do out[#out+1] = retries[i] end
+for i = 1, #counts do out[#out+1] = counts[i] end
+return out
 `)
 
-// settleScript moves the first ARGV[3] entries of reservation ARGV[1] to
-// time ARGV[2] and removes the rest of its ARGV[4] entries.
+// settleScript settles reservation ARGV[1] in every key KEYS[i]: of its n
+// entries the first keep move to time `at`, the rest are removed.
+// ARGV: id, then n, keep, at per key.
 var settleScript = redis.NewScript(`
-local keep, n = tonumber(ARGV[3]), tonumber(ARGV[4])
-for _, k in ipairs(KEYS) do
+for i, k in ipairs(KEYS) do
+  local a = 3 * (i - 1) + 2
+  local n, keep = tonumber(ARGV[a]), tonumber(ARGV[a+1])
   for j = 1, n do
     local m = ARGV[1] .. ':' .. j
-    if j <= keep then redis.call('ZADD', k, 'XX', ARGV[2], m) else redis.call('ZREM', k, m) end
+    if j <= keep then redis.call('ZADD', k, 'XX', ARGV[a+2], m) else redis.call('ZREM', k, m) end
   end
 end
 return 1
@@ -59,7 +75,9 @@ return 1
 // leaseScript takes or renews lease ARGV[4] in KEYS[1] until ARGV[1] +
 // ARGV[2] if it is held already or fewer than ARGV[3] live leases exist.
 // A relay that dies stops renewing, and its leases lapse after the TTL.
+// It returns -1 when KEYS[2], the epoch, is not ARGV[5] (see reserve).
 var leaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[2]) ~= ARGV[5] then return -1 end
 local now, ttl, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZSCORE', KEYS[1], ARGV[4]) or redis.call('ZCARD', KEYS[1]) < max then
@@ -82,14 +100,40 @@ end
 return 1
 `)
 
-// heartbeatScript records node ARGV[2] alive at ARGV[1] and returns how
-// many nodes were seen in the last ARGV[3] ms, and the epoch KEYS[2]
-// (set to ARGV[4] if missing): a new epoch means Redis lost its data.
+// heartbeatScript records node ARGV[2] alive at ARGV[1], but only when
+// KEYS[2], the epoch, is ARGV[4]: a relay whose counts are not in this
+// Redis data must join (put them back) first, and its heartbeat is then
+// the proof that they are. It returns {1, epoch, count…, node, last beat,
+// …}: the count of each long budget KEYS[3]… within its span ARGV[5]…
+// (what the fallback divides), then the nodes seen in the last ARGV[3]
+// ms; or {0, epoch} without beating.
 var heartbeatScript = redis.NewScript(`
+local epoch = redis.call('GET', KEYS[2])
+if epoch ~= ARGV[4] then return {0, epoch or ''} end
+local now = tonumber(ARGV[1])
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - 86400000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 86400000)
+local out = {1, epoch}
+for i = 3, #KEYS do
+  out[#out+1] = redis.call('ZCOUNT', KEYS[i], '(' .. (now - tonumber(ARGV[2+i])), '+inf')
+end
+local alive = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[3]), '+inf', 'WITHSCORES')
+for i = 1, #alive do out[#out+1] = alive[i] end
+return out
+`)
+
+// joinScript ends a join (see Cluster.join), inside the same MULTI as
+// the counts it puts back: it makes sure an epoch exists (ARGV[4], when
+// none does), beats for node ARGV[2] at ARGV[1], and answers as
+// heartbeatScript does.
+var joinScript = redis.NewScript(`
 redis.call('SET', KEYS[2], ARGV[4], 'NX')
-return {redis.call('ZCOUNT', KEYS[1], tonumber(ARGV[1]) - tonumber(ARGV[3]), '+inf'), redis.call('GET', KEYS[2])}
+local epoch = redis.call('GET', KEYS[2])
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+local out = {1, epoch}
+local alive = redis.call('ZRANGEBYSCORE', KEYS[1], tonumber(ARGV[1]) - tonumber(ARGV[3]), '+inf', 'WITHSCORES')
+for i = 1, #alive do out[#out+1] = alive[i] end
+return out
 `)
 
 // pingScript is doctor's round trip: it echoes its argument.

@@ -29,20 +29,33 @@ type logEntry struct {
 
 func newLocalLog() *localLog { return &localLog{keys: map[string][]logEntry{}} }
 
-// reserve adds n under id at `at` to every key, if each has room for n
-// more among its entries after since; else it adds nothing and returns the
-// earliest time at which all would have room. A reservation bigger than a
-// whole limit goes alone into an empty span.
-func (l *localLog) reserve(keys []string, limits []Limit, id string, n int, now, at, since time.Time) (time.Time, bool) {
+// reserve adds es[i] to keys[i] for every key, if each has room for it
+// among its entries after since[i]; else it adds nothing and returns, per
+// key, the earliest time at which it would have room (zero where it has).
+// A reservation bigger than a whole limit goes alone into an empty span.
+func (l *localLog) reserve(keys []string, limits []Limit, es []logEntry, now time.Time, since []time.Time) ([]time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var retry time.Time
+	retries, ok := l.check(keys, limits, es, now, since)
+	if !ok {
+		return retries, false
+	}
 	for i, k := range keys {
-		lim := limits[i]
-		es := l.prune(k, now, lim.Span)
+		l.insert(k, es[i])
+	}
+	return nil, true
+}
+
+// check is reserve without adding anything. Callers hold l.mu.
+func (l *localLog) check(keys []string, limits []Limit, es []logEntry, now time.Time, since []time.Time) ([]time.Time, bool) {
+	retries := make([]time.Time, len(keys))
+	ok := true
+	for i, k := range keys {
+		lim, n := limits[i], es[i].n
+		entries := l.prune(k, now, lim.Span)
 		c := 0
-		for _, e := range es {
-			if !e.at.Before(since) {
+		for _, e := range entries {
+			if !e.at.Before(since[i]) {
 				c += e.n
 			}
 		}
@@ -50,8 +63,8 @@ func (l *localLog) reserve(keys []string, limits []Limit, id string, n int, now,
 			continue
 		}
 		free := now.Add(lim.Span)
-		for _, e := range es {
-			if e.at.Before(since) {
+		for _, e := range entries {
+			if e.at.Before(since[i]) {
 				continue
 			}
 			c -= e.n
@@ -60,17 +73,9 @@ func (l *localLog) reserve(keys []string, limits []Limit, id string, n int, now,
 				break
 			}
 		}
-		if free.After(retry) {
-			retry = free
-		}
+		retries[i], ok = free, false
 	}
-	if !retry.IsZero() {
-		return retry, false
-	}
-	for _, k := range keys {
-		l.insert(k, logEntry{at, id, n})
-	}
-	return time.Time{}, true
+	return retries, ok
 }
 
 func (l *localLog) insert(k string, e logEntry) {
@@ -92,18 +97,18 @@ func (l *localLog) prune(k string, now time.Time, span time.Duration) []logEntry
 	return es
 }
 
-// settle moves id's entries to at and keeps only keep of its n (0 takes
-// the reservation back).
-func (l *localLog) settle(keys []string, id string, at time.Time, keep int) {
+// settle moves id's entries to at and keeps only keeps[i] of them in
+// keys[i] (0 takes the reservation back).
+func (l *localLog) settle(keys []string, id string, at time.Time, keeps []int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, k := range keys {
+	for i, k := range keys {
 		es := l.keys[k]
-		for i := len(es) - 1; i >= 0; i-- {
-			if es[i].id == id {
-				l.keys[k] = append(es[:i:i], es[i+1:]...)
-				if keep > 0 {
-					l.insert(k, logEntry{at, id, keep})
+		for j := len(es) - 1; j >= 0; j-- {
+			if es[j].id == id {
+				l.keys[k] = append(es[:j:j], es[j+1:]...)
+				if keeps[i] > 0 {
+					l.insert(k, logEntry{at, id, min(keeps[i], es[j].n)})
 				}
 				break
 			}
@@ -111,13 +116,24 @@ func (l *localLog) settle(keys []string, id string, at time.Time, keep int) {
 	}
 }
 
-// mirror records an entry reserved in Redis, dropping what its keys'
+// mirror records entries reserved in Redis, dropping what their keys'
 // spans no longer count.
-func (l *localLog) mirror(keys []string, limits []Limit, e logEntry, now time.Time) {
+func (l *localLog) mirror(keys []string, limits []Limit, es []logEntry, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i, k := range keys {
 		l.prune(k, now, limits[i].Span)
-		l.insert(k, e)
+		l.insert(k, es[i])
 	}
+}
+
+// snapshot copies every entry, to put back into Redis.
+func (l *localLog) snapshot() map[string][]logEntry {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string][]logEntry, len(l.keys))
+	for k, es := range l.keys {
+		out[k] = append([]logEntry(nil), es...)
+	}
+	return out
 }
