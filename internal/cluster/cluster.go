@@ -99,6 +99,9 @@ type Cluster struct {
 	longSpans map[string]time.Duration
 	leases    map[string]int
 	leaving   map[string]int
+	// yielded: until when this relay takes no new lease of a key after
+	// giving one up for a relay that waits.
+	yielded map[string]time.Time
 	// epoch names the Redis data this relay knows: a new one means
 	// Redis lost what the relays had counted.
 	epoch string
@@ -136,7 +139,7 @@ func New(o Options) (*Cluster, error) {
 		o.Heartbeat = time.Second
 	}
 	o.MaxSend = max(o.MaxSend, o.LeaseTTL)
-	c := &Cluster{o: o, local: newLocalLog(), nodes: 1, lastCount: map[string]int{}, longSpans: map[string]time.Duration{}, leases: map[string]int{}, leaving: map[string]int{}, held: map[*Lease]bool{}, stop: make(chan struct{})}
+	c := &Cluster{o: o, local: newLocalLog(), nodes: 1, lastCount: map[string]int{}, longSpans: map[string]time.Duration{}, leases: map[string]int{}, leaving: map[string]int{}, yielded: map[string]time.Time{}, held: map[*Lease]bool{}, stop: make(chan struct{})}
 	if o.URL == "" {
 		return c, nil
 	}

@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,7 +20,20 @@ type Lease struct {
 	lost    bool
 	done    chan struct{}
 	once    sync.Once
+	// others is how many other relays waited for a slot of key at the
+	// last take or renewal; since is when the lease was taken.
+	others atomic.Int32
+	since  time.Time
 }
+
+// wantTTL is how long a relay refused a lease counts as waiting for
+// one: it asks again every quarter second while it has mail.
+const wantTTL = time.Second
+
+// leaseTurn is how long a connection keeps a slot that other relays
+// wait for when there are fewer slots than relays wanting one (a
+// one-connection mailbox): then each gets a turn.
+const leaseTurn = 30 * time.Second
 
 // Lease takes one of key's max slots, or returns false when all are
 // held (by this relay or, with Redis, by any). In fallback, and while
@@ -62,8 +77,15 @@ func (l *Lease) takeShared() (bool, error) {
 		c.mu.Unlock()
 		return false, nil
 	}
+	if now.Before(c.yielded[l.key]) {
+		// This relay just gave a slot up for a relay that waits: let
+		// that one take it.
+		c.mu.Unlock()
+		return false, nil
+	}
 	c.leases[l.key]++
 	c.mu.Unlock()
+	l.since = now
 	ok, err := l.take()
 	c.mu.Lock()
 	if err != nil || !ok {
@@ -139,9 +161,14 @@ func (l *Lease) take() (bool, error) {
 	c.mu.Unlock()
 	ctx, cancel := c.ctx()
 	defer cancel()
-	n, err := leaseScript.Run(ctx, c.rdb, []string{prefix + "lease:" + l.key, prefix + "epoch"}, c.o.Now().UnixMilli(), c.o.LeaseTTL.Milliseconds(), l.limit, l.member, epoch).Int()
+	res, err := leaseScript.Run(ctx, c.rdb, []string{prefix + "lease:" + l.key, prefix + "epoch", prefix + "want:" + l.key},
+		c.o.Now().UnixMilli(), c.o.LeaseTTL.Milliseconds(), l.limit, l.member, epoch, c.o.Node, wantTTL.Milliseconds()).Int64Slice()
 	if err != nil {
 		return false, err
+	}
+	n := res[0]
+	if len(res) > 1 {
+		l.others.Store(int32(res[1]))
 	}
 	if n == -1 {
 		// The join puts back the leases this relay holds (this one, if
@@ -189,10 +216,12 @@ func (l *Lease) renew() {
 }
 
 // Keep reports whether the connection may carry on: false when the lease
-// was lost or, in fallback or while rejoining, when this relay holds more
-// than its share. The
-// caller then closes the connection and releases the lease, in that order,
-// so that the slot is never free while the connection still counts.
+// was lost; in fallback or while rejoining, when this relay holds more
+// than its share; and when other relays wait for a slot and this one
+// holds more than its fair part (or, with fewer slots than relays
+// wanting, has had its turn). The caller then closes the connection and
+// releases the lease, in that order, so that the slot is never free while
+// the connection still counts.
 func (l *Lease) Keep() bool {
 	l.mu.Lock()
 	lost := l.lost
@@ -210,6 +239,19 @@ func (l *Lease) Keep() bool {
 		c.leaving[l.key]++
 		l.leaving = true
 		return false
+	}
+	if others := int(l.others.Load()); c.rdb != nil && !away && others > 0 {
+		fair := int(math.Ceil(float64(l.limit) / float64(others+1)))
+		mine := c.leases[l.key] - c.leaving[l.key]
+		turn := l.limit < others+1 && mine >= fair && c.o.Now().Sub(l.since) > leaseTurn
+		if mine > fair || turn {
+			c.leaving[l.key]++
+			l.leaving = true
+			// Not straight back: the waiting relay asks within a
+			// quarter second.
+			c.yielded[l.key] = c.o.Now().Add(wantTTL)
+			return false
+		}
 	}
 	return true
 }

@@ -75,17 +75,48 @@ return 1
 // leaseScript takes or renews lease ARGV[4] in KEYS[1] until ARGV[1] +
 // ARGV[2] if it is held already or fewer than ARGV[3] live leases exist.
 // A relay that dies stops renewing, and its leases lapse after the TTL.
-// It returns -1 when KEYS[2], the epoch, is not ARGV[5] (see reserve).
+// Returns {1 taken or renewed | 0 refused | -1 epoch is not ARGV[5],
+// other relays waiting}.
+//
+// Fairness: a relay refused a lease is noted in KEYS[3] (relay ARGV[6],
+// for ARGV[7] ms). While others wait, a relay already holding its fair
+// part (the limit over the waiting relays and itself, rounded up) takes
+// no new lease, and the answer tells holders how many wait, so that one
+// with a backlog gives a connection up rather than keep every slot until
+// its queue is empty.
 var leaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[2]) ~= ARGV[5] then return -1 end
+if redis.call('GET', KEYS[2]) ~= ARGV[5] then return {-1, 0} end
 local now, ttl, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local node, wantTTL = ARGV[6], tonumber(ARGV[7])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) or redis.call('ZCARD', KEYS[1]) < max then
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local others = 0
+for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  if w ~= node then others = others + 1 end
+end
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
   redis.call('ZADD', KEYS[1], now + ttl, ARGV[4])
   redis.call('PEXPIRE', KEYS[1], ttl * 2)
-  return 1
+  return {1, others}
 end
-return 0
+local held = redis.call('ZRANGE', KEYS[1], 0, -1)
+local ok = #held < max
+if ok and others > 0 then
+  local p, mine = node .. ':', 0
+  for _, m in ipairs(held) do
+    if string.sub(m, 1, #p) == p then mine = mine + 1 end
+  end
+  if mine >= math.ceil(max / (others + 1)) then ok = false end
+end
+if ok then
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ttl * 2)
+  redis.call('ZREM', KEYS[3], node)
+  return {1, others}
+end
+redis.call('ZADD', KEYS[3], now + wantTTL, node)
+redis.call('PEXPIRE', KEYS[3], wantTTL * 2)
+return {0, others}
 `)
 
 // pauseScript sets KEYS[1] to {until, reason} unless it holds a later

@@ -1,0 +1,115 @@
+package cluster
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
+)
+
+// renewAll runs one renewal of each lease, as the renewal loop does.
+func renewAll(t *testing.T, ls ...*Lease) {
+	t.Helper()
+	for _, l := range ls {
+		if ok, err := l.take(); err != nil || !ok {
+			t.Fatalf("renewal of %s: %v %v", l.member, ok, err)
+		}
+	}
+}
+
+// keeps counts the leases whose connections may carry on.
+func keeps(ls ...*Lease) (kept []*Lease, gone []*Lease) {
+	for _, l := range ls {
+		if l.Keep() {
+			kept = append(kept, l)
+		} else {
+			gone = append(gone, l)
+		}
+	}
+	return kept, gone
+}
+
+// A relay with a backlog gives up what it holds beyond its fair part
+// when another relay waits, instead of keeping every slot until its queue
+// is empty (before: the two relays took turns, each draining alone).
+func TestLeasesShareBetweenWaitingRelays(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	a, b := slowNodes(t, r, time.Now)
+	var held []*Lease
+	for i := range 3 {
+		l, ok := a.Lease("x", 3)
+		if !ok {
+			t.Fatalf("lease %d refused", i+1)
+		}
+		held = append(held, l)
+	}
+	renewAll(t, held...)
+	if kept, _ := keeps(held...); len(kept) != 3 {
+		t.Fatalf("with nobody waiting, a keeps %d of its 3 leases", len(kept))
+	}
+	if _, ok := b.Lease("x", 3); ok {
+		t.Fatal("a fourth lease of 3 was granted")
+	}
+	renewAll(t, held...)
+	kept, gone := keeps(held...)
+	if len(gone) != 1 {
+		t.Fatalf("b waits: a gives up %d leases, want 1 (3 slots, 2 relays: 2 and 1)", len(gone))
+	}
+	gone[0].Release()
+	if _, ok := a.Lease("x", 3); ok {
+		t.Fatal("a took back the slot it gave up for b")
+	}
+	lb, ok := b.Lease("x", 3)
+	if !ok {
+		t.Fatal("b did not get the slot a gave up")
+	}
+	// Both wait for more: the split holds.
+	if _, ok := b.Lease("x", 3); ok {
+		t.Fatal("a fourth lease of 3 was granted")
+	}
+	if _, ok := a.Lease("x", 3); ok {
+		t.Fatal("a fourth lease of 3 was granted")
+	}
+	renewAll(t, append(kept, lb)...)
+	if k, _ := keeps(append(kept, lb)...); len(k) != 3 {
+		t.Fatalf("at 2 and 1, %d of 3 leases carry on, want all", len(k))
+	}
+}
+
+// With fewer slots than relays wanting one, each gets a turn.
+func TestLeaseTurns(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	a, b := slowNodes(t, r, clock)
+	la, ok := a.Lease("y", 1)
+	if !ok {
+		t.Fatal("lease refused")
+	}
+	if _, ok := b.Lease("y", 1); ok {
+		t.Fatal("a second lease of 1 was granted")
+	}
+	renewAll(t, la)
+	if !la.Keep() {
+		t.Fatal("a gave its only slot up before its turn was over")
+	}
+	mu.Lock()
+	now = now.Add(leaseTurn + time.Second)
+	mu.Unlock()
+	if _, ok := b.Lease("y", 1); ok { // b still waits
+		t.Fatal("a second lease of 1 was granted")
+	}
+	renewAll(t, la)
+	if la.Keep() {
+		t.Fatal("b waits and a's turn is over, but a keeps the slot")
+	}
+	la.Release()
+	if _, ok := a.Lease("y", 1); ok {
+		t.Fatal("a took back the slot it gave up for b")
+	}
+	if _, ok := b.Lease("y", 1); !ok {
+		t.Fatal("b did not get its turn")
+	}
+}
