@@ -162,6 +162,14 @@ func TestTwoRelaysShareBudgets(t *testing.T) {
 	if a.svc.Cluster().Mode() != cluster.ModeShared || a.svc.Cluster().Stats().Nodes != 2 {
 		t.Errorf("relay-a: mode %s with %d nodes, want shared with 2", a.svc.Cluster().Mode(), a.svc.Cluster().Stats().Nodes)
 	}
+	// Each remembers, in its spool, how many relays it saw: a restart
+	// while Redis is away then keeps to its share of them.
+	for _, r := range []*haRelay{a, b} {
+		testkit.Eventually(t, "the spool to remember 2 relays", func() bool {
+			n, err := r.svc.Spool().LoadState("cluster-nodes")
+			return err == nil && strings.TrimSpace(string(n)) == "2"
+		})
+	}
 	// The metrics show each relay's node and mode, and the waits for the
 	// window the two filled together.
 	waits := 0.0

@@ -66,6 +66,13 @@ type Options struct {
 	// that much later, so the fallback's hold covers it (default
 	// LeaseTTL).
 	MaxSend time.Duration
+	// Nodes is how many relays were last seen alive, remembered from an
+	// earlier run: a relay that starts while Redis is away uses its
+	// share of that many, not the whole budgets.
+	Nodes int
+	// Remember, if set, is told the number of relays seen alive each time
+	// it changes, to be kept for Nodes at the next start.
+	Remember func(nodes int)
 }
 
 // Cluster is this relay's view of the shared budgets.
@@ -99,6 +106,8 @@ type Cluster struct {
 	longSpans map[string]time.Duration
 	leases    map[string]int
 	leaving   map[string]int
+	// remembered is the count of relays last handed to Options.Remember.
+	remembered int
 	// yielded: until when this relay takes no new lease of a key after
 	// giving one up for a relay that waits.
 	yielded map[string]time.Time
@@ -139,7 +148,7 @@ func New(o Options) (*Cluster, error) {
 		o.Heartbeat = time.Second
 	}
 	o.MaxSend = max(o.MaxSend, o.LeaseTTL)
-	c := &Cluster{o: o, local: newLocalLog(), nodes: 1, lastCount: map[string]int{}, longSpans: map[string]time.Duration{}, leases: map[string]int{}, leaving: map[string]int{}, yielded: map[string]time.Time{}, held: map[*Lease]bool{}, stop: make(chan struct{})}
+	c := &Cluster{o: o, local: newLocalLog(), nodes: max(o.Nodes, 1), remembered: max(o.Nodes, 1), lastCount: map[string]int{}, longSpans: map[string]time.Duration{}, leases: map[string]int{}, leaving: map[string]int{}, yielded: map[string]time.Time{}, held: map[*Lease]bool{}, stop: make(chan struct{})}
 	if o.URL == "" {
 		return c, nil
 	}

@@ -113,3 +113,58 @@ func TestLeaseTurns(t *testing.T) {
 		t.Fatal("b did not get its turn")
 	}
 }
+
+// A relay remembers how many relays it saw, and one that starts while
+// Redis is away keeps to its share of that many rather than the whole
+// budgets (before: it had seen nobody, so its share was everything).
+func TestRememberedNodes(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	log, _ := testkit.DebugLogger(t)
+	got := make(chan int, 10)
+	var cs []*Cluster
+	for _, node := range []string{"relay-a", "relay-b"} {
+		o := Options{URL: r.URL(), Node: node, Logger: log, LeaseTTL: 600 * time.Millisecond, Heartbeat: 100 * time.Millisecond}
+		if node == "relay-a" {
+			o.Remember = func(n int) { got <- n }
+		}
+		c, err := New(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		cs = append(cs, c)
+	}
+	remembered := 0
+	testkit.Eventually(t, "relay-a to remember 2 relays", func() bool {
+		for {
+			select {
+			case n := <-got:
+				remembered = n
+			default:
+				return remembered == 2
+			}
+		}
+	})
+	r.Stop()
+	clock := testkit.NewClock(time.Now())
+	c, err := New(Options{URL: r.URL(), Node: "relay-a", Logger: log, Now: clock.Now, Nodes: remembered, LeaseTTL: 600 * time.Millisecond, Heartbeat: time.Hour, Timeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if c.Mode() != ModeFallback || c.Stats().Nodes != 2 {
+		t.Fatalf("started without Redis: mode %s, %d relays; want fallback with the 2 remembered", c.Mode(), c.Stats().Nodes)
+	}
+	clock.Set(clock.Now().Add(c.fallbackHold() + time.Second))
+	var held []*Lease
+	for {
+		l, ok := c.Lease("x", 3)
+		if !ok {
+			break
+		}
+		held = append(held, l)
+	}
+	if len(held) != 1 {
+		t.Fatalf("started without Redis after seeing 2 relays: %d leases of 3, want its share, 1", len(held))
+	}
+}

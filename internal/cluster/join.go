@@ -198,6 +198,10 @@ func (c *Cluster) learn(alive []any, now time.Time) {
 		}
 	}
 	c.nodes = max(len(seen), 1)
+	if c.o.Remember != nil && c.nodes != c.remembered {
+		c.remembered = c.nodes
+		go c.o.Remember(c.nodes)
+	}
 }
 
 // rejoinMax is the longest a relay waits for the others to rejoin: past

@@ -116,7 +116,7 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 		return nil, fmt.Errorf("spool.dir: %w", err)
 	}
 	m := metrics.New(spool, o.Now)
-	cl, err := startCluster(cfg, o)
+	cl, err := startCluster(cfg, o, spool)
 	if err != nil {
 		lock.Release()
 		return nil, err
