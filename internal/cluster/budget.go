@@ -221,6 +221,15 @@ type settled struct {
 // `until`: one relay's 432 makes them all wait.
 func (c *Cluster) Pause(key string, until time.Time, reason string) {
 	if !c.shared() {
+		if c.rdb != nil {
+			// Redis is away: the others learn of it when this relay
+			// joins again, if it still lasts.
+			c.mu.Lock()
+			if p, ok := c.awayPauses[key]; !ok || until.After(p.until) {
+				c.awayPauses[key] = awayPause{until, reason}
+			}
+			c.mu.Unlock()
+		}
 		return
 	}
 	ctx, cancel := c.ctx()
@@ -257,6 +266,9 @@ func (c *Cluster) PausedUntil(key string) (time.Time, string) {
 // the setup that caused it.
 func (c *Cluster) Unpause(key string) {
 	if !c.shared() {
+		c.mu.Lock()
+		delete(c.awayPauses, key)
+		c.mu.Unlock()
 		return
 	}
 	ctx, cancel := c.ctx()
@@ -271,4 +283,10 @@ func (c *Cluster) Unpause(key string) {
 // millisecond too soon.
 func ceilMilli(t time.Time) int64 {
 	return (t.UnixNano() + int64(time.Millisecond) - 1) / int64(time.Millisecond)
+}
+
+// awayPause is a pause earned while Redis was away, shared on the return.
+type awayPause struct {
+	until  time.Time
+	reason string
 }

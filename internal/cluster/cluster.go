@@ -119,7 +119,9 @@ type Cluster struct {
 	// awaySettles are settlements Redis has not seen, to replay on join;
 	// joins counts the joins.
 	awaySettles []settled
-	joins       uint64
+	// awayPauses are pauses earned while Redis was away, shared on join.
+	awayPauses map[string]awayPause
+	joins      uint64
 
 	roundTrips atomic.Uint64
 	upkeep     atomic.Uint64
@@ -148,7 +150,7 @@ func New(o Options) (*Cluster, error) {
 		o.Heartbeat = time.Second
 	}
 	o.MaxSend = max(o.MaxSend, o.LeaseTTL)
-	c := &Cluster{o: o, local: newLocalLog(), nodes: max(o.Nodes, 1), remembered: max(o.Nodes, 1), lastCount: map[string]int{}, longSpans: map[string]time.Duration{}, leases: map[string]int{}, leaving: map[string]int{}, yielded: map[string]time.Time{}, held: map[*Lease]bool{}, stop: make(chan struct{})}
+	c := &Cluster{o: o, local: newLocalLog(), nodes: max(o.Nodes, 1), remembered: max(o.Nodes, 1), lastCount: map[string]int{}, longSpans: map[string]time.Duration{}, leases: map[string]int{}, leaving: map[string]int{}, yielded: map[string]time.Time{}, awayPauses: map[string]awayPause{}, held: map[*Lease]bool{}, stop: make(chan struct{})}
 	if o.URL == "" {
 		return c, nil
 	}

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -166,5 +168,32 @@ func TestRememberedNodes(t *testing.T) {
 	}
 	if len(held) != 1 {
 		t.Fatalf("started without Redis after seeing 2 relays: %d leases of 3, want its share, 1", len(held))
+	}
+}
+
+// A pause a relay earns while Redis is away reaches the others when it
+// joins again, if it still lasts (before: it stayed that relay's own).
+func TestPauseWhileAwayIsShared(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	a, b := slowNodes(t, r, time.Now)
+	stopBeat(t, a)
+	r.Stop()
+	a.toFallback(errors.New("test: Redis stopped"))
+	until := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	a.Pause("x", until, "432 4.3.2 Concurrent connections limit exceeded")
+	a.Pause("y", time.Now().Add(time.Hour), "421 4.4.2")
+	a.Unpause("y") // mail got through again meanwhile
+	r.Start()
+	if err := a.heartbeat(); err != nil {
+		t.Fatal(err)
+	}
+	if a.Mode() != ModeShared {
+		t.Fatalf("a did not join: %s", a.Mode())
+	}
+	if got, reason := b.PausedUntil("x"); !got.Equal(until) || !strings.Contains(reason, "432") {
+		t.Fatalf("b sees a's pause until %v (%q), want %v", got, reason, until)
+	}
+	if got, _ := b.PausedUntil("y"); !got.IsZero() {
+		t.Fatalf("b sees a pause a lifted while away, until %v", got)
 	}
 }

@@ -94,6 +94,8 @@ func (c *Cluster) join() error {
 		held = append(held, l)
 	}
 	replays := c.awaySettles
+	pauses := c.awayPauses
+	c.awayPauses = map[string]awayPause{}
 	c.mu.Unlock()
 	ctx, cancel := c.ctx()
 	defer cancel()
@@ -126,10 +128,24 @@ func (c *Cluster) join() error {
 				}
 			}
 		}
+		// A pause earned meanwhile (a 432, a refused setup) makes the
+		// others wait too, as it would have with Redis there.
+		for k, pz := range pauses {
+			if pz.until.After(now) {
+				pauseScript.Eval(ctx, p, []string{prefix + "pause:" + k}, pz.until.UnixMilli(), pz.reason)
+			}
+		}
 		answer = joinScript.Eval(ctx, p, []string{prefix + "nodes", prefix + "epoch"}, now.UnixMilli(), c.o.Node, c.alive().Milliseconds(), newID())
 		return nil
 	})
 	if err != nil {
+		c.mu.Lock()
+		for k, pz := range pauses {
+			if cur, ok := c.awayPauses[k]; !ok || pz.until.After(cur.until) {
+				c.awayPauses[k] = pz
+			}
+		}
+		c.mu.Unlock()
 		return err
 	}
 	res, err := answer.Slice()
