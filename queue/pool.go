@@ -1,0 +1,166 @@
+package queue
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// poolExt ends the name of a message file created ahead of need. Empty, it
+// is no message; once written and whole (its footer holds), the envelope
+// in it names the message, and recovery treats it as a whole message file.
+const poolExt = ".pool"
+
+// poolDepth is how many empty files each shard of tmp/ keeps ready: enough
+// for a burst of concurrent messages while the refiller catches up.
+const poolDepth = 4
+
+// filePool keeps empty message files created in advance in each shard of
+// tmp/, so that Create, which runs between the client's DATA and its final
+// dot, finds its file made: creating one (an inode and a directory entry)
+// cost about 0.2 ms at 200 messages a second, on the path to the 250.
+// Postfix creates its queue file at MAIL FROM for the same reason. The
+// files are empty (no disk blocks), so a full disk still refuses mail at
+// the same point, and a crash leaves only empty files that recovery
+// removes.
+type filePool struct {
+	mu     sync.Mutex
+	idle   map[string][]*os.File // by shard directory
+	names  map[string]bool       // paths of the idle files
+	closed bool
+	refill chan string
+	done   chan struct{}
+	wg     sync.WaitGroup
+}
+
+// newFilePool fills every shard in dirs and keeps them filled until close.
+func newFilePool(dirs []string) *filePool {
+	p := &filePool{
+		idle:   make(map[string][]*os.File, len(dirs)),
+		names:  make(map[string]bool, len(dirs)*poolDepth),
+		refill: make(chan string, len(dirs)*poolDepth),
+		done:   make(chan struct{}),
+	}
+	for _, d := range dirs {
+		p.refill <- d
+	}
+	p.wg.Add(1)
+	go p.run()
+	return p
+}
+
+// run tops up the shards it is told about.
+func (p *filePool) run() {
+	defer p.wg.Done()
+	for {
+		select {
+		case <-p.done:
+			return
+		case dir := <-p.refill:
+			p.fill(dir)
+		}
+	}
+}
+
+// fill creates files in dir until it holds poolDepth. A failure (a full
+// disk, no inode left) leaves the shard short: Create then makes its file
+// itself and reports the error to the client.
+func (p *filePool) fill(dir string) {
+	for {
+		p.mu.Lock()
+		short := !p.closed && len(p.idle[dir]) < poolDepth
+		p.mu.Unlock()
+		if !short {
+			return
+		}
+		var r [8]byte
+		_, _ = rand.Read(r[:])
+		f, err := createExcl(filepath.Join(dir, hex.EncodeToString(r[:])+poolExt))
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			f.Close()
+			os.Remove(f.Name())
+			return
+		}
+		p.idle[dir] = append(p.idle[dir], f)
+		p.names[f.Name()] = true
+		p.mu.Unlock()
+	}
+}
+
+// take hands out an empty file in dir, or nil when the shard has none
+// ready (or p is nil).
+func (p *filePool) take(dir string) *os.File {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	fs := p.idle[dir]
+	if p.closed || len(fs) == 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	f := fs[len(fs)-1]
+	p.idle[dir] = fs[:len(fs)-1]
+	delete(p.names, f.Name())
+	p.mu.Unlock()
+	return f
+}
+
+// topUp asks for dir to be filled again. Writers call it once their
+// message is committed or aborted, not when they take the file: a create
+// in the shard while the commit syncs it would compete with that sync.
+func (p *filePool) topUp(dir string) {
+	if p == nil {
+		return
+	}
+	select {
+	case p.refill <- dir:
+	default: // a refill of this shard is queued already, or many are
+	}
+}
+
+// isIdle reports whether path is a file waiting in the pool.
+func (p *filePool) isIdle(path string) bool {
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.names[path]
+}
+
+// close stops the refills and removes the files still waiting.
+func (p *filePool) close() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	var left []*os.File
+	for _, fs := range p.idle {
+		left = append(left, fs...)
+	}
+	p.idle, p.names = nil, nil
+	p.mu.Unlock()
+	close(p.done)
+	p.wg.Wait()
+	for _, f := range left {
+		f.Close()
+		os.Remove(f.Name())
+	}
+}
+
+// isPoolFile reports whether name is a file the pool created.
+func isPoolFile(name string) bool { return strings.HasSuffix(name, poolExt) }
