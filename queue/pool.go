@@ -96,22 +96,40 @@ func (p *filePool) fill(dir string) {
 }
 
 // take hands out an empty file in dir, or nil when the shard has none
-// ready (or p is nil).
+// ready (or p is nil). A file no longer at its path (someone emptied
+// tmp/ by hand) is dropped: a message written into it could not be
+// renamed into incoming/.
 func (p *filePool) take(dir string) *os.File {
 	if p == nil {
 		return nil
 	}
-	p.mu.Lock()
-	fs := p.idle[dir]
-	if p.closed || len(fs) == 0 {
+	for {
+		p.mu.Lock()
+		fs := p.idle[dir]
+		if p.closed || len(fs) == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		f := fs[len(fs)-1]
+		p.idle[dir] = fs[:len(fs)-1]
+		delete(p.names, f.Name())
 		p.mu.Unlock()
-		return nil
+		if stillThere(f) {
+			return f
+		}
+		f.Close()
 	}
-	f := fs[len(fs)-1]
-	p.idle[dir] = fs[:len(fs)-1]
-	delete(p.names, f.Name())
-	p.mu.Unlock()
-	return f
+}
+
+// stillThere reports whether the open file f is still the file at its
+// path.
+func stillThere(f *os.File) bool {
+	open, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	at, err := os.Stat(f.Name())
+	return err == nil && os.SameFile(open, at)
 }
 
 // topUp asks for dir to be filled again. Writers call it once their

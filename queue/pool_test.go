@@ -125,3 +125,25 @@ func TestRecoverPoolFiles(t *testing.T) {
 		t.Errorf("recovery left %v", left)
 	}
 }
+
+// TestPrecreateFilesRemovedByHand: pooled files someone deleted are not
+// handed out (a message written into one could not be queued); Create
+// makes its own file instead.
+func TestPrecreateFilesRemovedByHand(t *testing.T) {
+	dir := t.TempDir()
+	s, _, err := Open(dir, Options{Logger: testLog(t), Recover: true, Precreate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	testkit.Eventually(t, "the pool filled", func() bool { return len(poolFiles(t, dir)) == tmpShards*poolDepth })
+	for _, f := range poolFiles(t, dir) {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := commit(t, s, "Subject: after rm\r\n\r\nbody\r\n")
+	if _, err := s.Load(Incoming, env.ID); err != nil {
+		t.Fatalf("the message after the pool was deleted: %v", err)
+	}
+}
