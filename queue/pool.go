@@ -78,8 +78,21 @@ func (p *filePool) fill(dir string) {
 		}
 		var r [8]byte
 		_, _ = rand.Read(r[:])
-		f, err := createExcl(filepath.Join(dir, hex.EncodeToString(r[:])+poolExt))
+		path := filepath.Join(dir, hex.EncodeToString(r[:])+poolExt)
+		// Known before it exists, so that PartialFiles never sees it
+		// as a message being written.
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return
+		}
+		p.names[path] = true
+		p.mu.Unlock()
+		f, err := createExcl(path)
 		if err != nil {
+			p.mu.Lock()
+			delete(p.names, path)
+			p.mu.Unlock()
 			return
 		}
 		p.mu.Lock()
@@ -90,7 +103,6 @@ func (p *filePool) fill(dir string) {
 			return
 		}
 		p.idle[dir] = append(p.idle[dir], f)
-		p.names[f.Name()] = true
 		p.mu.Unlock()
 	}
 }
@@ -170,7 +182,7 @@ func (p *filePool) close() {
 	for _, fs := range p.idle {
 		left = append(left, fs...)
 	}
-	p.idle, p.names = nil, nil
+	p.idle, p.names = nil, map[string]bool{}
 	p.mu.Unlock()
 	close(p.done)
 	p.wg.Wait()
