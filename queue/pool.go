@@ -3,6 +3,8 @@ package queue
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,8 +30,8 @@ const poolDepth = 4
 // removes.
 type filePool struct {
 	mu     sync.Mutex
-	idle   map[string][]*os.File // by shard directory
-	names  map[string]bool       // paths of the idle files
+	idle   map[string][]string // paths, by shard directory
+	names  map[string]bool     // paths of the idle files
 	closed bool
 	refill chan string
 	done   chan struct{}
@@ -39,7 +41,7 @@ type filePool struct {
 // newFilePool fills every shard in dirs and keeps them filled until close.
 func newFilePool(dirs []string) *filePool {
 	p := &filePool{
-		idle:   make(map[string][]*os.File, len(dirs)),
+		idle:   make(map[string][]string, len(dirs)),
 		names:  make(map[string]bool, len(dirs)*poolDepth),
 		refill: make(chan string, len(dirs)*poolDepth),
 		done:   make(chan struct{}),
@@ -89,59 +91,68 @@ func (p *filePool) fill(dir string) {
 		p.names[path] = true
 		p.mu.Unlock()
 		f, err := createExcl(path)
-		if err != nil {
-			p.mu.Lock()
-			delete(p.names, path)
-			p.mu.Unlock()
-			return
+		if err == nil {
+			// Not kept open: an idle descriptor open for writing would
+			// keep the filesystem from being remounted read-only.
+			err = f.Close()
 		}
 		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			f.Close()
-			os.Remove(f.Name())
+		switch {
+		case err != nil:
+			delete(p.names, path)
+		case p.closed:
+			os.Remove(path)
+		default:
+			p.idle[dir] = append(p.idle[dir], path)
+		}
+		stop := err != nil || p.closed
+		p.mu.Unlock()
+		if stop {
 			return
 		}
-		p.idle[dir] = append(p.idle[dir], f)
-		p.mu.Unlock()
 	}
 }
 
-// take hands out an empty file in dir, or nil when the shard has none
-// ready (or p is nil). A file no longer at its path (someone emptied
-// tmp/ by hand) is dropped: a message written into it could not be
-// renamed into incoming/.
+// take opens an empty file in dir for writing, or returns nil when the
+// shard has none ready (or p is nil). Opening an existing file costs a
+// path lookup, not the inode and directory entry a create makes. A file
+// someone deleted by hand is skipped.
 func (p *filePool) take(dir string) *os.File {
 	if p == nil {
 		return nil
 	}
 	for {
 		p.mu.Lock()
-		fs := p.idle[dir]
-		if p.closed || len(fs) == 0 {
+		paths := p.idle[dir]
+		if p.closed || len(paths) == 0 {
 			p.mu.Unlock()
 			return nil
 		}
-		f := fs[len(fs)-1]
-		p.idle[dir] = fs[:len(fs)-1]
-		delete(p.names, f.Name())
+		path := paths[len(paths)-1]
+		p.idle[dir] = paths[:len(paths)-1]
+		delete(p.names, path)
 		p.mu.Unlock()
-		if stillThere(f) {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err == nil {
 			return f
 		}
-		f.Close()
+		if !errors.Is(err, fs.ErrNotExist) {
+			// Still there but not writable now (a read-only remount):
+			// it stays in the pool, and Create makes its own file, whose
+			// failure it reports.
+			p.mu.Lock()
+			closed := p.closed
+			if !closed {
+				p.idle[dir] = append(p.idle[dir], path)
+				p.names[path] = true
+			}
+			p.mu.Unlock()
+			if closed {
+				os.Remove(path)
+			}
+			return nil
+		}
 	}
-}
-
-// stillThere reports whether the open file f is still the file at its
-// path.
-func stillThere(f *os.File) bool {
-	open, err := f.Stat()
-	if err != nil {
-		return false
-	}
-	at, err := os.Stat(f.Name())
-	return err == nil && os.SameFile(open, at)
 }
 
 // topUp asks for dir to be filled again. Writers call it once their
@@ -178,17 +189,16 @@ func (p *filePool) close() {
 		return
 	}
 	p.closed = true
-	var left []*os.File
-	for _, fs := range p.idle {
-		left = append(left, fs...)
+	var left []string
+	for _, paths := range p.idle {
+		left = append(left, paths...)
 	}
 	p.idle, p.names = nil, map[string]bool{}
 	p.mu.Unlock()
 	close(p.done)
 	p.wg.Wait()
-	for _, f := range left {
-		f.Close()
-		os.Remove(f.Name())
+	for _, path := range left {
+		os.Remove(path)
 	}
 }
 
