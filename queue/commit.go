@@ -42,18 +42,29 @@ type Writer struct {
 	crc  uint32
 	err  error
 	done bool
+	// pooled is set when f came from the spool's pool, which gets a new
+	// file once this one is done with.
+	pooled bool
 }
 
 // Create starts a new message and assigns its id.
 func (s *Spool) Create() (*Writer, error) {
 	id := NewID(s.now())
-	f, err := createExcl(filepath.Join(s.tmpMsgDir(id), id+msgExt))
-	if err != nil {
-		return nil, &WriteError{ID: id, Op: "create message file", Err: err}
+	dir := s.tmpMsgDir(id)
+	// A file made ahead of need in the same shard keeps the sync and
+	// removal paths keyed by id: only its name differs.
+	f := s.pool.take(dir)
+	pooled := f != nil
+	if f == nil {
+		var err error
+		f, err = createExcl(filepath.Join(dir, id+msgExt))
+		if err != nil {
+			return nil, &WriteError{ID: id, Op: "create message file", Err: err}
+		}
 	}
 	bw := bodyBufs.Get().(*bufio.Writer)
 	bw.Reset(f)
-	return &Writer{s: s, id: id, f: f, bw: bw}, nil
+	return &Writer{s: s, id: id, f: f, bw: bw, pooled: pooled}, nil
 }
 
 // bodyBufs recycles the 64 KiB body buffers: one per message would be most
@@ -100,6 +111,14 @@ func (w *Writer) Abort() {
 	w.release()
 	w.f.Close()
 	os.Remove(w.f.Name())
+	w.refill()
+}
+
+// refill lets the pool replace the file this message took from it.
+func (w *Writer) refill() {
+	if w.pooled {
+		w.s.pool.topUp(w.s.tmpMsgDir(w.id))
+	}
 }
 
 // Commit makes the message durable with env as its envelope and puts it in
@@ -169,6 +188,7 @@ func (w *Writer) Commit(env *Envelope) (err error) {
 		return &WriteError{ID: w.id, Op: "rename message file into incoming/", Err: err}
 	}
 	w.done = true
+	w.refill()
 	env.State = Incoming
 	select {
 	case s.notify <- env:

@@ -125,6 +125,12 @@ func (s *Spool) recoverTmp(rep *RecoveryReport, where map[string]State) error {
 				continue
 			}
 			p := filepath.Join(d, e.Name())
+			if isPoolFile(e.Name()) {
+				if err := s.recoverPoolFile(p, rep, where); err != nil {
+					return err
+				}
+				continue
+			}
 			id, ok := strings.CutSuffix(e.Name(), msgExt)
 			if _, dup := where[id]; ok && !dup && ValidID(id) {
 				if env, err := verifyMessageFile(p); err == nil && env.ID == id {
@@ -140,6 +146,31 @@ func (s *Spool) recoverTmp(rep *RecoveryReport, where map[string]State) error {
 				rep.RemovedPartial++
 			}
 		}
+	}
+	return nil
+}
+
+// recoverPoolFile deals with p, a message file made ahead of need: empty,
+// it never held a message and is removed without a word; whole, it is a
+// message synced before its 250, named by its envelope, and goes to
+// incoming/; anything else is a message never acknowledged.
+func (s *Spool) recoverPoolFile(p string, rep *RecoveryReport, where map[string]State) error {
+	if st, err := os.Stat(p); err == nil && st.Size() == 0 {
+		os.Remove(p)
+		return nil
+	}
+	if env, err := verifyMessageFile(p); err == nil && ValidID(env.ID) {
+		if _, dup := where[env.ID]; !dup {
+			if err := os.Rename(p, s.msgPath(Incoming, env.ID)); err != nil {
+				return err
+			}
+			where[env.ID] = Incoming
+			rep.Committed = append(rep.Committed, env.ID)
+			return nil
+		}
+	}
+	if os.Remove(p) == nil {
+		rep.RemovedPartial++
 	}
 	return nil
 }
@@ -198,8 +229,8 @@ func (s *Spool) PartialFiles() ([]string, error) {
 			return nil, err
 		}
 		for _, e := range ents {
-			if !e.IsDir() {
-				out = append(out, filepath.Join(d, e.Name()))
+			if p := filepath.Join(d, e.Name()); !e.IsDir() && !s.pool.isIdle(p) {
+				out = append(out, p)
 			}
 		}
 	}

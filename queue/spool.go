@@ -45,6 +45,11 @@ type Options struct {
 	// too, for benchmarks and for a spool on a filesystem shared with
 	// heavy unrelated writers (a syncfs waits for their data as well).
 	FileSync bool
+	// Precreate keeps a few empty message files ready in tmp/ so that
+	// accepting a message does not wait for its file to be created (see
+	// filePool). Only the process that accepts mail (serve) sets it; Close
+	// removes the files.
+	Precreate bool
 }
 
 // Spool is an open spool directory. It is safe for concurrent use, and for
@@ -77,6 +82,8 @@ type Spool struct {
 	// them (TakeRecovered).
 	recoveredMu sync.Mutex
 	recovered   []*Envelope
+	// pool holds message files created ahead of need (Options.Precreate).
+	pool *filePool
 }
 
 // Open opens (creating if needed) the spool at dir.
@@ -134,7 +141,19 @@ func Open(dir string, o Options) (*Spool, *RecoveryReport, error) {
 			return nil, nil, err
 		}
 	}
+	if o.Precreate && !o.Existing {
+		// After recovery, which would take the new files for leftovers.
+		s.pool = newFilePool(s.tmpDirs)
+	}
 	return s, rep, nil
+}
+
+// Close removes the message files made ahead of need (Options.Precreate)
+// and stops making them. Messages being written are not affected; the
+// spool stays usable, creating each message's file when it starts.
+func (s *Spool) Close() error {
+	s.pool.close()
+	return nil
 }
 
 // tmpShards spreads files being written over several directories. Creating

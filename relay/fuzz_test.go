@@ -76,10 +76,11 @@ func newPipeRelay(tb testing.TB, peer string) *pipeRelay {
 		tb.Fatal(err)
 	}
 	log, logs := testkit.DebugLogger(tb)
-	sp, _, err := queue.Open(cfg.Spool.Dir, queue.Options{Logger: log, Recover: true})
+	sp, _, err := queue.Open(cfg.Spool.Dir, queue.Options{Logger: log, Recover: true, Precreate: true})
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { sp.Close() })
 	p := &pipeRelay{cfg: cfg, spool: sp, logs: logs, peer: netip.MustParseAddr(peer)}
 	p.srv = NewServer(cfg, sp, ServerOptions{Logger: log})
 	p.srv.peerIP = func(net.Conn) netip.Addr { return p.peer }

@@ -134,10 +134,11 @@ func startRelay(t testing.TB, listenExtra string, setup func(*testRelay)) *testR
 		t.Fatalf("test configuration: %v", err)
 	}
 	log, logs := testkit.DebugLogger(t) // printed if the test fails
-	sp, _, err := queue.Open(spoolDir, queue.Options{Logger: log, Recover: true})
+	sp, _, err := queue.Open(spoolDir, queue.Options{Logger: log, Recover: true, Precreate: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { sp.Close() })
 	r := &testRelay{t: t, cfg: cfg, src: src, spool: sp, ca: ca, logs: logs}
 	r.srv = NewServer(cfg, sp, ServerOptions{Logger: log})
 	r.srv.peerIP = func(c net.Conn) netip.Addr {

@@ -532,9 +532,11 @@ func TestSpoolWriteFailure(t *testing.T) {
 			// Replacing a directory with a file fails even for root, which
 			// ignores permissions.
 			d := filepath.Join(r.spool.Dir(), tt.break_)
-			if err := os.RemoveAll(d); err != nil {
-				t.Fatal(err)
-			}
+			// The spool fills tmp/ with files made ahead of need as it
+			// opens: the removal succeeds once that is done. The pooled
+			// files it unlinks are not handed out, so Create makes its
+			// own file, and fails.
+			testkit.Eventually(t, "removing "+tt.break_+"/", func() bool { return os.RemoveAll(d) == nil })
 			if err := os.WriteFile(d, nil, 0o600); err != nil {
 				t.Fatal(err)
 			}

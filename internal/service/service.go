@@ -110,7 +110,7 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	spool, _, err := queue.Open(cfg.Spool.Dir, queue.Options{Logger: log, Now: o.Now, Recover: true})
+	spool, _, err := queue.Open(cfg.Spool.Dir, queue.Options{Logger: log, Now: o.Now, Recover: true, Precreate: true})
 	if err != nil {
 		lock.Release()
 		return nil, fmt.Errorf("spool.dir: %w", err)
@@ -118,6 +118,7 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 	m := metrics.New(spool, o.Now)
 	cl, err := startCluster(cfg, o, spool)
 	if err != nil {
+		spool.Close()
 		lock.Release()
 		return nil, err
 	}
@@ -128,6 +129,7 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 	plain, tlsL, err := srv.Listeners()
 	if err != nil {
 		cl.Close()
+		spool.Close()
 		lock.Release()
 		return nil, err
 	}
@@ -144,6 +146,7 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 		if err != nil {
 			closeListeners()
 			cl.Close()
+			spool.Close()
 			lock.Release()
 			return nil, fmt.Errorf("metrics.address %s: %w", cfg.Metrics.Address, err)
 		}
@@ -160,6 +163,7 @@ func Start(cfg *config.Config, o Options) (*Relay, error) {
 				metricsLn.Close()
 			}
 			cl.Close()
+			spool.Close()
 			lock.Release()
 			return nil, err
 		}
@@ -279,6 +283,9 @@ func (r *Relay) Shutdown(grace time.Duration) {
 		r.httpSrv.Shutdown(ctx)
 	}
 	r.cluster.Close()
+	// The files made ahead of need go before the lock: the next relay's
+	// recovery would otherwise remove them under this one.
+	r.spool.Close()
 	r.lock.Release()
 }
 
