@@ -146,16 +146,7 @@ func TestTwoRelaysShareBudgets(t *testing.T) {
 	emu := haEmulator(t)
 	a := startHARelay(t, emu, rd.URL(), "relay-a")
 	b := startHARelay(t, emu, rd.URL(), "relay-b")
-	var wg sync.WaitGroup
-	for _, r := range []*haRelay{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); r.submit(t, haMessages/2, r.svc.Cluster().Node()) }()
-	}
-	wg.Wait()
-	msgs, err := emu.WaitDelivered(ctxFor(t), haMessages)
-	if err != nil {
-		t.Fatalf("%d of %d delivered: %v", len(msgs), haMessages, err)
-	}
+	msgs := sendThroughBoth(t, emu, a, b)
 	checkLimits(t, emu, msgs)
 	trips := a.svc.Cluster().Stats().RoundTrips + b.svc.Cluster().Stats().RoundTrips
 	t.Logf("Redis round trips: %d for %d messages, %.2f per message (heartbeats and lease renewals included)", trips, len(msgs), float64(trips)/float64(len(msgs)))
@@ -249,16 +240,7 @@ func TestRelaysRoundTrips(t *testing.T) {
 	roomy := func(kc *testkit.Config) { kc.Mailboxes[0].MaxPerMinute = 100 * haMessages }
 	a := startHARelay(t, emu, rd.URL(), "relay-a", roomy)
 	b := startHARelay(t, emu, rd.URL(), "relay-b", roomy)
-	var wg sync.WaitGroup
-	for _, r := range []*haRelay{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); r.submit(t, haMessages/2, r.svc.Cluster().Node()) }()
-	}
-	wg.Wait()
-	msgs, err := emu.WaitDelivered(ctxFor(t), haMessages)
-	if err != nil {
-		t.Fatalf("%d of %d delivered: %v", len(msgs), haMessages, err)
-	}
+	msgs := sendThroughBoth(t, emu, a, b)
 	var trips, upkeep uint64
 	for _, r := range []*haRelay{a, b} {
 		st := r.svc.Cluster().Stats()
@@ -272,4 +254,21 @@ func TestRelaysRoundTrips(t *testing.T) {
 	if per > 3 {
 		t.Errorf("%.2f Redis round trips per delivered message besides upkeep, want at most 3", per)
 	}
+}
+
+// sendThroughBoth submits half of haMessages to each relay and waits
+// until the emulator has them all.
+func sendThroughBoth(t *testing.T, emu *msemu.Emulator, a, b *haRelay) []msemu.Message {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, r := range []*haRelay{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.submit(t, haMessages/2, r.svc.Cluster().Node()) }()
+	}
+	wg.Wait()
+	msgs, err := emu.WaitDelivered(ctxFor(t), haMessages)
+	if err != nil {
+		t.Fatalf("%d of %d delivered: %v", len(msgs), haMessages, err)
+	}
+	return msgs
 }
