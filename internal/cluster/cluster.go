@@ -108,6 +108,8 @@ type Cluster struct {
 	leaving   map[string]int
 	// remembered is the count of relays last handed to Options.Remember.
 	remembered int
+	// rememberMu keeps calls of Options.Remember one at a time.
+	rememberMu sync.Mutex
 	// yielded: until when this relay takes no new lease of a key after
 	// giving one up for a relay that waits.
 	yielded map[string]time.Time

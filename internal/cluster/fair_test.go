@@ -197,3 +197,40 @@ func TestPauseWhileAwayIsShared(t *testing.T) {
 		t.Fatalf("b sees a pause a lifted while away, until %v", got)
 	}
 }
+
+// Two changes in the count of relays alive, one right after the other,
+// leave the later count remembered, even when the earlier call is slower
+// (before: each call ran in its own goroutine, and the slower one, with
+// the stale count, could be written last).
+func TestRememberKeepsTheLatest(t *testing.T) {
+	log, _ := testkit.DebugLogger(t)
+	for range 20 {
+		release := make(chan struct{})
+		got := make(chan int, 4)
+		c, err := New(Options{Node: "relay-a", Logger: log, Remember: func(n int) {
+			if n == 2 {
+				<-release
+			}
+			got <- n
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		c.learn([]any{"relay-a", "1", "relay-b", "1"}, now)
+		c.learn([]any{"relay-a", "1", "relay-b", "1", "relay-c", "1"}, now)
+		close(release)
+		last := 0
+		for range 2 {
+			select {
+			case last = <-got:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Remember was not called twice")
+			}
+		}
+		if last != 3 {
+			t.Fatalf("remembered %d relays last, want the latest count, 3", last)
+		}
+		c.Close()
+	}
+}

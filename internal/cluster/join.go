@@ -216,8 +216,20 @@ func (c *Cluster) learn(alive []any, now time.Time) {
 	c.nodes = max(len(seen), 1)
 	if c.o.Remember != nil && c.nodes != c.remembered {
 		c.remembered = c.nodes
-		go c.o.Remember(c.nodes)
+		go c.remember()
 	}
+}
+
+// remember hands the latest count of relays alive to Options.Remember,
+// off c.mu (it writes a file) and one call at a time: calls started in
+// one order could otherwise end in another and leave a stale count.
+func (c *Cluster) remember() {
+	c.rememberMu.Lock()
+	defer c.rememberMu.Unlock()
+	c.mu.Lock()
+	n := c.remembered
+	c.mu.Unlock()
+	c.o.Remember(n)
 }
 
 // rejoinMax is the longest a relay waits for the others to rejoin: past
