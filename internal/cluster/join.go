@@ -116,6 +116,11 @@ func (c *Cluster) join() error {
 					zs = append(zs, redis.Z{Score: float64(ceilMilli(e.at)), Member: fmt.Sprintf("%s:%d", e.id, j)})
 				}
 			}
+			if len(zs) == 0 {
+				// A cancelled send can leave a key without entries:
+				// a ZADD of none would fail the whole transaction.
+				continue
+			}
 			p.ZAdd(ctx, prefix+k, zs...)
 			p.PExpire(ctx, prefix+k, 25*time.Hour)
 		}

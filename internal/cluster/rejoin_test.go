@@ -277,3 +277,28 @@ func TestFallbackDayCount(t *testing.T) {
 		t.Fatalf("alone, a took %d of the 10 left to two relays, want its share 5", took)
 	}
 }
+
+// A send cancelled while Redis answered leaves its key with no entries in
+// the local log; the join that follows a fallback still succeeds (before:
+// it sent Redis a ZADD without members, which failed the whole
+// transaction, so the relay never left fallback).
+func TestJoinAfterCancelledSend(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
+	a, _, _ := twoNodes(t, r, clock.Now)
+	key, lim := []string{"mailbox:x:minute"}, []Limit{{Span: time.Minute, Max: 30}}
+	tk, _, ok := a.Reserve(key, lim, 1, clock.Now())
+	if !ok {
+		t.Fatal("refused in an empty window")
+	}
+	a.Settle(tk, clock.Now(), 0)
+	r.Stop()
+	if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); ok {
+		t.Fatal("no hold in fallback")
+	}
+	if a.Mode() != ModeFallback {
+		t.Fatalf("mode %s with Redis stopped, want fallback", a.Mode())
+	}
+	r.Start()
+	testkit.Eventually(t, "a shared again", func() bool { return a.Mode() == ModeShared })
+}
