@@ -120,9 +120,18 @@ func (s *Scheduler) reserveShared(ctx context.Context, mb *mbox, mc *config.Mail
 		}
 		if retry := r.Retry[1]; !r.Rejoin && !retry.IsZero() {
 			d := retry.Sub(now)
-			s.pause(mb, transport.Verdict{Kind: transport.Quota, Reply: "the relays' shared count of this mailbox's recipients in the last 24 hours reached max_recipients_per_day",
-				Fix: "mail waits for the 24-hour window to roll; spread the load over more mailboxes if this repeats"}, d, d)
-			s.log.Warn("mailbox reached its daily recipient limit across the relays; mail waits for the 24-hour window to roll", "mailbox", mb.addr, "until", retry.Format(time.RFC3339))
+			v := transport.Verdict{Kind: transport.Quota, Reply: "the relays' shared count of this mailbox's recipients in the last 24 hours reached max_recipients_per_day",
+				Fix: "mail waits for the 24-hour window to roll; spread the load over more mailboxes if this repeats"}
+			msg := "mailbox reached its daily recipient limit across the relays; mail waits for the 24-hour window to roll"
+			if sh.Mode() == cluster.ModeFallback {
+				// Only this relay's share is used up, and Redis is
+				// asked again within a minute: not the whole day.
+				v.Reply = "Redis is away and this relay used its share of what was left of max_recipients_per_day in the last 24 hours"
+				v.Fix = "mail waits until Redis answers again or the 24-hour window rolls; check that Redis runs and this relay reaches it (`oauthrelay doctor` tests [cluster] redis)"
+				msg = "mailbox used this relay's share of its daily recipient limit while Redis is away; mail waits until Redis answers again or the 24-hour window rolls"
+			}
+			s.pause(mb, v, d, d)
+			s.log.Warn(msg, "mailbox", mb.addr, "until", retry.Format(time.RFC3339))
 			return nil, sharedRefusal{retry, transport.Quota, ""}, false
 		}
 		// One wait per reason, however many times it asks again: the
