@@ -222,13 +222,7 @@ type settled struct {
 func (c *Cluster) Pause(key string, until time.Time, reason string) {
 	if !c.shared() {
 		if c.rdb != nil {
-			// Redis is away: the others learn of it when this relay
-			// joins again, if it still lasts.
-			c.mu.Lock()
-			if p, ok := c.awayPauses[key]; !ok || until.After(p.until) {
-				c.awayPauses[key] = awayPause{until, reason}
-			}
-			c.mu.Unlock()
+			c.pauseAway(key, until, reason)
 		}
 		return
 	}
@@ -236,6 +230,17 @@ func (c *Cluster) Pause(key string, until time.Time, reason string) {
 	defer cancel()
 	if err := pauseScript.Run(ctx, c.rdb, []string{prefix + "pause:" + key}, until.UnixMilli(), reason).Err(); err != nil {
 		c.toFallback(err)
+		c.pauseAway(key, until, reason)
+	}
+}
+
+// pauseAway keeps a pause Redis has not seen: the others learn of it when
+// this relay joins again, if it still lasts.
+func (c *Cluster) pauseAway(key string, until time.Time, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.awayPauses[key]; !ok || until.After(p.until) {
+		c.awayPauses[key] = awayPause{until, reason}
 	}
 }
 

@@ -234,3 +234,25 @@ func TestRememberKeepsTheLatest(t *testing.T) {
 		c.Close()
 	}
 }
+
+// A pause whose sharing finds Redis gone is kept for the join like one
+// earned in fallback (before: the failed write was dropped, and the
+// others never learnt of the pause).
+func TestPauseWhenRedisFailsIsShared(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	a, b := slowNodes(t, r, time.Now)
+	stopBeat(t, a)
+	r.Stop()
+	until := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	a.Pause("x", until, "432 4.3.2 Concurrent connections limit exceeded")
+	if a.Mode() != ModeFallback {
+		t.Fatalf("a's pause reached a stopped Redis: mode %s", a.Mode())
+	}
+	r.Start()
+	if err := a.join(); err != nil {
+		t.Fatal(err)
+	}
+	if got, reason := b.PausedUntil("x"); !got.Equal(until) || !strings.Contains(reason, "432") {
+		t.Fatalf("b sees a's pause until %v (%q), want %v", got, reason, until)
+	}
+}

@@ -144,13 +144,9 @@ func (c *Cluster) join() error {
 		return nil
 	})
 	if err != nil {
-		c.mu.Lock()
 		for k, pz := range pauses {
-			if cur, ok := c.awayPauses[k]; !ok || pz.until.After(cur.until) {
-				c.awayPauses[k] = pz
-			}
+			c.pauseAway(k, pz.until, pz.reason)
 		}
-		c.mu.Unlock()
 		return err
 	}
 	res, err := answer.Slice()
