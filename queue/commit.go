@@ -42,9 +42,6 @@ type Writer struct {
 	crc  uint32
 	err  error
 	done bool
-	// pooled is set when f came from the spool's pool, which gets a new
-	// file once this one is done with.
-	pooled bool
 }
 
 // Create starts a new message and assigns its id.
@@ -54,7 +51,6 @@ func (s *Spool) Create() (*Writer, error) {
 	// A file made ahead of need in the same shard keeps the sync and
 	// removal paths keyed by id: only its name differs.
 	f := s.pool.take(dir)
-	pooled := f != nil
 	if f == nil {
 		var err error
 		f, err = createExcl(filepath.Join(dir, id+msgExt))
@@ -64,7 +60,7 @@ func (s *Spool) Create() (*Writer, error) {
 	}
 	bw := bodyBufs.Get().(*bufio.Writer)
 	bw.Reset(f)
-	return &Writer{s: s, id: id, f: f, bw: bw, pooled: pooled}, nil
+	return &Writer{s: s, id: id, f: f, bw: bw}, nil
 }
 
 // bodyBufs recycles the 64 KiB body buffers: one per message would be most
@@ -114,11 +110,12 @@ func (w *Writer) Abort() {
 	w.refill()
 }
 
-// refill lets the pool replace the file this message took from it.
+// refill lets the pool replace the file this message took from its
+// shard. Asked after every message, not only one that got a pooled file:
+// a shard the pool left empty (a failed fill, files removed by hand)
+// would otherwise never be filled again.
 func (w *Writer) refill() {
-	if w.pooled {
-		w.s.pool.topUp(w.s.tmpMsgDir(w.id))
-	}
+	w.s.pool.topUp(w.s.tmpMsgDir(w.id))
 }
 
 // Commit makes the message durable with env as its envelope and puts it in

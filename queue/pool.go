@@ -69,8 +69,9 @@ func (p *filePool) run() {
 }
 
 // fill creates files in dir until it holds poolDepth. A failure (a full
-// disk, no inode left) leaves the shard short: Create then makes its file
-// itself and reports the error to the client.
+// disk, no inode left) leaves the shard short until the next message in
+// it asks again (topUp): Create then makes its file itself and reports
+// the error to the client.
 func (p *filePool) fill(dir string) {
 	for {
 		p.mu.Lock()

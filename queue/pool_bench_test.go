@@ -43,14 +43,7 @@ func BenchmarkPrecreatePaced(b *testing.B) {
 				b.Fatal(err)
 			}
 			creates[i] = append(creates[i], time.Since(t0))
-			if _, err := w.Write(benchBody); err != nil {
-				b.Fatal(err)
-			}
-			env := &Envelope{Client: "erp", Mailbox: "helpdesk@contoso.com", MailFrom: "noreply@contoso.com",
-				Recipients: []*Recipient{{Address: "a@example.com"}}}
-			if err := w.Commit(env); err != nil {
-				b.Fatal(err)
-			}
+			benchCommit(b, w)
 			lats[i] = append(lats[i], time.Since(t0))
 		}
 	}

@@ -146,4 +146,17 @@ func TestPrecreateFilesRemovedByHand(t *testing.T) {
 	if _, err := s.Load(Incoming, env.ID); err != nil {
 		t.Fatalf("the message after the pool was deleted: %v", err)
 	}
+	// A shard left empty (files removed by hand, or a failed fill: too
+	// many open files, no inode left) is filled again after the next
+	// message in it, not left empty for good.
+	shard := s.tmpMsgDir(env.ID)
+	testkit.Eventually(t, "the emptied shard refilled", func() bool {
+		n := 0
+		for _, f := range poolFiles(t, dir) {
+			if filepath.Dir(f) == shard {
+				n++
+			}
+		}
+		return n == poolDepth
+	})
 }

@@ -36,6 +36,11 @@ func benchEnqueue(b *testing.B, s *Spool) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchCommit(b, w)
+}
+
+// benchCommit writes benchBody into w and commits it.
+func benchCommit(b *testing.B, w *Writer) {
 	if _, err := w.Write(benchBody); err != nil {
 		b.Fatal(err)
 	}

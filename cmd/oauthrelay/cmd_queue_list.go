@@ -115,7 +115,8 @@ func queueShow(spool *queue.Spool, id string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	now := time.Now()
-	// One look-up of the file: Find already knows the state.
+	// Looked up once for the two lines that name it (MessagePath searches
+	// the states again: Find does not say where the file is).
 	file := messageFile(spool, e.ID)
 	fmt.Fprintf(stdout, "id:           %s\n", e.ID)
 	fmt.Fprintf(stdout, "state:        %s (%s)\n", e.State, file)
