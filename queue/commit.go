@@ -42,6 +42,9 @@ type Writer struct {
 	crc  uint32
 	err  error
 	done bool
+	// pooled: the file came from the pool, whose directory entry was
+	// synced before it was offered.
+	pooled bool
 }
 
 // Create starts a new message and assigns its id.
@@ -51,6 +54,7 @@ func (s *Spool) Create() (*Writer, error) {
 	// A file made ahead of need in the same shard keeps the sync and
 	// removal paths keyed by id: only its name differs.
 	f := s.pool.take(dir)
+	pooled := f != nil
 	if f == nil {
 		var err error
 		f, err = createExcl(filepath.Join(dir, id+msgExt))
@@ -60,7 +64,7 @@ func (s *Spool) Create() (*Writer, error) {
 	}
 	bw := bodyBufs.Get().(*bufio.Writer)
 	bw.Reset(f)
-	return &Writer{s: s, id: id, f: f, bw: bw}, nil
+	return &Writer{s: s, id: id, f: f, bw: bw, pooled: pooled}, nil
 }
 
 // bodyBufs recycles the 64 KiB body buffers: one per message would be most
@@ -170,7 +174,7 @@ func (w *Writer) Commit(env *Envelope) (err error) {
 	}
 	w.release()
 	failpoint("commit-before-sync")
-	if err := s.commitSync(w.f, s.tmpMsgDir(w.id)); err != nil {
+	if err := s.commitSync(w.f, s.tmpMsgDir(w.id), w.pooled); err != nil {
 		return &WriteError{ID: w.id, Op: "sync spool", Err: err}
 	}
 	if err := w.f.Close(); err != nil {
@@ -196,13 +200,15 @@ func (w *Writer) Commit(env *Envelope) (err error) {
 
 // commitSync makes the written message file f and its entry in dir
 // durable. A commit alone (no other between its write and its sync) fsyncs
-// its own file, plus dir unless the filesystem covers a new entry with
-// the file's fsync: at low load that is one small sync, where syncfs would
+// its own file, plus dir unless the entry is durable already
+// (entryDurable: a pooled file, whose entry was synced before it was
+// offered) or the filesystem covers a new entry with the file's fsync:
+// at low load that is one small sync, where syncfs would
 // also wait for every other writer's dirty data on the filesystem. When
 // others are syncing, it joins the shared syncfs (group commit). Both keep
 // the same guarantee; so does the per-file mode (FileSync, or after a
 // syncfs error).
-func (s *Spool) commitSync(f *os.File, dir string) error {
+func (s *Spool) commitSync(f *os.File, dir string, entryDurable bool) error {
 	alone := s.syncing.Add(1) == 1
 	defer s.syncing.Add(-1)
 	if s.grouped() && (!alone || s.alwaysShare) {
@@ -211,7 +217,7 @@ func (s *Spool) commitSync(f *os.File, dir string) error {
 	if err := f.Sync(); err != nil {
 		return err
 	}
-	if s.entryWithFile {
+	if entryDurable || s.entryWithFile {
 		return nil
 	}
 	// The file's entry in tmp/ must be durable too: recovery finds the

@@ -3,7 +3,10 @@ package queue
 import (
 	"errors"
 	"os"
+	"sync"
 	"testing"
+
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
 // commitOne commits a small message and returns its id.
@@ -90,4 +93,58 @@ func TestCommitSyncPaths(t *testing.T) {
 		t.Errorf("after the failure a commit ran the filesystem sync again (%d syncs)", syncs)
 	}
 	s.syncing.Add(-1)
+}
+
+// TestPooledEntryDurableBeforeUse: the pool syncs a shard's directory
+// before it offers the files it made there, so a message written into a
+// pooled file needs only its own fsync, on any filesystem (not only where
+// the file's fsync covers a new entry).
+func TestPooledEntryDurableBeforeUse(t *testing.T) {
+	var mu sync.Mutex
+	synced := map[string]bool{}
+	poolSyncDir = func(dir string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		synced[dir] = true
+		return syncDir(dir)
+	}
+	t.Cleanup(func() { poolSyncDir = syncDir })
+	dir := t.TempDir()
+	s, _, err := Open(dir, Options{Logger: testLog(t), Recover: true, Precreate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	go func() {
+		for range s.Notify() {
+		}
+	}()
+	testkit.Eventually(t, "the pool filled", func() bool { return len(poolFiles(t, dir)) == tmpShards*poolDepth })
+	mu.Lock()
+	if len(synced) != tmpShards {
+		t.Errorf("the pool synced %d of %d shard directories before offering their files", len(synced), tmpShards)
+	}
+	mu.Unlock()
+	s.entryWithFile = false
+	s.fs = nil // per-file syncs, as on a filesystem without syncfs
+	s.sync = newSyncer() // forget recovery's directory syncs
+	id, err := commitOne(t, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := s.sync.m[s.tmpMsgDir(id)]; g != nil && g.done > 0 {
+		t.Error("a commit into a pooled file fsynced its shard again")
+	}
+	// A file Create makes itself still gets its directory synced.
+	for _, f := range poolFiles(t, dir) {
+		os.Remove(f)
+	}
+	s.pool.close()
+	id, err = commitOne(t, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := s.sync.m[s.tmpMsgDir(id)]; g == nil || g.done == 0 {
+		t.Error("a commit into a file Create made did not fsync its shard")
+	}
 }

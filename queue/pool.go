@@ -68,14 +68,37 @@ func (p *filePool) run() {
 	}
 }
 
-// fill creates files in dir until it holds poolDepth. A failure (a full
-// disk, no inode left) leaves the shard short until the next message in
-// it asks again (topUp): Create then makes its file itself and reports
-// the error to the client.
+// poolSyncDir makes a shard's new entries durable (a variable for tests).
+var poolSyncDir = syncDir
+
+// fill creates files in dir until it holds poolDepth, then syncs dir
+// before offering them: a message written into a pooled file then needs
+// only its own fsync to be found after a crash, on any filesystem (its
+// name was durable before the message came). A failure (a full disk, no
+// inode left, a failed directory sync) leaves the shard short until the
+// next message in it asks again (topUp): Create then makes its file itself
+// and reports any error to the client.
 func (p *filePool) fill(dir string) {
+	var made []string
+	defer func() {
+		err := error(nil)
+		if len(made) > 0 {
+			err = poolSyncDir(dir)
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, path := range made {
+			if err != nil || p.closed {
+				delete(p.names, path)
+				os.Remove(path)
+				continue
+			}
+			p.idle[dir] = append(p.idle[dir], path)
+		}
+	}()
 	for {
 		p.mu.Lock()
-		short := !p.closed && len(p.idle[dir]) < poolDepth
+		short := !p.closed && len(p.idle[dir])+len(made) < poolDepth
 		p.mu.Unlock()
 		if !short {
 			return
@@ -98,20 +121,14 @@ func (p *filePool) fill(dir string) {
 			// keep the filesystem from being remounted read-only.
 			err = f.Close()
 		}
-		p.mu.Lock()
-		switch {
-		case err != nil:
+		if err != nil {
+			p.mu.Lock()
 			delete(p.names, path)
-		case p.closed:
+			p.mu.Unlock()
 			os.Remove(path)
-		default:
-			p.idle[dir] = append(p.idle[dir], path)
-		}
-		stop := err != nil || p.closed
-		p.mu.Unlock()
-		if stop {
 			return
 		}
+		made = append(made, path)
 	}
 }
 
