@@ -126,7 +126,7 @@ func TestPooledEntryDurableBeforeUse(t *testing.T) {
 	}
 	mu.Unlock()
 	s.entryWithFile = false
-	s.fs = nil // per-file syncs, as on a filesystem without syncfs
+	s.fs = nil           // per-file syncs, as on a filesystem without syncfs
 	s.sync = newSyncer() // forget recovery's directory syncs
 	id, err := commitOne(t, s)
 	if err != nil {
