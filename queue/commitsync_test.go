@@ -3,6 +3,8 @@ package queue
 import (
 	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -100,16 +102,20 @@ func TestCommitSyncPaths(t *testing.T) {
 // pooled file needs only its own fsync, on any filesystem (not only where
 // the file's fsync covers a new entry).
 func TestPooledEntryDurableBeforeUse(t *testing.T) {
+	dir := t.TempDir()
 	var mu sync.Mutex
 	synced := map[string]bool{}
-	poolSyncDir = func(dir string) error {
-		mu.Lock()
-		defer mu.Unlock()
-		synced[dir] = true
-		return syncDir(dir)
+	hook := func(d string) error {
+		// Other tests' spools may still be filling their pools.
+		if strings.HasPrefix(d, dir+string(filepath.Separator)) {
+			mu.Lock()
+			synced[d] = true
+			mu.Unlock()
+		}
+		return syncDir(d)
 	}
-	t.Cleanup(func() { poolSyncDir = syncDir })
-	dir := t.TempDir()
+	poolSyncDir.Store(&hook)
+	t.Cleanup(func() { poolSyncDir.Store(nil) })
 	s, _, err := Open(dir, Options{Logger: testLog(t), Recover: true, Precreate: true})
 	if err != nil {
 		t.Fatal(err)

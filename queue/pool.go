@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // poolExt ends the name of a message file created ahead of need. Empty, it
@@ -68,8 +69,17 @@ func (p *filePool) run() {
 	}
 }
 
-// poolSyncDir makes a shard's new entries durable (a variable for tests).
-var poolSyncDir = syncDir
+// poolSyncDir, when set, replaces syncDir for the pool's directory syncs
+// (tests count them; atomic, as other tests' pools may be filling).
+var poolSyncDir atomic.Pointer[func(string) error]
+
+// syncPoolDir makes a shard's new entries durable.
+func syncPoolDir(dir string) error {
+	if f := poolSyncDir.Load(); f != nil {
+		return (*f)(dir)
+	}
+	return syncDir(dir)
+}
 
 // fill creates files in dir until it holds poolDepth, then syncs dir
 // before offering them: a message written into a pooled file then needs
@@ -83,7 +93,7 @@ func (p *filePool) fill(dir string) {
 	defer func() {
 		err := error(nil)
 		if len(made) > 0 {
-			err = poolSyncDir(dir)
+			err = syncPoolDir(dir)
 		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
