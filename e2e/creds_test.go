@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/oauthrelay/oauthrelay/doctor"
+	"github.com/oauthrelay/oauthrelay/internal/guid"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 	"github.com/oauthrelay/oauthrelay/queue"
@@ -133,9 +134,11 @@ func TestManagedIdentity(t *testing.T) {
 	for k, v := range emu.ManagedIdentityEnv() {
 		t.Setenv(k, v)
 	}
-	// A user-assigned identity of its own: MSAL caches managed identity
-	// tokens process-wide.
-	mi := msemu.ManagedIdentity{ClientID: "0a9b8c7d-6e5f-4a3b-9c2d-1e0f9a8b7c6d", ObjectID: "5e4d3c2b-1a09-4f8e-9d7c-6b5a4f3e2d1c", TenantID: tenantID}
+	// A user-assigned identity of its own, new each run: MSAL caches
+	// managed identity tokens process-wide, and a token from an earlier
+	// run's emulator (go test -count=2) has an issuer this one does not
+	// trust.
+	mi := msemu.ManagedIdentity{ClientID: guid.New(), ObjectID: guid.New(), TenantID: tenantID}
 	emu.AddManagedIdentity(mi)
 	const mbx = "azure@contoso.com"
 	emu.AddApp(msemu.App{TenantID: tenantID, ClientID: miApp, Consent: true, ServicePrincipal: true,
