@@ -316,12 +316,16 @@ func (s *Source) fetch(c *call) {
 	s.mu.Lock()
 	acquire, settings, secrets := s.acquire, s.settings, []string{s.secret, s.settings.Password}
 	s.mu.Unlock()
+	asked := s.now()
 	access, lifetime, err := acquire(ctx)
 	got := s.now()
 	var tok Token
 	if err == nil {
-		// Carry the lifetime over to the injected clock.
-		tok = Token{AccessToken: access, ExpiresOn: got.Add(lifetime)}
+		// Carry the lifetime over to the injected clock, counted from
+		// when the token was asked for: it was issued after that, so the
+		// expiry is never later than the endpoint's, even if the clock
+		// moved while the request ran (a simulated clock jumps).
+		tok = Token{AccessToken: access, ExpiresOn: asked.Add(lifetime)}
 	} else if oe := asOAuthError(s.name, err); oe != nil {
 		err = oe
 	} else {

@@ -446,3 +446,27 @@ func TestStartRefreshesInSimulatedTime(t *testing.T) {
 		})
 	}
 }
+
+// TestExpiryCountsFromTheRequest: a token's expiry counts from when it was
+// asked for, so a clock that moves while the request runs (a simulated
+// clock jumping; a slow endpoint) never makes it look longer-lived than
+// Entra made it. Before, it counted from the answer: a jump of 30 s during
+// the request gave a token 30 s more than it had, and an AUTH presented it
+// with less than min_token_lifetime left.
+func TestExpiryCountsFromTheRequest(t *testing.T) {
+	f := newFakeEntra(t)
+	clk := newTestClock()
+	asked := clk.Now()
+	f.respond = func(int64, url.Values) (int, string) {
+		clk.Advance(30 * time.Second) // the clock moves while Entra answers
+		return 0, ""
+	}
+	src := newTestSource(t, f, secretSettings(f), Options{Now: clk.Now})
+	tok, err := src.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if latest := asked.Add(time.Duration(f.expiresIn) * time.Second); tok.ExpiresOn.After(latest) {
+		t.Fatalf("expires on %v, later than asked + expires_in = %v", tok.ExpiresOn, latest)
+	}
+}
