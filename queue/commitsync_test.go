@@ -125,7 +125,17 @@ func TestPooledEntryDurableBeforeUse(t *testing.T) {
 		for range s.Notify() {
 		}
 	}()
-	testkit.Eventually(t, "the pool filled", func() bool { return len(poolFiles(t, dir)) == tmpShards*poolDepth })
+	// Offered, not only on disk: a shard's files are offered once its
+	// directory is synced.
+	testkit.Eventually(t, "the pool filled and offered", func() bool {
+		s.pool.mu.Lock()
+		defer s.pool.mu.Unlock()
+		n := 0
+		for _, paths := range s.pool.idle {
+			n += len(paths)
+		}
+		return n == tmpShards*poolDepth
+	})
 	mu.Lock()
 	if len(synced) != tmpShards {
 		t.Errorf("the pool synced %d of %d shard directories before offering their files", len(synced), tmpShards)
