@@ -31,6 +31,21 @@ func (s *Spool) v1BodyPath(id string) string {
 	return filepath.Join(s.dir, msgDir, id+".eml")
 }
 
+// openV1Body opens the body of a corrupt message of the previous format:
+// the whole file is the body, with no header to skip as openBody does.
+func (s *Spool) openV1Body(id string) (io.ReadCloser, int64, error) {
+	f, err := openRead(s.v1BodyPath(id))
+	if err != nil {
+		return nil, 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, fi.Size(), nil
+}
+
 // loadV1Corrupt reads a corrupt envelope of the previous format, whose
 // reading fails in most cases: that is why it is there.
 func (s *Spool) loadV1Corrupt(id string) (*Envelope, error) {

@@ -297,19 +297,8 @@ func (s *Spool) Body(id string) (io.ReadCloser, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	if st == Corrupt {
-		if s.isV1Corrupt(id) {
-			f, err := os.Open(s.v1BodyPath(id))
-			if err != nil {
-				return nil, 0, err
-			}
-			fi, err := f.Stat()
-			if err != nil {
-				f.Close()
-				return nil, 0, err
-			}
-			return f, fi.Size(), nil
-		}
+	if st == Corrupt && s.isV1Corrupt(id) {
+		return s.openV1Body(id)
 	}
 	return openBody(s.msgPath(st, id))
 }
