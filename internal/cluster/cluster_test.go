@@ -24,6 +24,18 @@ func twoNodes(t *testing.T, r *testkit.Redis, clock func() time.Time) (*Cluster,
 	return out[0], out[1], buf
 }
 
+// reserveN asks c n times for one send each in the window of key, and
+// says how many fitted.
+func reserveN(c *Cluster, key []string, lim []Limit, n int, now func() time.Time) int {
+	took := 0
+	for range n {
+		if _, _, ok := c.Reserve(key, lim, 1, now()); ok {
+			took++
+		}
+	}
+	return took
+}
+
 // Two relays sharing one Redis never take more than the limit between
 // them in any span, and each is told when the window has room again.
 func TestSharedWindow(t *testing.T) {
@@ -142,12 +154,7 @@ func TestFallback(t *testing.T) {
 		t.Fatalf("hold until %v, want one window and a lease TTL: %v", hold, want)
 	}
 	clock.Set(hold)
-	took := 0
-	for i := 0; i < 30; i++ {
-		if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); ok {
-			took++
-		}
-	}
+	took := reserveN(a, key, lim, 30, clock.Now)
 	if took != 15 {
 		t.Fatalf("in fallback one of two relays took %d, want its share 15", took)
 	}
@@ -169,22 +176,12 @@ func TestFallback(t *testing.T) {
 	}
 	// What a counted alone is in Redis now, and both relays have put
 	// theirs back: b finds a's 15 there and gets the other 15, no more.
-	took = 0
-	for i := 0; i < 20; i++ {
-		if _, _, ok := b.Reserve(key, lim, 1, clock.Now()); ok {
-			took++
-		}
-	}
+	took = reserveN(b, key, lim, 20, clock.Now)
 	if took != 15 {
 		t.Fatalf("right after the return, the other relay took %d beside a's 15 counted alone, want 15", took)
 	}
 	clock.Advance(time.Minute + time.Second)
-	took = 0
-	for i := 0; i < 40; i++ {
-		if _, _, ok := b.Reserve(key, lim, 1, clock.Now()); ok {
-			took++
-		}
-	}
+	took = reserveN(b, key, lim, 40, clock.Now)
 	if took != 30 {
 		t.Fatalf("a window after the return %d fitted, want the whole 30", took)
 	}

@@ -172,12 +172,7 @@ func TestRestartWindow(t *testing.T) {
 		t.Fatal("with both back, a 31st message fitted in the window")
 	}
 	clock.Advance(time.Minute)
-	took := 0
-	for i := 0; i < 40; i++ {
-		if _, _, ok := b.Reserve(key, lim, 1, clock.Now()); ok {
-			took++
-		}
-	}
+	took := reserveN(b, key, lim, 40, clock.Now)
 	if took != 30 {
 		t.Fatalf("a window later %d fitted, want 30", took)
 	}
@@ -264,12 +259,7 @@ func TestFallbackDayCount(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Stop()
-	took := 0
-	for i := 0; i < 50; i++ {
-		if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); ok {
-			took++
-		}
-	}
+	took := reserveN(a, key, lim, 50, clock.Now)
 	if a.Mode() != ModeFallback {
 		t.Fatal("not in fallback")
 	}
