@@ -241,10 +241,8 @@ func (s *Spool) MessagePath(id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if st == Corrupt {
-		if s.isV1Corrupt(id) {
-			return s.v1EnvPath(Corrupt, id), nil
-		}
+	if st == Corrupt && s.isV1Corrupt(id) {
+		return s.v1EnvPath(Corrupt, id), nil
 	}
 	return s.msgPath(st, id), nil
 }
