@@ -26,6 +26,12 @@ func (v *validator) secretExpiry(a *App, key func(string) string, line func(stri
 		v.warn(l, k, "is set but the app uses a certificate, whose own expiry the relay reads from certificate_file", "remove client_secret_expires")
 		return
 	}
+	if a.ClientSecret == "" && a.ClientSecretFile == "" {
+		// A certificate store, federated token or managed identity: a
+		// date here would warn about a secret the app never presents.
+		v.warn(l, k, "is set but the app does not sign in with a client secret", "remove client_secret_expires")
+		return
+	}
 	a.SecretExpires = d
 	const renew = "create a new client secret in the app registration's Certificates & secrets, put its Value where the relay reads it, set client_secret_expires to its new date, then reload the relay (SIGHUP; a ${VAR} secret needs a restart)"
 	switch left := d.Sub(now); {

@@ -50,3 +50,27 @@ func TestSecretExpiry(t *testing.T) {
 		t.Errorf("a date in another format: problems %v, want one naming the key and the format", probs)
 	}
 }
+
+// TestSecretExpiryWithoutSecret: an app that presents no client secret
+// (here a managed identity) is told the date is not used, and its
+// SecretExpires stays zero so nothing warns of an expiry that cannot bite.
+func TestSecretExpiryWithoutSecret(t *testing.T) {
+	soon := time.Now().AddDate(0, 0, 3).UTC().Format(time.DateOnly)
+	cfg := strings.Replace(base, `client_secret = "literal-secret"`, "managed_identity = true\nclient_secret_expires = \""+soon+"\"", 1)
+	c, probs := parse(t, cfg, noEnv)
+	if probs != nil {
+		t.Fatalf("problems: %v", probs)
+	}
+	if !c.Apps[0].SecretExpires.IsZero() {
+		t.Errorf("SecretExpires = %v for an app without a secret, want zero", c.Apps[0].SecretExpires)
+	}
+	var got string
+	for _, w := range c.Warnings {
+		if w.Key == "app[0] (contoso).client_secret_expires" {
+			got = w.String()
+		}
+	}
+	if !strings.Contains(got, "does not sign in with a client secret") || !strings.Contains(got, "remove client_secret_expires") || strings.Contains(got, "expires in") {
+		t.Errorf("warning %q, want one saying the key is unused and to remove it", got)
+	}
+}

@@ -34,10 +34,11 @@ func (ss *session) reserveRate(cl *config.Client) error {
 	if cl.MaxPerDay > 0 && (cl.MaxPerMinute <= 0 || wait > time.Minute) {
 		n, span, key = cl.MaxPerDay, "in 24 hours", "max_per_day"
 	}
+	r := newRefusal(clientRate, cl.Name, n, span, key, waitText(wait))
 	if ss.s.budgets.Mode() == cluster.ModeFallback || ss.s.budgets.Rejoining() {
-		return ss.refuse(newRefusal(clientRateFallback, cl.Name, key, waitText(wait)), "client", cl.Name, "limit", key, "retry_in", wait.Round(time.Second).String())
+		r = newRefusal(clientRateFallback, cl.Name, key, waitText(wait))
 	}
-	return ss.refuse(newRefusal(clientRate, cl.Name, n, span, key, waitText(wait)), "client", cl.Name, "limit", key, "retry_in", wait.Round(time.Second).String())
+	return ss.refuse(r, "client", cl.Name, "limit", key, "retry_in", wait.Round(time.Second).String())
 }
 
 // cancelRate gives back a place the transaction did not use.
