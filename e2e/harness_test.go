@@ -146,14 +146,9 @@ func startRelay(t *testing.T, emu *msemu.Emulator, o relayOptions) *testRelay {
 	if d := o.RetryDelay; d > 0 {
 		kc.Spool.MinRetryDelay, kc.Spool.MaxRetryDelay = d.String(), (2 * d).String()
 	}
-	path := kc.Write(t)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, kc.TOML(t))
-	}
+	path, cfg := loadConfig(t, kc)
 
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs, log := debugLog()
 	r := &testRelay{t: t, emu: emu, o: o, dir: dir, path: path, cfg: cfg, log: log, logs: logs,
 		rec: &tokenRecorder{}, transcripts: &syncBuffer{}}
 	svc, err := service.Start(cfg, service.Options{
@@ -392,4 +387,23 @@ func deliveredTo(msgs []msemu.Message, mailbox string) []msemu.Message {
 		}
 	}
 	return out
+}
+
+// loadConfig writes kc where the test can keep it and loads it as the relay
+// does, failing with the TOML when it does not load.
+func loadConfig(t *testing.T, kc testkit.Config) (path string, cfg *config.Config) {
+	t.Helper()
+	path = kc.Write(t)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, kc.TOML(t))
+	}
+	return path, cfg
+}
+
+// debugLog is a debug-level text logger and the buffer it writes to, for
+// tests that wait on or inspect the relay's log lines.
+func debugLog() (*syncBuffer, *slog.Logger) {
+	logs := &syncBuffer{}
+	return logs, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
