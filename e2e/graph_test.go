@@ -673,17 +673,3 @@ func TestOneTokenPerResource(t *testing.T) {
 	}
 	r.waitQueueEmpty(ctx)
 }
-
-// checkGraphCapHeld checks the emulator saw exactly Microsoft's four
-// concurrent Graph requests for mbx at most, and no 429: the relay filled
-// the per-mailbox cap without ever going over it.
-func checkGraphCapHeld(t *testing.T, emu *msemu.Emulator, mbx string) {
-	t.Helper()
-	st := emu.Stats()
-	if got := st.MaxConcurrentGraphByMailbox[mbx]; got != 4 {
-		t.Errorf("at most %d Graph requests in flight for the mailbox, want 4", got)
-	}
-	if got := st.GraphStatuses[http.StatusTooManyRequests]; got != 0 {
-		t.Errorf("%d answers of 429", got)
-	}
-}
