@@ -402,7 +402,10 @@ func loadConfig(t *testing.T, kc testkit.Config) (path string, cfg *config.Confi
 }
 
 // debugLog is a debug-level text logger and the buffer it writes to, for
-// tests that wait on or inspect the relay's log lines.
+// tests that wait on or inspect the relay's log lines. Not
+// testkit.DebugLogger: these starters dump the log themselves after
+// shutdown (labelled by node, or on E2E_DUMP_LOGS), so its dump would
+// print the log twice.
 func debugLog() (*syncBuffer, *slog.Logger) {
 	logs := &syncBuffer{}
 	return logs, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
