@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
@@ -87,11 +86,5 @@ func TestTwoRelaysShareGraphConcurrency(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%d of %d delivered: %v", len(msgs), n, err)
 	}
-	st := emu.Stats()
-	if got := st.MaxConcurrentGraphByMailbox[haMailbox]; got != 4 {
-		t.Errorf("at most %d Graph requests in flight for the mailbox, want 4", got)
-	}
-	if got := st.GraphStatuses[http.StatusTooManyRequests]; got != 0 {
-		t.Errorf("%d answers of 429", got)
-	}
+	checkGraphCapHeld(t, emu, haMailbox)
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"log/slog"
 	"net/http/httptest"
 	"sort"
 	"strings"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/delivery"
 	"github.com/oauthrelay/oauthrelay/internal/cluster"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
@@ -56,13 +54,8 @@ func startHARelay(t *testing.T, emu *msemu.Emulator, redisURL, node string, twea
 	for _, tw := range tweaks {
 		tw(&kc)
 	}
-	path := kc.Write(t)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, kc.TOML(t))
-	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	_, cfg := loadConfig(t, kc)
+	logs, log := debugLog()
 	svc, err := service.Start(cfg, service.Options{
 		Logger:   log,
 		Delivery: delivery.Options{PollInterval: 100 * time.Millisecond, ShutdownGrace: 5 * time.Second, RateWindow: haSpan},

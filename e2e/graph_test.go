@@ -425,13 +425,7 @@ func TestGraphAtMostFourConcurrent(t *testing.T) {
 	if msgs, err := emu.WaitDelivered(ctx, n); err != nil {
 		t.Fatalf("delivered %d of %d: %v", len(msgs), n, err)
 	}
-	st := emu.Stats()
-	if got := st.MaxConcurrentGraphByMailbox[graphMbx]; got != 4 {
-		t.Errorf("at most %d Graph requests in flight for the mailbox, want 4", got)
-	}
-	if got := st.GraphStatuses[http.StatusTooManyRequests]; got != 0 {
-		t.Errorf("%d answers of 429", got)
-	}
+	checkGraphCapHeld(t, emu, graphMbx)
 	r.waitQueueEmpty(ctx)
 }
 

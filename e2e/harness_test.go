@@ -146,14 +146,9 @@ func startRelay(t *testing.T, emu *msemu.Emulator, o relayOptions) *testRelay {
 	if d := o.RetryDelay; d > 0 {
 		kc.Spool.MinRetryDelay, kc.Spool.MaxRetryDelay = d.String(), (2 * d).String()
 	}
-	path := kc.Write(t)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, kc.TOML(t))
-	}
+	path, cfg := loadConfig(t, kc)
 
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs, log := debugLog()
 	r := &testRelay{t: t, emu: emu, o: o, dir: dir, path: path, cfg: cfg, log: log, logs: logs,
 		rec: &tokenRecorder{}, transcripts: &syncBuffer{}}
 	svc, err := service.Start(cfg, service.Options{
@@ -392,4 +387,40 @@ func deliveredTo(msgs []msemu.Message, mailbox string) []msemu.Message {
 		}
 	}
 	return out
+}
+
+// loadConfig writes kc where the test can keep it and loads it as the relay
+// does, failing with the TOML when it does not load.
+func loadConfig(t *testing.T, kc testkit.Config) (path string, cfg *config.Config) {
+	t.Helper()
+	path = kc.Write(t)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, kc.TOML(t))
+	}
+	return path, cfg
+}
+
+// debugLog is a debug-level text logger and the buffer it writes to, for
+// tests that wait on or inspect the relay's log lines. Not
+// testkit.DebugLogger: these starters dump the log themselves after
+// shutdown (labelled by node, or on E2E_DUMP_LOGS), so its dump would
+// print the log twice.
+func debugLog() (*syncBuffer, *slog.Logger) {
+	logs := &syncBuffer{}
+	return logs, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// checkGraphCapHeld checks the emulator saw exactly Microsoft's four
+// concurrent Graph requests for mbx at most, and no 429: the relay filled
+// the per-mailbox cap without ever going over it.
+func checkGraphCapHeld(t *testing.T, emu *msemu.Emulator, mbx string) {
+	t.Helper()
+	st := emu.Stats()
+	if got := st.MaxConcurrentGraphByMailbox[mbx]; got != 4 {
+		t.Errorf("at most %d Graph requests in flight for the mailbox, want 4", got)
+	}
+	if got := st.GraphStatuses[http.StatusTooManyRequests]; got != 0 {
+		t.Errorf("%d answers of 429", got)
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oauthrelay/oauthrelay/config"
 	"github.com/oauthrelay/oauthrelay/delivery"
 	"github.com/oauthrelay/oauthrelay/doctor"
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
@@ -111,13 +109,8 @@ func startProxiedRelay(t *testing.T, emu *msemu.Emulator, proxyURL, proxyAddr, u
 		},
 		Clients: []testkit.Client{{Name: "app", Networks: []string{"127.0.0.1"}, Senders: []string{"*"}}},
 	}
-	path := kc.Write(t)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, kc.TOML(t))
-	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	path, cfg := loadConfig(t, kc)
+	logs, log := debugLog()
 	d := &onlyProxy{proxy: proxyAddr}
 	svc, err := service.Start(cfg, service.Options{Logger: log, Dial: d.dial,
 		Delivery: delivery.Options{PollInterval: 100 * time.Millisecond, ShutdownGrace: 5 * time.Second}})

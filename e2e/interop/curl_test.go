@@ -1,10 +1,6 @@
 package interop
 
-import (
-	"os"
-	"path/filepath"
-	"testing"
-)
+import "testing"
 
 // TestCurl sends with curl's SMTP support, as shell scripts do: smtp://
 // with --ssl-reqd (STARTTLS or fail) and smtps:// (implicit TLS); curl
@@ -16,14 +12,8 @@ func TestCurl(t *testing.T) {
 	curl := need(t, "curl", "apt-get install curl")
 	version(t, "curl", curl, "--version")
 	eachSecurity(t, both, func(t *testing.T, r *relay, sec security) {
-		netrc := filepath.Join(t.TempDir(), "netrc")
-		if err := os.WriteFile(netrc, []byte("machine 127.0.0.1 login "+user+" password "+password+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		scheme := "smtp"
-		if sec == implicitTLS {
-			scheme = "smtps"
-		}
+		netrc := secretFile(t, "netrc", "machine 127.0.0.1 login "+user+" password "+password+"\n")
+		scheme := sec.pick("smtp", "smtps")
 		r.run(sec, "", curl, "--silent", "--show-error", "--ssl-reqd", "--cacert", r.caFile, "--netrc-file", netrc,
 			"--url", scheme+"://127.0.0.1:"+r.port(sec)+"/app.test",
 			"--mail-from", from, "--mail-rcpt", to, "--mail-rcpt", cc,

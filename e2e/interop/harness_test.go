@@ -156,6 +156,26 @@ const (
 	noTLS security = "none"
 )
 
+// pick is ifStartTLS for STARTTLS and ifImplicit for implicit TLS: the
+// one setting each client spells differently for the two.
+func (sec security) pick(ifStartTLS, ifImplicit string) string {
+	if sec == implicitTLS {
+		return ifImplicit
+	}
+	return ifStartTLS
+}
+
+// secretFile writes a client's settings file holding the password where
+// only the owner can read it, as an admin would, and returns its path.
+func secretFile(t *testing.T, name, content string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // port is the relay's port for sec.
 func (r *relay) port(sec security) string {
 	a := r.addr

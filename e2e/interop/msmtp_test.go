@@ -10,10 +10,7 @@ func TestMsmtp(t *testing.T) {
 	msmtp := need(t, "msmtp", "apt-get install msmtp")
 	version(t, "msmtp", msmtp, "--version")
 	eachSecurity(t, both, func(t *testing.T, r *relay, sec security) {
-		starttls := "on"
-		if sec == implicitTLS {
-			starttls = "off"
-		}
+		starttls := sec.pick("on", "off")
 		r.run(sec, composed(t), msmtp, "--host=127.0.0.1", "--port="+r.port(sec), "--domain=app.test",
 			"--tls=on", "--tls-starttls="+starttls, "--tls-trust-file="+r.caFile,
 			"--auth=plain", "--user="+user, `--passwordeval=printf %s "$SMTP_PASSWORD"`,

@@ -18,10 +18,7 @@ func TestSwaks(t *testing.T) {
 	swaks := need(t, "swaks", "apt-get install swaks")
 	version(t, "swaks", swaks, "--version")
 	eachSecurity(t, both, func(t *testing.T, r *relay, sec security) {
-		tlsFlag := "--tls"
-		if sec == implicitTLS {
-			tlsFlag = "--tlsc"
-		}
+		tlsFlag := sec.pick("--tls", "--tlsc")
 		r.run(sec, "", swaks, tlsFlag, "--tls-verify", "--tls-ca-path", r.caFile,
 			"--server", "127.0.0.1", "--port", r.port(sec), "--ehlo", "app.test",
 			"--auth", "PLAIN", "--auth-user", user, "--auth-password", password,

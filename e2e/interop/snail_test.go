@@ -2,8 +2,6 @@ package interop
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -18,11 +16,8 @@ func TestSNail(t *testing.T) {
 	snail := need(t, "s-nail", "apt-get install s-nail")
 	version(t, "s-nail", snail, "-V")
 	eachSecurity(t, both, func(t *testing.T, r *relay, sec security) {
-		mta := "smtp://" + user + "@localhost:" + r.port(sec)
-		tlsLine := "set smtp-use-starttls"
-		if sec == implicitTLS {
-			mta, tlsLine = "smtps://"+user+"@localhost:"+r.port(sec), ""
-		}
+		mta := sec.pick("smtp", "smtps") + "://" + user + "@localhost:" + r.port(sec)
+		tlsLine := sec.pick("set smtp-use-starttls", "")
 		rc := fmt.Sprintf(`set v15-compat
 set mta=%s
 %s
@@ -37,10 +32,7 @@ set ttycharset=UTF-8
 set sendcharsets=utf-8
 set nosave
 `, mta, tlsLine, user, r.port(sec), password, r.caFile, fromName, from)
-		mailrc := filepath.Join(t.TempDir(), "mailrc")
-		if err := os.WriteFile(mailrc, []byte(rc), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		mailrc := secretFile(t, "mailrc", rc)
 		out := r.runWith(sec, []string{"MAILRC=" + mailrc, "HOME=" + t.TempDir()}, text, snail,
 			"-:u", "-s", subject, "-a", r.attFile, "-c", cc, to)
 		if strings.TrimSpace(out) != "" {
