@@ -136,10 +136,6 @@ func describeStoreCert(app *config.App, stdout, stderr io.Writer) bool {
 	if !signer.CanPSS() {
 		alg = "RS256"
 	}
-	fmt.Fprintf(stdout, "certificate: %s (assertions signed %s)\n", ref, alg)
-	fmt.Fprintf(stdout, "  subject %s, SHA-1 thumbprint %s, expires %s\n", info.Subject, info.SHA1, info.NotAfter.UTC().Format(time.RFC3339))
-	if w := info.ExpiryWarning(time.Now()); w != "" {
-		fmt.Fprintln(stderr, "WARNING: "+w)
-	}
+	printCredentialCert(fmt.Sprintf("%s (assertions signed %s)", ref, alg), info, stdout, stderr)
 	return true
 }

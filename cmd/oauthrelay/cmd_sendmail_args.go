@@ -17,7 +17,6 @@ type sendmailOpts struct {
 	fromSet    bool
 	fullName   string // -F: the sender's full name for a From: the command adds
 	verbose    bool   // -v: show each step on standard error
-	body8bit   bool   // -B8BITMIME
 	recipients []string
 	// exit, when set, ends the command with this code without sending
 	// (help, -bi, -q).
@@ -126,11 +125,12 @@ func parseSendmailArgs(args []string, getenv func(string) string, stderr io.Writ
 			}
 			o.fullName = v
 		case 'B':
-			v, err := value(rest)
-			if err != nil {
+			// The value is taken and ignored: submit declares 8BITMIME
+			// whenever the relay offers it, since scripts send 8-bit
+			// text without saying so.
+			if _, err := value(rest); err != nil {
 				return nil, err
 			}
-			o.body8bit = strings.EqualFold(v, "8BITMIME")
 		case 'o':
 			switch {
 			case rest == "i":

@@ -31,6 +31,9 @@ type dotStop struct {
 	r    *bufio.Reader
 	buf  []byte
 	done bool
+	// mid is set while the rest of a line longer than r's buffer is
+	// read: that rest is not a line of its own, so never a lone dot.
+	mid bool
 }
 
 func (d *dotStop) Read(p []byte) (int, error) {
@@ -42,9 +45,12 @@ func (d *dotStop) Read(p []byte) (int, error) {
 		if err == bufio.ErrBufferFull {
 			// A long line cannot be a lone dot: pass it on as it is.
 			d.buf = append(d.buf[:0], line...)
+			d.mid = true
 			break
 		}
-		if t := bytes.TrimRight(line, "\r\n"); string(t) == "." {
+		wasMid := d.mid
+		d.mid = false
+		if t := bytes.TrimRight(line, "\r\n"); !wasMid && string(t) == "." {
 			d.done = true
 			return 0, io.EOF
 		}

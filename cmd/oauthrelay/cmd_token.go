@@ -160,13 +160,19 @@ func describeCredentialCert(app *config.App, stdout, stderr io.Writer) bool {
 		fmt.Fprintf(stderr, "oauthrelay token: app %q: %v\n", app.Name, err)
 		return false
 	}
-	info := oauth.Describe(certs[0])
-	fmt.Fprintf(stdout, "certificate: %s\n", app.CertificateFile)
+	printCredentialCert(app.CertificateFile, oauth.Describe(certs[0]), stdout, stderr)
+	return true
+}
+
+// printCredentialCert prints the facts of the certificate an app signs
+// with (what names it, its subject, thumbprint and expiry) and warns on
+// stderr when it expires soon: the one printer for a file and a store.
+func printCredentialCert(what string, info oauth.CertInfo, stdout, stderr io.Writer) {
+	fmt.Fprintf(stdout, "certificate: %s\n", what)
 	fmt.Fprintf(stdout, "  subject %s, SHA-1 thumbprint %s, expires %s\n", info.Subject, info.SHA1, info.NotAfter.UTC().Format(time.RFC3339))
 	if w := info.ExpiryWarning(time.Now()); w != "" {
 		fmt.Fprintln(stderr, "WARNING: "+w)
 	}
-	return true
 }
 
 // printTokenError explains a failed token request: the AADSTS code, what it

@@ -193,11 +193,7 @@ name = "loadgen"
 networks = ["127.0.0.1"]
 senders = ["noreply@contoso.com"]
 `, addr, spool)), 0o600)
-	logf, err := os.Create(filepath.Join(dir, "relay.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
+	logf := relayLog(t, filepath.Join(dir, "relay.log"), "relay")
 
 	first, firstGone := startServe(t, bin, cfg, addr, logf)
 

@@ -1,10 +1,10 @@
 package main
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
 
 // TestCheckRefusesV1TokenURL: a v1 token URL pasted from another product
@@ -27,15 +27,8 @@ name = "dms"
 networks = ["127.0.0.1/32"]
 senders = ["dms@contoso.com"]
 `
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "enaio.secret")
-	if err := os.WriteFile(secret, []byte("value\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(path, []byte(strings.Replace(src, "SECRET", secret, 1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secret := testkit.WriteFile(t, "enaio.secret", []byte("value\n"))
+	path := testkit.WriteFile(t, "config.toml", []byte(strings.Replace(src, "SECRET", secret, 1)))
 	code, out, errOut := oauthrelay("check", "-config", path)
 	if code == 0 {
 		t.Fatalf("check accepted a v1 token URL:\n%s", out)

@@ -87,17 +87,8 @@ senders = [%q]
 		}
 	}
 	write(revokedSecret)
-	logf, err := os.Create(filepath.Join(dir, "relay.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
+	logf := relayLog(t, filepath.Join(dir, "relay.log"), "relay")
 	logs := func() string { b, _ := os.ReadFile(logf.Name()); return string(b) }
-	defer func() {
-		if t.Failed() {
-			t.Logf("relay log:\n%s", logs())
-		}
-	}()
 	proc, _ := startServe(t, bin, cfg, addr, logf)
 
 	// ps: the command line holds no secret (it is read from the file).
