@@ -163,8 +163,15 @@ func startRelay(t testing.TB, listenExtra string, setup func(*testRelay)) *testR
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		r.srv.Shutdown(ctx)
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			// Fail here with a name rather than hang until the package's
+			// timeout.
+			t.Errorf("Serve did not return after Shutdown")
 		}
 	})
 	return r

@@ -37,6 +37,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
+			if l.s.isClosed() {
+				// Shutdown closed this listener: say so in go-smtp's
+				// words, whichever of the two closed it first.
+				return nil, smtp.ErrServerClosed
+			}
 			return nil, err
 		}
 		ip := l.s.peerIP(c)

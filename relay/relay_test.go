@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -656,5 +657,43 @@ func TestOwnRepliesOnEveryTransport(t *testing.T) {
 	}
 	if strings.Contains(r.logs.String(), "cannot be replaced") {
 		t.Errorf("the relay warned that it could not replace go-smtp's texts")
+	}
+}
+
+// TestShutdownBeforeGoSMTPServes shuts the server down before Serve's
+// goroutines reach go-smtp. go-smtp's Shutdown closes only the listeners
+// its Serve has registered, so a late one used to accept for ever and Serve
+// never returned (a test cleanup then hung for the package's whole timeout).
+func TestShutdownBeforeGoSMTPServes(t *testing.T) {
+	r := startRelay(t, "", nil)
+	srv := NewServer(r.cfg, r.spool, ServerOptions{Logger: slog.New(slog.DiscardHandler)})
+	shut := make(chan struct{})
+	srv.beforeServe = func() { <-shut }
+	plain, tl, err := srv.Listeners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(plain, tl) }()
+	// Wait until Serve has handed both listeners out, then shut down
+	// while go-smtp has not seen them.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	testkit.WaitFor(ctx, t, "Serve to start its listeners", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.servers) == 2
+	})
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	close(shut)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve after Shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve still accepting 10 s after Shutdown returned")
 	}
 }

@@ -54,6 +54,11 @@ type Server struct {
 
 	mu      sync.Mutex
 	servers []*smtp.Server
+	// listeners are the ones handed to go-smtp. Shutdown closes them too:
+	// go-smtp's Shutdown closes only the listeners its Serve has already
+	// registered, so a Serve goroutine that starts after it would accept
+	// for ever.
+	listeners []net.Listener
 	// closed is set by Shutdown, so that a Serve that starts after it
 	// closes its listeners rather than serving forever.
 	closed     bool
@@ -66,6 +71,9 @@ type Server struct {
 	// to play a peer that is not on loopback; production always uses the
 	// socket's real address.
 	peerIP func(net.Conn) netip.Addr
+	// beforeServe, when a test sets it, runs in each listener's goroutine
+	// just before go-smtp's Serve, to hold it back past a Shutdown.
+	beforeServe func()
 }
 
 // ServerOptions are the optional parts of a Server.
@@ -167,9 +175,15 @@ func (s *Server) Serve(plain, implicitTLS net.Listener) error {
 			return
 		}
 		s.servers = append(s.servers, srv)
+		s.listeners = append(s.listeners, l)
 		s.mu.Unlock()
 		n++
-		go func() { errc <- srv.Serve(l) }()
+		go func() {
+			if s.beforeServe != nil {
+				s.beforeServe()
+			}
+			errc <- srv.Serve(l)
+		}()
 	}
 	if plain != nil {
 		start(plain, false)
@@ -211,16 +225,29 @@ func (s *Server) newSMTPServer(tlsConf *tls.Config) *smtp.Server {
 	return srv
 }
 
+// isClosed reports whether Shutdown has begun.
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 // Shutdown stops accepting and waits for open sessions to finish, until
 // ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
-	srvs := s.servers
+	srvs, ls := s.servers, s.listeners
 	s.mu.Unlock()
+	// A Serve goroutine not yet begun would register its listener after
+	// go-smtp's Shutdown has looked: closing them here ends it too, and
+	// limitListener then reports ErrServerClosed, which Serve ignores.
+	for _, l := range ls {
+		l.Close()
+	}
 	var first error
 	for _, srv := range srvs {
-		if err := srv.Shutdown(ctx); err != nil && first == nil {
+		if err := srv.Shutdown(ctx); err != nil && first == nil && !errors.Is(err, net.ErrClosed) {
 			first = err
 		}
 	}
