@@ -86,7 +86,7 @@ echo "== go test"
 # failed test, and the count of tests (repeated as this script's last line).
 counts=$(mktemp)
 trap 'rm -f "$counts"' EXIT
-go test -count=1 -timeout 20m -json ./... | go run ./.ci/testsummary -counts "$counts"
+go test -count=1 -timeout 20m -json ./... ./.ci/testsummary | go run ./.ci/testsummary -counts "$counts"
 
 # Each fuzz target runs briefly on top of its committed seed corpus
 # (testdata/fuzz). The budgets are execution counts (a few seconds each
