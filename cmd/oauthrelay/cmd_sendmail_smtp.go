@@ -111,6 +111,25 @@ func relayTLS(certFile string) (*tls.Config, error) {
 	}, nil
 }
 
+// recipientsRefused is the error for a message whose recipients were
+// refused, which sends nothing. Any permanent refusal makes it permanent:
+// the message is all or nothing, so trying it again as it is can never
+// succeed, and EX_TEMPFAIL would have the caller retry for ever.
+func recipientsRefused(refused []*submitError) *submitError {
+	var msgs []string
+	code := 0
+	for _, e := range refused {
+		msgs = append(msgs, e.msg)
+		if e.code != exTempFail {
+			code = max(code, e.code)
+		}
+	}
+	if code == 0 {
+		code = exTempFail
+	}
+	return &submitError{code, strings.Join(msgs, "\n") + "\nnothing was sent"}
+}
+
 // submit sends m to the relay as sub says: STARTTLS (or implicit TLS)
 // when the listener has a certificate, AUTH PLAIN when the client has a
 // username, then MAIL, every RCPT and DATA. A refused recipient aborts the
@@ -179,13 +198,10 @@ func submit(sub *config.Submission, m *outgoing, o *sendmailOpts, stderr io.Writ
 		return smtpRefusal(stepSender, fmt.Sprintf("sender <%s>", m.from), err)
 	}
 	say("sender <%s> accepted", m.from)
-	var refused []string
-	code := 0
+	var refused []*submitError
 	for _, r := range m.rcpts {
 		if err := c.Rcpt(r, nil); err != nil {
-			e := smtpRefusal(stepRecipient, fmt.Sprintf("recipient <%s>", r), err)
-			refused = append(refused, e.msg)
-			code = max(code, e.code)
+			refused = append(refused, smtpRefusal(stepRecipient, fmt.Sprintf("recipient <%s>", r), err))
 			continue
 		}
 		say("recipient <%s> accepted", r)
@@ -193,7 +209,7 @@ func submit(sub *config.Submission, m *outgoing, o *sendmailOpts, stderr io.Writ
 	if len(refused) > 0 {
 		c.Reset()
 		c.Quit()
-		return &submitError{code, strings.Join(refused, "\n") + "\nnothing was sent"}
+		return recipientsRefused(refused)
 	}
 	w, err := c.Data()
 	if err != nil {

@@ -324,3 +324,35 @@ func TestSendmailInput(t *testing.T) {
 		}
 	}
 }
+
+// TestRecipientsRefusedMixed: one recipient refused for now and another
+// for good ends with the permanent code, since the whole message would be
+// refused again; only refusals that are all temporary say "try later".
+func TestRecipientsRefusedMixed(t *testing.T) {
+	temp := &submitError{exTempFail, "recipient <a@example.com>: the relay answered 451 4.3.0 try later"}
+	user := &submitError{exNoUser, "recipient <b@example.com>: the relay answered 550 5.1.1 no such user"}
+	perm := &submitError{exNoPerm, "recipient <c@example.com>: the relay answered 550 5.7.1 not allowed"}
+	for _, tt := range []struct {
+		name string
+		in   []*submitError
+		want int
+	}{
+		{"temporary then permanent", []*submitError{temp, user}, exNoUser},
+		{"permanent then temporary", []*submitError{user, temp}, exNoUser},
+		{"policy and recipient", []*submitError{user, perm, temp}, exNoPerm},
+		{"all temporary", []*submitError{temp, temp}, exTempFail},
+	} {
+		got := recipientsRefused(tt.in)
+		if got.code != tt.want {
+			t.Errorf("%s: exit %d, want %d", tt.name, got.code, tt.want)
+		}
+		for _, e := range tt.in {
+			if !strings.Contains(got.msg, e.msg) {
+				t.Errorf("%s: message lacks %q:\n%s", tt.name, e.msg, got.msg)
+			}
+		}
+		if !strings.HasSuffix(got.msg, "nothing was sent") {
+			t.Errorf("%s: message %q", tt.name, got.msg)
+		}
+	}
+}
