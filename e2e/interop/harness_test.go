@@ -19,6 +19,7 @@ import (
 	"github.com/oauthrelay/oauthrelay/internal/msemu/emutest"
 	"github.com/oauthrelay/oauthrelay/internal/service"
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
+	"github.com/oauthrelay/oauthrelay/queue"
 )
 
 // The message every client sends: a non-ASCII subject, a sender with a
@@ -62,6 +63,7 @@ const (
 type relay struct {
 	t       *testing.T
 	emu     *msemu.Emulator
+	spool   *queue.Spool
 	addr    string
 	tlsAddr string
 	// caFile is the test CA's PEM; attFile the attachment to send.
@@ -136,7 +138,7 @@ func startRelayTLS(t *testing.T, trustLoopback, oldTLS bool) *relay {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { svc.Shutdown(10 * time.Second) })
-	r := &relay{t: t, emu: emu, addr: svc.SMTPAddr().String(), tlsAddr: svc.TLSAddr().String(),
+	r := &relay{t: t, emu: emu, spool: svc.Spool(), addr: svc.SMTPAddr().String(), tlsAddr: svc.TLSAddr().String(),
 		caFile: filepath.Join(dir, "relay-ca.pem"), attFile: filepath.Join(dir, attName), logs: logs}
 	for f, b := range map[string][]byte{r.caFile: ca.PEM, r.attFile: attachment()} {
 		if err := os.WriteFile(f, b, 0o644); err != nil {
@@ -252,10 +254,21 @@ func (r *relay) arrived(opt checks) {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	msgs, err := r.emu.WaitDelivered(ctx, 1)
-	if err != nil {
+	if _, err := r.emu.WaitDelivered(ctx, 1); err != nil {
 		r.t.Fatalf("no message reached the emulator: %v", err)
 	}
+	// The client has exited, so all it sent is spooled: once the queue is
+	// empty every copy has been delivered, and a duplicate (a client that
+	// sent twice, a delivery repeated) would be counted below.
+	testkit.WaitFor(ctx, r.t, "an empty queue", func() bool {
+		for _, st := range []queue.State{queue.Incoming, queue.Active, queue.Deferred} {
+			if ids, err := r.spool.IDs(st); err != nil || len(ids) > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	msgs := r.emu.Delivered()
 	if len(msgs) != 1 {
 		r.t.Fatalf("%d messages reached the emulator, want 1", len(msgs))
 	}
