@@ -157,7 +157,9 @@ func (s *Scheduler) reserveShared(ctx context.Context, mb *mbox, mc *config.Mail
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return nil, sharedRefusal{s.o.Now(), transport.Quota, ""}, false
+			// Shutting down, not over a quota: filed as the other
+			// shutdown paths file it.
+			return nil, sharedRefusal{s.o.Now(), transport.Transient, ""}, false
 		}
 	}
 }
