@@ -124,9 +124,7 @@ func TestGraphRetryAfterHonoured(t *testing.T) {
 // through, so that only the relay is what keeps to four.
 func TestGraphAtMostFourConcurrent(t *testing.T) {
 	ctx := ctxFor(t)
-	emu := startEmulator(t, msemu.Options{MaxGraphConcurrency: -1})
-	emu.ProvisionGraph(tenantID, secretApp, clientSec, graphMbx)
-	r := startRelay(t, emu, relayOptions{Apps: contosoApp(), Mailboxes: []testkit.Mailbox{graphBox(graphMbx)}, NoDelivery: true})
+	emu, r := startGraphRelay(t, msemu.Options{MaxGraphConcurrency: -1}, true)
 	const n = 40
 	for i := range n {
 		r.mustSend(ctx, graphMbx, "alice@fabrikam.example", fmt.Sprintf("load %d", i))
@@ -163,9 +161,7 @@ func TestGraphAtMostFourConcurrent(t *testing.T) {
 // not one each.
 func TestGraphConnectionsReused(t *testing.T) {
 	ctx := ctxFor(t)
-	emu := startEmulator(t, msemu.Options{})
-	emu.ProvisionGraph(tenantID, secretApp, clientSec, graphMbx)
-	r := startRelay(t, emu, relayOptions{Apps: contosoApp(), Mailboxes: []testkit.Mailbox{graphBox(graphMbx)}})
+	emu, r := startGraphRelay(t, msemu.Options{}, false)
 	const n = 100
 	for i := range n {
 		r.mustSend(ctx, graphMbx, "alice@fabrikam.example", fmt.Sprintf("reuse %d", i))

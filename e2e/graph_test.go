@@ -32,6 +32,16 @@ import (
 // graphMbx is the mailbox the Graph tests send as.
 const graphMbx = "news@contoso.com"
 
+// startGraphRelay starts an emulator with graphMbx provisioned for Graph
+// and a relay that sends as it over Graph (with noDelivery, only spools).
+func startGraphRelay(t *testing.T, emuOpts msemu.Options, noDelivery bool) (*msemu.Emulator, *testRelay) {
+	t.Helper()
+	emu := startEmulator(t, emuOpts)
+	emu.ProvisionGraph(tenantID, secretApp, clientSec, graphMbx)
+	r := startRelay(t, emu, relayOptions{Apps: contosoApp(), Mailboxes: []testkit.Mailbox{graphBox(graphMbx)}, NoDelivery: noDelivery})
+	return emu, r
+}
+
 // graphBox is a [[mailbox]] on the Graph transport of app "contoso",
 // paced only by Graph's own limits.
 func graphBox(addr string) testkit.Mailbox {
@@ -239,9 +249,7 @@ func TestGraphDeliversSmallAndLarge(t *testing.T) {
 // nothing.
 func TestGraphEnvelopeDecides(t *testing.T) {
 	ctx := ctxFor(t)
-	emu := startEmulator(t, msemu.Options{})
-	emu.ProvisionGraph(tenantID, secretApp, clientSec, graphMbx)
-	r := startRelay(t, emu, relayOptions{Apps: contosoApp(), Mailboxes: []testkit.Mailbox{graphBox(graphMbx)}})
+	emu, r := startGraphRelay(t, msemu.Options{}, false)
 
 	const body = "Minutes of the meeting.\r\n"
 	msg := []byte("From: <" + graphMbx + ">\r\nTo: Alice <alice@fabrikam.example>, Ghost <ghost@fabrikam.example>\r\nCc: bob@fabrikam.example\r\n" +
