@@ -6,6 +6,7 @@ import (
 	"mime/multipart"
 	"net/mail"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -308,5 +309,32 @@ func TestSendAsDenied(t *testing.T) {
 				t.Errorf("the sender fault outlived the delivery")
 			}
 		})
+	}
+}
+
+// TestReloadDuringSendAsAttempt: the admin grants SendAs and reloads while
+// a message refused for the missing grant is being written back. The
+// reload cannot release a message it does not see in the queue yet; the
+// message must not then sit out its retry (an hour here).
+func TestReloadDuringSendAsAttempt(t *testing.T) {
+	var h *harness
+	var once sync.Once
+	h = newHarness(t, hopts{minRetry: "1h", maxRetry: "2h", noStart: true,
+		attempt: func(string, string, string, string) {
+			// Called after the refusal, before the envelope goes back.
+			once.Do(func() {
+				h.emu.AddMailbox(msemu.Mailbox{Address: tMailbox, FullAccess: []string{tClient}, SendAs: []string{tSendAs, "other@contoso.com"}})
+				h.sched.SetConfig(h.cfg)
+			})
+		}})
+	h.emu.AddMailbox(msemu.Mailbox{Address: tMailbox, FullAccess: []string{tClient}, SendAs: []string{tSendAs}})
+	h.start()
+	h.enqueue("other@contoso.com", []string{"a@example.org"}, testMessage("other@contoso.com", "granted during the attempt"))
+	msgs := h.waitDelivered(1)
+	if msgs[0].MailFrom != "other@contoso.com" {
+		t.Fatalf("delivered from %s", msgs[0].MailFrom)
+	}
+	if !strings.Contains(h.logs.String(), "may not send as (a missing SendAs grant)") {
+		t.Errorf("the first attempt was not refused for the grant; the test proves nothing:\n%s", h.logs.String())
 	}
 }

@@ -49,6 +49,8 @@ type hopts struct {
 	noStart bool
 	// spoolFrom is a spool tree copied into the spool before it opens.
 	spoolFrom string
+	// attempt, if set, is the scheduler's Hooks.Attempt.
+	attempt func(mailbox, transport, result, replyClass string)
 }
 
 // harness is an emulated Microsoft 365, a spool, a token set and a
@@ -177,6 +179,7 @@ func (h *harness) newScheduler() *Scheduler {
 				h.mu.Unlock()
 				h.doneCh <- struct{}{}
 			},
+			Attempt: h.o.attempt,
 			Throttled: func(mailbox string) {
 				h.mu.Lock()
 				h.throttled = append(h.throttled, mailbox)

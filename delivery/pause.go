@@ -126,6 +126,7 @@ func (s *Scheduler) mailboxesOfApp(mc *config.Mailbox, cfg *config.Config) []*mb
 func (s *Scheduler) SetConfig(cfg *config.Config) {
 	s.mu.Lock()
 	s.cfg = cfg
+	s.reloads++
 	now := s.o.Now()
 	for _, mb := range s.mbx {
 		mb.warnedNoConf = false

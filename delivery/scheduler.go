@@ -85,6 +85,9 @@ type Scheduler struct {
 	sendCtx context.Context
 	// spoolErr is set while the spool cannot be written.
 	spoolErr *spoolFault
+	// reloads counts SetConfig calls, so that an attempt that ends after
+	// a reload knows the reload came too late to release it.
+	reloads int
 }
 
 // item is one message the scheduler knows about.
@@ -98,6 +101,7 @@ type item struct {
 	inflight bool
 	seq      int // bumped whenever the item leaves the heap logically
 	lastKind transport.Kind
+	reloads  int // Scheduler.reloads when the item was taken for an attempt
 }
 
 // mbox is the scheduling state of one mailbox.
@@ -449,6 +453,7 @@ func (s *Scheduler) take(ctx context.Context, mb *mbox) *item {
 		if it != nil {
 			it.ready = false
 			it.inflight = true
+			it.reloads = s.reloads
 			return it
 		}
 		wait := time.Until(idleUntil)
@@ -511,10 +516,13 @@ func (s *Scheduler) reschedule(it *item, st queue.State, due time.Time, kind tra
 	it.state = st
 	it.lastKind = kind
 	mb := s.mailbox(it.mailbox)
-	if kind == transport.ConfigFault && !mb.configFault {
-		// The pause this attempt caused was lifted while the envelope
-		// was being written back (a reload with the fix, or another
-		// connection got through): do not sit out the old pause.
+	switch {
+	case kind == transport.ConfigFault && !mb.configFault,
+		(kind == transport.ConfigFault || kind == transport.SenderFault) && it.reloads != s.reloads:
+		// The fault this attempt met was lifted while the envelope was
+		// being written back (a reload with the fix, or another
+		// connection got through): the reload's releaseHeld could not
+		// see this message yet, so do not sit out the old retry time.
 		due = s.o.Now()
 	}
 	it.seq++
