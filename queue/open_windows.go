@@ -12,3 +12,6 @@ func rename(from, to string) error { return os.Rename(from, to) }
 func createExcl(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 }
+
+// openWrite opens an existing spool file for writing.
+func openWrite(path string) (*os.File, error) { return os.OpenFile(path, os.O_WRONLY, 0) }
