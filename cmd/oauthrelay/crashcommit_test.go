@@ -85,6 +85,11 @@ senders = ["noreply@contoso.com"]
 			logf := relayLog(t, filepath.Join(dir, "relay.log"), "relay")
 
 			_, gone := startServe(t, bin, cfg, addr, logf, "OAUTHRELAY_FAILPOINT="+fp)
+			// The pool fills in the background: wait until it has made two
+			// files, so that one is left after the message takes one.
+			testkit.Eventually(t, "the relay to make its ready files in tmp/", func() bool {
+				return countPooled(tmpFiles(spool)) >= 2
+			})
 			token := "commit-token-" + fp
 			reply, err := sendOne(addr, token)
 			if err == nil {
@@ -94,13 +99,7 @@ senders = ["noreply@contoso.com"]
 			// What the crash left in tmp/: the message, and the empty
 			// files the relay keeps ready, which recovery must remove too.
 			crashed := tmpFiles(spool)
-			pooled := 0
-			for p := range crashed {
-				if strings.HasSuffix(p, ".pool") {
-					pooled++
-				}
-			}
-			if pooled == 0 {
+			if countPooled(crashed) == 0 {
 				t.Errorf("the killed relay left no ready-made files in tmp/ (%v)", crashed)
 			}
 
@@ -175,6 +174,17 @@ senders = ["noreply@contoso.com"]
 			t.Logf("%s: %d cop(ies) delivered after the kill", fp, copies)
 		})
 	}
+}
+
+// countPooled counts the ready-made (.pool) files among files.
+func countPooled(files map[string]int64) int {
+	n := 0
+	for p := range files {
+		if strings.HasSuffix(p, ".pool") {
+			n++
+		}
+	}
+	return n
 }
 
 // tmpFiles maps the files under spool's tmp/ to their sizes.
