@@ -36,6 +36,20 @@ func reserveN(c *Cluster, key []string, lim []Limit, n int, now func() time.Time
 	return took
 }
 
+// leaseAll takes every one of key's limit connection slots on c.
+func leaseAll(t *testing.T, c *Cluster, key string, limit int) []*Lease {
+	t.Helper()
+	var held []*Lease
+	for i := range limit {
+		l, ok := c.Lease(key, limit)
+		if !ok {
+			t.Fatalf("lease %d refused", i+1)
+		}
+		held = append(held, l)
+	}
+	return held
+}
+
 // Two relays sharing one Redis never take more than the limit between
 // them in any span, and each is told when the window has room again.
 func TestSharedWindow(t *testing.T) {
@@ -97,14 +111,7 @@ func TestSettle(t *testing.T) {
 func TestLeases(t *testing.T) {
 	r := testkit.StartRedis(t, "")
 	a, b, _ := twoNodes(t, r, time.Now)
-	var held []*Lease
-	for i := 0; i < 3; i++ {
-		l, ok := a.Lease("x", 3)
-		if !ok {
-			t.Fatalf("lease %d refused", i+1)
-		}
-		held = append(held, l)
-	}
+	held := leaseAll(t, a, "x", 3)
 	if _, ok := b.Lease("x", 3); ok {
 		t.Fatal("a fourth lease of 3 was granted to the other relay")
 	}

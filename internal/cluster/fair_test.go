@@ -38,14 +38,7 @@ func keeps(ls ...*Lease) (kept []*Lease, gone []*Lease) {
 func TestLeasesShareBetweenWaitingRelays(t *testing.T) {
 	r := testkit.StartRedis(t, "")
 	a, b := slowNodes(t, r, time.Now)
-	var held []*Lease
-	for i := range 3 {
-		l, ok := a.Lease("x", 3)
-		if !ok {
-			t.Fatalf("lease %d refused", i+1)
-		}
-		held = append(held, l)
-	}
+	held := leaseAll(t, a, "x", 3)
 	renewAll(t, held...)
 	if kept, _ := keeps(held...); len(kept) != 3 {
 		t.Fatalf("with nobody waiting, a keeps %d of its 3 leases", len(kept))

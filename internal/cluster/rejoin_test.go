@@ -102,14 +102,7 @@ func TestRejoinLeases(t *testing.T) {
 func TestRestartLeases(t *testing.T) {
 	r := testkit.StartRedis(t, "")
 	a, b := slowNodes(t, r, time.Now)
-	var held []*Lease
-	for i := 0; i < 3; i++ {
-		l, ok := a.Lease("x", 3)
-		if !ok {
-			t.Fatalf("lease %d refused", i+1)
-		}
-		held = append(held, l)
-	}
+	held := leaseAll(t, a, "x", 3)
 	r.Stop()
 	r.Start()
 	if _, ok := b.Lease("x", 3); ok {
