@@ -36,6 +36,19 @@ func reserveN(c *Cluster, key []string, lim []Limit, n int, now func() time.Time
 	return took
 }
 
+// stopIntoHold stops Redis and asks c for one place in key's window at
+// now: c must find Redis gone, switch to fallback and hold the window.
+// It returns when the hold ends.
+func stopIntoHold(t *testing.T, r *testkit.Redis, c *Cluster, key []string, lim []Limit, now time.Time) time.Time {
+	t.Helper()
+	r.Stop()
+	_, hold, ok := c.Reserve(key, lim, 1, now)
+	if ok || c.Mode() != ModeFallback {
+		t.Fatalf("Redis down: ok=%v mode=%s; want a hold in fallback", ok, c.Mode())
+	}
+	return hold
+}
+
 // leaseAll takes every one of key's limit connection slots on c.
 func leaseAll(t *testing.T, c *Cluster, key string, limit int) []*Lease {
 	t.Helper()
@@ -152,11 +165,7 @@ func TestFallback(t *testing.T) {
 	if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); !ok {
 		t.Fatal("refused while shared")
 	}
-	r.Stop()
-	_, hold, ok := a.Reserve(key, lim, 1, clock.Now())
-	if ok || a.Mode() != ModeFallback {
-		t.Fatalf("Redis down: ok=%v mode=%s; want a hold in fallback", ok, a.Mode())
-	}
+	hold := stopIntoHold(t, r, a, key, lim, clock.Now())
 	if want := clock.Now().Add(time.Minute + 600*time.Millisecond); !hold.Equal(want) {
 		t.Fatalf("hold until %v, want one window and a lease TTL: %v", hold, want)
 	}

@@ -179,12 +179,7 @@ func TestSettleAfterReturn(t *testing.T) {
 	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
 	a, _, _ := twoNodes(t, r, clock.Now)
 	key, lim := []string{"mailbox:x:minute"}, []Limit{{Span: time.Minute, Max: 30}}
-	r.Stop()
-	_, hold, ok := a.Reserve(key, lim, 1, clock.Now())
-	if ok {
-		t.Fatal("no hold in fallback")
-	}
-	clock.Set(hold)
+	clock.Set(stopIntoHold(t, r, a, key, lim, clock.Now()))
 	tk, _, ok := a.Reserve(key, lim, 1, clock.Now().Add(10*time.Minute))
 	if !ok {
 		t.Fatal("refused in fallback after the hold")
@@ -209,9 +204,7 @@ func TestJoinMissesNothing(t *testing.T) {
 	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
 	a, _, _ := twoNodes(t, r, clock.Now)
 	key, lim := []string{"client:x:minute"}, []Limit{{Span: time.Minute, Max: 1_000_000}}
-	r.Stop()
-	_, hold, _ := a.Reserve(key, lim, 1, clock.Now())
-	clock.Set(hold)
+	clock.Set(stopIntoHold(t, r, a, key, lim, clock.Now()))
 	r.Start()
 	var took atomic.Int64
 	var wg sync.WaitGroup
@@ -275,13 +268,7 @@ func TestJoinAfterCancelledSend(t *testing.T) {
 		t.Fatal("refused in an empty window")
 	}
 	a.Settle(tk, clock.Now(), 0)
-	r.Stop()
-	if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); ok {
-		t.Fatal("no hold in fallback")
-	}
-	if a.Mode() != ModeFallback {
-		t.Fatalf("mode %s with Redis stopped, want fallback", a.Mode())
-	}
+	stopIntoHold(t, r, a, key, lim, clock.Now())
 	r.Start()
 	testkit.Eventually(t, "a shared again", func() bool { return a.Mode() == ModeShared })
 }
