@@ -272,3 +272,45 @@ func TestJoinAfterCancelledSend(t *testing.T) {
 	r.Start()
 	testkit.Eventually(t, "a shared again", func() bool { return a.Mode() == ModeShared })
 }
+
+// Many calls that find Redis restarted at once make one join between
+// them, not one each: a join puts back the whole local log (a day of
+// recipients), and each extra one logs the loss again and restarts the
+// wait for the others. (Before, every call that had read the old epoch
+// joined again after the first.)
+func TestRestartJoinsOnce(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
+	a, _ := slowNodes(t, r, clock.Now)
+	key, lim := []string{"mailbox:x:minute"}, []Limit{{Span: time.Minute, Max: 30}}
+	if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); !ok {
+		t.Fatal("refused in an empty window")
+	}
+	r.Stop()
+	r.Start()
+	a.mu.Lock()
+	joins := a.joins
+	a.mu.Unlock()
+	const n = 6
+	// The gate held, every call finds the new Redis (a reservation and
+	// a heartbeat each) and then waits to join.
+	a.gate.Lock()
+	before := a.roundTrips.Load()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.Reserve(key, lim, 1, clock.Now())
+		}()
+	}
+	testkit.Eventually(t, "every call to find Redis restarted", func() bool { return a.roundTrips.Load()-before >= 2*n })
+	a.gate.Unlock()
+	wg.Wait()
+	a.mu.Lock()
+	got := a.joins - joins
+	a.mu.Unlock()
+	if got != 1 {
+		t.Fatalf("%d calls found Redis restarted and joined %d times, want once", n, got)
+	}
+}
