@@ -183,10 +183,10 @@ func TestPauseWhileAwayIsShared(t *testing.T) {
 	if a.Mode() != ModeShared {
 		t.Fatalf("a did not join: %s", a.Mode())
 	}
-	if got, reason := b.PausedUntil("x"); !got.Equal(until) || !strings.Contains(reason, "432") {
+	if got, reason := pausedFor(t, b, "x"); !got.Equal(until) || !strings.Contains(reason, "432") {
 		t.Fatalf("b sees a's pause until %v (%q), want %v", got, reason, until)
 	}
-	if got, _ := b.PausedUntil("y"); !got.IsZero() {
+	if got, _ := pausedFor(t, b, "y"); !got.IsZero() {
 		t.Fatalf("b sees a pause a lifted while away, until %v", got)
 	}
 }
@@ -245,7 +245,7 @@ func TestPauseWhenRedisFailsIsShared(t *testing.T) {
 	if err := a.join(); err != nil {
 		t.Fatal(err)
 	}
-	if got, reason := b.PausedUntil("x"); !got.Equal(until) || !strings.Contains(reason, "432") {
+	if got, reason := pausedFor(t, b, "x"); !got.Equal(until) || !strings.Contains(reason, "432") {
 		t.Fatalf("b sees a's pause until %v (%q), want %v", got, reason, until)
 	}
 }
