@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
@@ -312,5 +315,41 @@ func TestRestartJoinsOnce(t *testing.T) {
 	a.mu.Unlock()
 	if got != 1 {
 		t.Fatalf("%d calls found Redis restarted and joined %d times, want once", n, got)
+	}
+}
+
+// A connection released while its relay joins is not put back into Redis
+// by that join: its slot is free at once, not held by nobody until the
+// lease's TTL. (Before, the release skipped Redis, as the relay was not
+// shared yet, and the join put back the lease it had listed before.)
+func TestReleaseDuringJoin(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
+	a, _ := slowNodes(t, r, clock.Now)
+	r.Stop()
+	a.toFallback(errors.New("test: Redis stopped"))
+	clock.Advance(a.fallbackHold())
+	l, ok := a.Lease("x", 3)
+	if !ok {
+		t.Fatal("no lease within a's share in fallback")
+	}
+	r.Start()
+	ctx := context.Background()
+	other := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer other.Close()
+	// Redis answers the join only after the release has been asked for.
+	if err := other.ClientPause(ctx, 150*time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := a.roundTrips.Load()
+	joined := make(chan error, 1)
+	go func() { joined <- a.join() }()
+	testkit.Eventually(t, "the join to list a's leases and call Redis", func() bool { return a.roundTrips.Load() > before })
+	l.Release()
+	if err := <-joined; err != nil {
+		t.Fatal(err)
+	}
+	if n := other.ZCard(ctx, prefix+"lease:x").Val(); n != 0 {
+		t.Fatalf("after a released its only lease during its join, Redis holds %d leases of x", n)
 	}
 }
