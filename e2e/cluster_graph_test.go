@@ -5,7 +5,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/oauthrelay/oauthrelay/internal/msemu"
@@ -54,12 +53,7 @@ func TestTwoRelaysShareGraphConcurrency(t *testing.T) {
 	a := startHARelay(t, emu, rd.URL(), "relay-a", graph)
 	b := startHARelay(t, emu, rd.URL(), "relay-b", graph)
 	const n = 20
-	var wg sync.WaitGroup
-	for _, r := range []*haRelay{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); r.submit(t, n/2, r.svc.Cluster().Node()) }()
-	}
-	wg.Wait()
+	submitThroughBoth(t, n, a, b)()
 	ctx := ctxFor(t)
 	held := 0
 	drain := func() {

@@ -183,11 +183,7 @@ func TestRelaysWithoutRedis(t *testing.T) {
 	testkit.Eventually(t, "both relays to see each other", func() bool {
 		return a.svc.Cluster().Stats().Nodes == 2 && b.svc.Cluster().Stats().Nodes == 2
 	})
-	var wg sync.WaitGroup
-	for _, r := range []*haRelay{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); r.submit(t, haMessages/2, r.svc.Cluster().Node()) }()
-	}
+	submitted := submitThroughBoth(t, haMessages, a, b)
 	ctx := ctxFor(t)
 	if _, err := emu.WaitDelivered(ctx, 40); err != nil {
 		t.Fatal(err)
@@ -211,7 +207,7 @@ func TestRelaysWithoutRedis(t *testing.T) {
 	for _, r := range []*haRelay{a, b} {
 		testkit.Eventually(t, "shared again", func() bool { return r.svc.Cluster().Mode() == cluster.ModeShared })
 	}
-	wg.Wait()
+	submitted()
 	msgs, err := emu.WaitDelivered(ctx, haMessages)
 	if err != nil {
 		t.Fatalf("%d of %d delivered: %v", len(msgs), haMessages, err)
@@ -249,16 +245,22 @@ func TestRelaysRoundTrips(t *testing.T) {
 	}
 }
 
+// submitThroughBoth submits half of n messages to each relay, each tagged
+// with its relay's node, and returns a wait for both submissions to end.
+func submitThroughBoth(t *testing.T, n int, a, b *haRelay) (wait func()) {
+	var wg sync.WaitGroup
+	for _, r := range []*haRelay{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.submit(t, n/2, r.svc.Cluster().Node()) }()
+	}
+	return wg.Wait
+}
+
 // sendThroughBoth submits half of haMessages to each relay and waits
 // until the emulator has them all.
 func sendThroughBoth(t *testing.T, emu *msemu.Emulator, a, b *haRelay) []msemu.Message {
 	t.Helper()
-	var wg sync.WaitGroup
-	for _, r := range []*haRelay{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); r.submit(t, haMessages/2, r.svc.Cluster().Node()) }()
-	}
-	wg.Wait()
+	submitThroughBoth(t, haMessages, a, b)()
 	msgs, err := emu.WaitDelivered(ctxFor(t), haMessages)
 	if err != nil {
 		t.Fatalf("%d of %d delivered: %v", len(msgs), haMessages, err)

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"fmt"
 	"time"
 )
 
@@ -242,29 +241,6 @@ func (c *Cluster) pauseAway(key string, until time.Time, reason string) {
 	if p, ok := c.awayPauses[key]; !ok || until.After(p.until) {
 		c.awayPauses[key] = awayPause{until, reason}
 	}
-}
-
-// PausedUntil is when another relay's pause of key ends (zero if none),
-// with the reply that caused it.
-func (c *Cluster) PausedUntil(key string) (time.Time, string) {
-	if !c.shared() {
-		return time.Time{}, ""
-	}
-	ctx, cancel := c.ctx()
-	defer cancel()
-	v, err := c.rdb.HMGet(ctx, prefix+"pause:"+key, "until", "reason").Result()
-	if err != nil {
-		c.toFallback(err)
-		return time.Time{}, ""
-	}
-	s, _ := v[0].(string)
-	reason, _ := v[1].(string)
-	var ms int64
-	fmt.Sscan(s, &ms)
-	if ms == 0 {
-		return time.Time{}, ""
-	}
-	return time.UnixMilli(ms), reason
 }
 
 // Unpause lifts a shared pause: mail got through again, or a reload fixed

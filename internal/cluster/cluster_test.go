@@ -36,6 +36,47 @@ func reserveN(c *Cluster, key []string, lim []Limit, n int, now func() time.Time
 	return took
 }
 
+// stopIntoHold stops Redis and asks c for one place in key's window at
+// now: c must find Redis gone, switch to fallback and hold the window.
+// It returns when the hold ends.
+func stopIntoHold(t *testing.T, r *testkit.Redis, c *Cluster, key []string, lim []Limit, now time.Time) time.Time {
+	t.Helper()
+	r.Stop()
+	_, hold, ok := c.Reserve(key, lim, 1, now)
+	if ok || c.Mode() != ModeFallback {
+		t.Fatalf("Redis down: ok=%v mode=%s; want a hold in fallback", ok, c.Mode())
+	}
+	return hold
+}
+
+// pausedFor is key's shared pause as a delivery reads it, in the round
+// trip that reserves: when it ends (zero if none) and the reply that
+// caused it. A relay that finds Redis restarted joins first and asks again.
+func pausedFor(t *testing.T, c *Cluster, key string) (time.Time, string) {
+	t.Helper()
+	for range 3 {
+		if r := c.Take(nil, key); !r.Rejoin {
+			return r.PausedUntil, r.PauseReason
+		}
+	}
+	t.Fatalf("%s could not read the pause of %s: still rejoining", c.Node(), key)
+	return time.Time{}, ""
+}
+
+// leaseAll takes every one of key's limit connection slots on c.
+func leaseAll(t *testing.T, c *Cluster, key string, limit int) []*Lease {
+	t.Helper()
+	var held []*Lease
+	for i := range limit {
+		l, ok := c.Lease(key, limit)
+		if !ok {
+			t.Fatalf("lease %d refused", i+1)
+		}
+		held = append(held, l)
+	}
+	return held
+}
+
 // Two relays sharing one Redis never take more than the limit between
 // them in any span, and each is told when the window has room again.
 func TestSharedWindow(t *testing.T) {
@@ -97,14 +138,7 @@ func TestSettle(t *testing.T) {
 func TestLeases(t *testing.T) {
 	r := testkit.StartRedis(t, "")
 	a, b, _ := twoNodes(t, r, time.Now)
-	var held []*Lease
-	for i := 0; i < 3; i++ {
-		l, ok := a.Lease("x", 3)
-		if !ok {
-			t.Fatalf("lease %d refused", i+1)
-		}
-		held = append(held, l)
-	}
+	held := leaseAll(t, a, "x", 3)
 	if _, ok := b.Lease("x", 3); ok {
 		t.Fatal("a fourth lease of 3 was granted to the other relay")
 	}
@@ -145,11 +179,7 @@ func TestFallback(t *testing.T) {
 	if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); !ok {
 		t.Fatal("refused while shared")
 	}
-	r.Stop()
-	_, hold, ok := a.Reserve(key, lim, 1, clock.Now())
-	if ok || a.Mode() != ModeFallback {
-		t.Fatalf("Redis down: ok=%v mode=%s; want a hold in fallback", ok, a.Mode())
-	}
+	hold := stopIntoHold(t, r, a, key, lim, clock.Now())
 	if want := clock.Now().Add(time.Minute + 600*time.Millisecond); !hold.Equal(want) {
 		t.Fatalf("hold until %v, want one window and a lease TTL: %v", hold, want)
 	}
@@ -196,7 +226,7 @@ func TestSharedPause(t *testing.T) {
 	a, b, _ := twoNodes(t, r, time.Now)
 	until := time.Now().Add(time.Minute).Truncate(time.Millisecond)
 	a.Pause("x", until, "432 4.3.2 Concurrent connections limit exceeded")
-	got, reason := b.PausedUntil("x")
+	got, reason := pausedFor(t, b, "x")
 	if !got.Equal(until) || !strings.Contains(reason, "432") {
 		t.Fatalf("other relay sees pause until %v (%q), want %v", got, reason, until)
 	}

@@ -38,14 +38,7 @@ func keeps(ls ...*Lease) (kept []*Lease, gone []*Lease) {
 func TestLeasesShareBetweenWaitingRelays(t *testing.T) {
 	r := testkit.StartRedis(t, "")
 	a, b := slowNodes(t, r, time.Now)
-	var held []*Lease
-	for i := range 3 {
-		l, ok := a.Lease("x", 3)
-		if !ok {
-			t.Fatalf("lease %d refused", i+1)
-		}
-		held = append(held, l)
-	}
+	held := leaseAll(t, a, "x", 3)
 	renewAll(t, held...)
 	if kept, _ := keeps(held...); len(kept) != 3 {
 		t.Fatalf("with nobody waiting, a keeps %d of its 3 leases", len(kept))
@@ -190,10 +183,10 @@ func TestPauseWhileAwayIsShared(t *testing.T) {
 	if a.Mode() != ModeShared {
 		t.Fatalf("a did not join: %s", a.Mode())
 	}
-	if got, reason := b.PausedUntil("x"); !got.Equal(until) || !strings.Contains(reason, "432") {
+	if got, reason := pausedFor(t, b, "x"); !got.Equal(until) || !strings.Contains(reason, "432") {
 		t.Fatalf("b sees a's pause until %v (%q), want %v", got, reason, until)
 	}
-	if got, _ := b.PausedUntil("y"); !got.IsZero() {
+	if got, _ := pausedFor(t, b, "y"); !got.IsZero() {
 		t.Fatalf("b sees a pause a lifted while away, until %v", got)
 	}
 }
@@ -252,7 +245,7 @@ func TestPauseWhenRedisFailsIsShared(t *testing.T) {
 	if err := a.join(); err != nil {
 		t.Fatal(err)
 	}
-	if got, reason := b.PausedUntil("x"); !got.Equal(until) || !strings.Contains(reason, "432") {
+	if got, reason := pausedFor(t, b, "x"); !got.Equal(until) || !strings.Contains(reason, "432") {
 		t.Fatalf("b sees a's pause until %v (%q), want %v", got, reason, until)
 	}
 }

@@ -66,7 +66,7 @@ func (c *Cluster) heartbeat() error {
 		return err
 	}
 	if toInt(res[0]) != 1 {
-		return c.join()
+		return c.joinStale(epoch)
 	}
 	// Each long budget's count as of now, for the fallback to divide
 	// what is left: not as of this relay's last reservation, which may
@@ -82,11 +82,31 @@ func (c *Cluster) heartbeat() error {
 	return nil
 }
 
+// joinStale joins because Redis's data was not epoch, unless another call
+// has joined since it was: many calls find a restarted Redis at once, and
+// one join puts everything back for them all.
+func (c *Cluster) joinStale(epoch string) error {
+	c.gate.Lock()
+	defer c.gate.Unlock()
+	c.mu.Lock()
+	done := !c.fallback && c.epoch != epoch
+	c.mu.Unlock()
+	if done {
+		return nil
+	}
+	return c.joinLocked()
+}
+
 // join puts back what this relay counts and beats, in one transaction,
 // then shares again.
 func (c *Cluster) join() error {
 	c.gate.Lock()
 	defer c.gate.Unlock()
+	return c.joinLocked()
+}
+
+// joinLocked is join. Callers hold c.gate for writing.
+func (c *Cluster) joinLocked() error {
 	entries := c.local.snapshot()
 	c.mu.Lock()
 	var held []*Lease

@@ -261,15 +261,21 @@ func (l *Lease) Release() {
 	l.once.Do(func() {
 		close(l.done)
 		c := l.c
+		// Under the gate, a join either still lists the lease (and is
+		// over before the check below, which then finds Redis shared)
+		// or no longer does: a join never puts back a released lease.
+		c.gate.RLock()
 		c.mu.Lock()
 		c.drop(l)
 		c.mu.Unlock()
+		shared := c.shared()
+		c.gate.RUnlock()
 		select {
 		case <-c.stop:
 			return
 		default:
 		}
-		if c.shared() {
+		if shared {
 			ctx, cancel := c.ctx()
 			defer cancel()
 			c.rdb.ZRem(ctx, prefix+"lease:"+l.key, l.member)

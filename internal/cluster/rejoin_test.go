@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/oauthrelay/oauthrelay/internal/testkit"
 )
@@ -102,14 +105,7 @@ func TestRejoinLeases(t *testing.T) {
 func TestRestartLeases(t *testing.T) {
 	r := testkit.StartRedis(t, "")
 	a, b := slowNodes(t, r, time.Now)
-	var held []*Lease
-	for i := 0; i < 3; i++ {
-		l, ok := a.Lease("x", 3)
-		if !ok {
-			t.Fatalf("lease %d refused", i+1)
-		}
-		held = append(held, l)
-	}
+	held := leaseAll(t, a, "x", 3)
 	r.Stop()
 	r.Start()
 	if _, ok := b.Lease("x", 3); ok {
@@ -186,12 +182,7 @@ func TestSettleAfterReturn(t *testing.T) {
 	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
 	a, _, _ := twoNodes(t, r, clock.Now)
 	key, lim := []string{"mailbox:x:minute"}, []Limit{{Span: time.Minute, Max: 30}}
-	r.Stop()
-	_, hold, ok := a.Reserve(key, lim, 1, clock.Now())
-	if ok {
-		t.Fatal("no hold in fallback")
-	}
-	clock.Set(hold)
+	clock.Set(stopIntoHold(t, r, a, key, lim, clock.Now()))
 	tk, _, ok := a.Reserve(key, lim, 1, clock.Now().Add(10*time.Minute))
 	if !ok {
 		t.Fatal("refused in fallback after the hold")
@@ -216,9 +207,7 @@ func TestJoinMissesNothing(t *testing.T) {
 	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
 	a, _, _ := twoNodes(t, r, clock.Now)
 	key, lim := []string{"client:x:minute"}, []Limit{{Span: time.Minute, Max: 1_000_000}}
-	r.Stop()
-	_, hold, _ := a.Reserve(key, lim, 1, clock.Now())
-	clock.Set(hold)
+	clock.Set(stopIntoHold(t, r, a, key, lim, clock.Now()))
 	r.Start()
 	var took atomic.Int64
 	var wg sync.WaitGroup
@@ -282,13 +271,85 @@ func TestJoinAfterCancelledSend(t *testing.T) {
 		t.Fatal("refused in an empty window")
 	}
 	a.Settle(tk, clock.Now(), 0)
-	r.Stop()
-	if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); ok {
-		t.Fatal("no hold in fallback")
-	}
-	if a.Mode() != ModeFallback {
-		t.Fatalf("mode %s with Redis stopped, want fallback", a.Mode())
-	}
+	stopIntoHold(t, r, a, key, lim, clock.Now())
 	r.Start()
 	testkit.Eventually(t, "a shared again", func() bool { return a.Mode() == ModeShared })
+}
+
+// Many calls that find Redis restarted at once make one join between
+// them, not one each: a join puts back the whole local log (a day of
+// recipients), and each extra one logs the loss again and restarts the
+// wait for the others. (Before, every call that had read the old epoch
+// joined again after the first.)
+func TestRestartJoinsOnce(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
+	a, _ := slowNodes(t, r, clock.Now)
+	key, lim := []string{"mailbox:x:minute"}, []Limit{{Span: time.Minute, Max: 30}}
+	if _, _, ok := a.Reserve(key, lim, 1, clock.Now()); !ok {
+		t.Fatal("refused in an empty window")
+	}
+	r.Stop()
+	r.Start()
+	a.mu.Lock()
+	joins := a.joins
+	a.mu.Unlock()
+	const n = 6
+	// The gate held, every call finds the new Redis (a reservation and
+	// a heartbeat each) and then waits to join.
+	a.gate.Lock()
+	before := a.roundTrips.Load()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.Reserve(key, lim, 1, clock.Now())
+		}()
+	}
+	testkit.Eventually(t, "every call to find Redis restarted", func() bool { return a.roundTrips.Load()-before >= 2*n })
+	a.gate.Unlock()
+	wg.Wait()
+	a.mu.Lock()
+	got := a.joins - joins
+	a.mu.Unlock()
+	if got != 1 {
+		t.Fatalf("%d calls found Redis restarted and joined %d times, want once", n, got)
+	}
+}
+
+// A connection released while its relay joins is not put back into Redis
+// by that join: its slot is free at once, not held by nobody until the
+// lease's TTL. (Before, the release skipped Redis, as the relay was not
+// shared yet, and the join put back the lease it had listed before.)
+func TestReleaseDuringJoin(t *testing.T) {
+	r := testkit.StartRedis(t, "")
+	clock := testkit.NewClock(time.Unix(1_800_000_000, 0))
+	a, _ := slowNodes(t, r, clock.Now)
+	r.Stop()
+	a.toFallback(errors.New("test: Redis stopped"))
+	clock.Advance(a.fallbackHold())
+	l, ok := a.Lease("x", 3)
+	if !ok {
+		t.Fatal("no lease within a's share in fallback")
+	}
+	r.Start()
+	ctx := context.Background()
+	other := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer other.Close()
+	// Redis answers the join only after the release has been asked for.
+	if err := other.ClientPause(ctx, 150*time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := a.roundTrips.Load()
+	joined := make(chan error, 1)
+	go func() { joined <- a.join() }()
+	testkit.Eventually(t, "the join to list a's leases and call Redis", func() bool { return a.roundTrips.Load() > before })
+	l.Release()
+	if err := <-joined; err != nil {
+		t.Fatal(err)
+	}
+	if n := other.ZCard(ctx, prefix+"lease:x").Val(); n != 0 {
+		t.Fatalf("after a released its only lease during its join, Redis holds %d leases of x", n)
+	}
 }
