@@ -148,6 +148,28 @@ func (s *Scheduler) SetConfig(cfg *config.Config) {
 	s.poke()
 }
 
+// liftIfReloaded lifts the hold a configuration or SendAs fault has just
+// put on mb when a reload came during the attempt: the reload lifted such
+// holds before this attempt reported, and may carry the fix, so the mail
+// is tried again at once rather than after the backoff (a fault still
+// there pauses again then).
+func (s *Scheduler) liftIfReloaded(it *item, mb *mbox, kind transport.Kind, from string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if it.reloads == s.reloads {
+		return
+	}
+	switch kind {
+	case transport.ConfigFault:
+		if mb.configFault {
+			s.liftConfigPause(mb)
+			s.broadcast(mb)
+		}
+	case transport.SenderFault:
+		delete(mb.senderFaults, strings.ToLower(from))
+	}
+}
+
 // liftConfigPause ends the mailbox's configuration-fault pause here and
 // in the other relays' shared view (or this relay's own worker would find
 // its shared pause again and wait it out after all). Callers hold s.mu.
