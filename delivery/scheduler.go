@@ -518,11 +518,12 @@ func (s *Scheduler) reschedule(it *item, st queue.State, due time.Time, kind tra
 	mb := s.mailbox(it.mailbox)
 	switch {
 	case kind == transport.ConfigFault && !mb.configFault,
-		(kind == transport.ConfigFault || kind == transport.SenderFault) && it.reloads != s.reloads:
-		// The fault this attempt met was lifted while the envelope was
-		// being written back (a reload with the fix, or another
-		// connection got through): the reload's releaseHeld could not
-		// see this message yet, so do not sit out the old retry time.
+		kind == transport.SenderFault && it.reloads != s.reloads:
+		// The fault this attempt met was lifted since (a reload with
+		// the fix, or another connection got through): a reload's
+		// releaseHeld could not see this message in flight, so do not
+		// sit out the old retry time. A reload lifts a config pause, so
+		// the first case covers it.
 		due = s.o.Now()
 	}
 	it.seq++
