@@ -126,10 +126,10 @@ func (s *Scheduler) mailboxesOfApp(mc *config.Mailbox, cfg *config.Config) []*mb
 func (s *Scheduler) SetConfig(cfg *config.Config) {
 	s.mu.Lock()
 	s.cfg = cfg
-	s.reloads++
 	now := s.o.Now()
 	for _, mb := range s.mbx {
 		mb.warnedNoConf = false
+		mb.lifts++
 		// Only configuration faults (our setup, a SendAs grant) are
 		// lifted: a reload does not make Exchange's throttling or daily
 		// quota go away.
@@ -148,15 +148,15 @@ func (s *Scheduler) SetConfig(cfg *config.Config) {
 	s.poke()
 }
 
-// liftIfReloaded lifts the hold a configuration or SendAs fault has just
-// put on mb when a reload came during the attempt: the reload lifted such
-// holds before this attempt reported, and may carry the fix, so the mail
-// is tried again at once rather than after the backoff (a fault still
-// there pauses again then).
-func (s *Scheduler) liftIfReloaded(it *item, mb *mbox, kind transport.Kind, from string) {
+// liftIfLifted lifts the hold a configuration or SendAs fault has just
+// put on mb when a reload (or its app getting a token again) came during
+// the attempt: that lifted such holds before this attempt reported, and
+// may be the fix, so the mail is tried again at once rather than after
+// the backoff (a fault still there pauses again then).
+func (s *Scheduler) liftIfLifted(it *item, mb *mbox, kind transport.Kind, from string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if it.reloads == s.reloads {
+	if it.lifts == mb.lifts {
 		return
 	}
 	switch kind {
