@@ -222,7 +222,7 @@ func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cf
 	s.mu.Unlock()
 	next, expired := nextAttempt(a.Kind, env, s.policy(cfg), now, pausedUntil, s.o.Jitter())
 	if next.IsZero() {
-		next = now // a configuration fault whose pause a reload lifted
+		next = now // a configuration fault whose pause was lifted since
 	}
 	if expired {
 		s.notifyFailure(env, giveUp(env, cfg.Spool.MaxAge.Duration), cfg)
