@@ -16,7 +16,12 @@ func (s *Scheduler) CredentialRecovered(app string) {
 	lifted := 0
 	for _, mb := range s.mbx {
 		mc := s.cfg.Mailbox(mb.addr)
-		if mc == nil || mc.App != app || !mb.configFault || !strings.HasPrefix(mb.pauseReason, "token:") {
+		if mc == nil || mc.App != app {
+			continue
+		}
+		// An attempt under way may yet pause for the old token.
+		mb.lifts++
+		if !mb.configFault || !strings.HasPrefix(mb.pauseReason, "token:") {
 			continue
 		}
 		s.liftConfigPause(mb)

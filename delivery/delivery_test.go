@@ -338,3 +338,28 @@ func TestReloadDuringSendAsAttempt(t *testing.T) {
 		t.Errorf("the first attempt was not refused for the grant; the test proves nothing:\n%s", h.logs.String())
 	}
 }
+
+// TestReloadDuringConfigFaultAttempt: the admin fixes the mailbox and
+// reloads while an attempt is being refused for the relay's own setup
+// (SMTP AUTH disabled). The reload lifted no pause yet; the pause the
+// attempt then sets is from the old setup and must not hold the mail
+// for its backoff (an hour here).
+func TestReloadDuringConfigFaultAttempt(t *testing.T) {
+	var h *harness
+	var once sync.Once
+	h = newHarness(t, hopts{minRetry: "1h", maxRetry: "2h", noStart: true,
+		attempt: func(string, string, string, string) {
+			// Called after the refusal, before the mailbox pauses.
+			once.Do(func() {
+				h.emu.AddMailbox(msemu.Mailbox{Address: tMailbox, FullAccess: []string{tClient}, SendAs: []string{tSendAs}})
+				h.sched.SetConfig(h.cfg)
+			})
+		}})
+	h.emu.AddMailbox(msemu.Mailbox{Address: tMailbox, FullAccess: []string{tClient}, SendAs: []string{tSendAs}, SMTPAuthDisabled: true})
+	h.start()
+	h.enqueue(tSendAs, []string{"a@example.org"}, testMessage(tSendAs, "fixed during the attempt"))
+	h.waitDelivered(1)
+	if !strings.Contains(h.logs.String(), "refused the relay's own setup") {
+		t.Errorf("the first attempt was not refused for the setup; the test proves nothing:\n%s", h.logs.String())
+	}
+}

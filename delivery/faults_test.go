@@ -388,3 +388,28 @@ func TestRestartRetriesMailHeldByOurSetup(t *testing.T) {
 		t.Errorf("the 451 message did not keep its retry time: %v", err)
 	}
 }
+
+// TestCredentialRecoveredDuringAttempt: the app gets a token again (the
+// secret fixed) while an attempt refused for the old one is being
+// recorded. The recovery lifted no pause yet; the pause the attempt then
+// sets must not hold the mail for its backoff (an hour here).
+func TestCredentialRecoveredDuringAttempt(t *testing.T) {
+	var h *harness
+	var once sync.Once
+	h = newHarness(t, hopts{secret: "Qx8~revoked.secret", minRetry: "1h", maxRetry: "2h", noStart: true,
+		attempt: func(string, string, string, string) {
+			// Called after the refusal, before the mailbox pauses.
+			once.Do(func() {
+				if err := h.tokens.Update(h.config(tSecret)); err != nil {
+					t.Error(err)
+				}
+				h.sched.CredentialRecovered("contoso")
+			})
+		}})
+	h.start()
+	h.enqueue(tSendAs, []string{"a@example.org"}, testMessage(tSendAs, "token back during the attempt"))
+	h.waitDelivered(1)
+	if !strings.Contains(h.logs.String(), "AADSTS7000215") {
+		t.Errorf("the first attempt was not refused for the secret; the test proves nothing:\n%s", h.logs.String())
+	}
+}

@@ -126,10 +126,10 @@ func (s *Scheduler) mailboxesOfApp(mc *config.Mailbox, cfg *config.Config) []*mb
 func (s *Scheduler) SetConfig(cfg *config.Config) {
 	s.mu.Lock()
 	s.cfg = cfg
-	s.reloads++
 	now := s.o.Now()
 	for _, mb := range s.mbx {
 		mb.warnedNoConf = false
+		mb.lifts++
 		// Only configuration faults (our setup, a SendAs grant) are
 		// lifted: a reload does not make Exchange's throttling or daily
 		// quota go away.
@@ -146,6 +146,28 @@ func (s *Scheduler) SetConfig(cfg *config.Config) {
 	}
 	s.mu.Unlock()
 	s.poke()
+}
+
+// liftIfLifted lifts the hold a configuration or SendAs fault has just
+// put on mb when a reload (or its app getting a token again) came during
+// the attempt: that lifted such holds before this attempt reported, and
+// may be the fix, so the mail is tried again at once rather than after
+// the backoff (a fault still there pauses again then).
+func (s *Scheduler) liftIfLifted(it *item, mb *mbox, kind transport.Kind, from string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if it.lifts == mb.lifts {
+		return
+	}
+	switch kind {
+	case transport.ConfigFault:
+		if mb.configFault {
+			s.liftConfigPause(mb)
+			s.broadcast(mb)
+		}
+	case transport.SenderFault:
+		delete(mb.senderFaults, strings.ToLower(from))
+	}
 }
 
 // liftConfigPause ends the mailbox's configuration-fault pause here and

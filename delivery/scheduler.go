@@ -85,9 +85,6 @@ type Scheduler struct {
 	sendCtx context.Context
 	// spoolErr is set while the spool cannot be written.
 	spoolErr *spoolFault
-	// reloads counts SetConfig calls, so that an attempt that ends after
-	// a reload knows the reload came too late to release it.
-	reloads int
 }
 
 // item is one message the scheduler knows about.
@@ -101,7 +98,7 @@ type item struct {
 	inflight bool
 	seq      int // bumped whenever the item leaves the heap logically
 	lastKind transport.Kind
-	reloads  int // Scheduler.reloads when the item was taken for an attempt
+	lifts    int // mbox.lifts when the item was taken for an attempt
 }
 
 // mbox is the scheduling state of one mailbox.
@@ -136,6 +133,10 @@ type mbox struct {
 	rcptsInflight int
 	conns         int
 	warnedNoConf  bool
+	// lifts counts the times the mailbox's holds were lifted (a reload,
+	// its app getting a token again), so that an attempt that ends after
+	// one knows it came too late to release it (see liftIfLifted).
+	lifts int
 }
 
 // New makes a scheduler; Run starts it.
@@ -453,7 +454,7 @@ func (s *Scheduler) take(ctx context.Context, mb *mbox) *item {
 		if it != nil {
 			it.ready = false
 			it.inflight = true
-			it.reloads = s.reloads
+			it.lifts = mb.lifts
 			return it
 		}
 		wait := time.Until(idleUntil)
@@ -518,11 +519,12 @@ func (s *Scheduler) reschedule(it *item, st queue.State, due time.Time, kind tra
 	mb := s.mailbox(it.mailbox)
 	switch {
 	case kind == transport.ConfigFault && !mb.configFault,
-		(kind == transport.ConfigFault || kind == transport.SenderFault) && it.reloads != s.reloads:
-		// The fault this attempt met was lifted while the envelope was
-		// being written back (a reload with the fix, or another
-		// connection got through): the reload's releaseHeld could not
-		// see this message yet, so do not sit out the old retry time.
+		kind == transport.SenderFault && it.lifts != mb.lifts:
+		// The fault this attempt met was lifted since (a reload with
+		// the fix, or another connection got through): the lift's
+		// releaseHeld could not see this message in flight, so do not
+		// sit out the old retry time. A lift ends a config pause, so
+		// the first case covers it.
 		due = s.o.Now()
 	}
 	it.seq++

@@ -192,6 +192,7 @@ func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cf
 	// The fix for a missing SendAs grant names the sender.
 	a.Fix = strings.ReplaceAll(a.Fix, "<from address>", env.MailFrom)
 	s.pauseFor(mb, mc, cfg, a, env.MailFrom)
+	s.liftIfLifted(it, mb, a.Kind, env.MailFrom)
 	if a.Delivered > 0 {
 		// Only mail getting through proves the mailbox works again; a 451
 		// or a refused recipient on another connection says nothing about
@@ -220,6 +221,9 @@ func (s *Scheduler) record(it *item, env *queue.Envelope, mc *config.Mailbox, cf
 	pausedUntil := mb.pausedUntil
 	s.mu.Unlock()
 	next, expired := nextAttempt(a.Kind, env, s.policy(cfg), now, pausedUntil, s.o.Jitter())
+	if next.IsZero() {
+		next = now // a configuration fault whose pause was lifted since
+	}
 	if expired {
 		s.notifyFailure(env, giveUp(env, cfg.Spool.MaxAge.Duration), cfg)
 		s.complete(it, env, start)

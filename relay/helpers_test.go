@@ -163,18 +163,24 @@ func startRelay(t testing.TB, listenExtra string, setup func(*testRelay)) *testR
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		r.srv.Shutdown(ctx)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			// Fail here with a name rather than hang until the package's
-			// timeout.
-			t.Errorf("Serve did not return after Shutdown")
-		}
+		checkServeReturned(t, done)
 	})
 	return r
+}
+
+// checkServeReturned fails t unless Serve, whose result done carries,
+// returned nil within 10 s of Shutdown: it fails here, with a name,
+// rather than hang until the package's timeout.
+func checkServeReturned(t testing.TB, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve after Shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("Serve still accepting 10 s after Shutdown returned")
+	}
 }
 
 // setPeer makes the next sessions believe they come from ip.

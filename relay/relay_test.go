@@ -688,12 +688,5 @@ func TestShutdownBeforeGoSMTPServes(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	close(shut)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Serve after Shutdown: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Serve still accepting 10 s after Shutdown returned")
-	}
+	checkServeReturned(t, done)
 }

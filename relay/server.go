@@ -192,10 +192,7 @@ func (s *Server) Serve(plain, implicitTLS net.Listener) error {
 		start(implicitTLS, true)
 	}
 	if n == 0 {
-		s.mu.Lock()
-		closed := s.closed
-		s.mu.Unlock()
-		if closed {
+		if s.isClosed() {
 			return nil // shut down before it began, as if after
 		}
 		return errors.New("no listener configured")
